@@ -1,0 +1,34 @@
+"""Deploy the control API onto the running cluster: ``python -m asgard_ray.api.deploy``."""
+
+from __future__ import annotations
+
+import logging
+
+from ray import serve
+
+from asgard_ray.api.serve import build_app
+from asgard_ray.config import Settings
+from asgard_ray.runtime import connect
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "asgard"
+
+
+def deploy(settings: Settings) -> str:
+    """Start Serve's HTTP proxy on the configured host/port and run the app; return its URL."""
+    connect(settings)
+    serve.start(http_options={"host": settings.asgard_api_host, "port": settings.asgard_api_port})
+    serve.run(build_app(), name=APP_NAME, route_prefix="/", blocking=False)
+    log.info("Asgard API deployed at %s", settings.api_url)
+    return settings.api_url
+
+
+def main() -> None:
+    """Entrypoint."""
+    logging.basicConfig(level=logging.INFO)
+    print(deploy(Settings()))
+
+
+if __name__ == "__main__":
+    main()

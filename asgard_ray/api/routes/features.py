@@ -1,0 +1,51 @@
+"""``/feast/*``: register, list, get and delete feature views; store status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from asgard_ray.api.deps import FeaturesDep
+from asgard_ray.api.errors import ErrorBody
+from asgard_ray.features.specs import (
+    FeastStatus,
+    FeatureViewInfo,
+    FeatureViewList,
+    FeatureViewSpec,
+    RegisterFeaturesResponse,
+)
+
+router = APIRouter(prefix="/feast", tags=["features"])
+_ERRORS = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+@router.post("/features", response_model=RegisterFeaturesResponse, status_code=201, responses={200: {"model": RegisterFeaturesResponse}, **_ERRORS})
+def register_features(body: FeatureViewSpec, features: FeaturesDep, response: Response) -> RegisterFeaturesResponse:
+    """Register a feature view over a gold table (201); an identical re-registration answers 200."""
+    result = features.register(body)
+    if result.status == "unchanged":
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+@router.get("/features", response_model=FeatureViewList)
+def list_features(features: FeaturesDep) -> FeatureViewList:
+    """List the registered feature views."""
+    return features.list()
+
+
+@router.get("/features/{name}", response_model=FeatureViewInfo, responses=_ERRORS)
+def get_features(name: str, features: FeaturesDep) -> FeatureViewInfo:
+    """Describe one feature view."""
+    return features.get(name)
+
+
+@router.delete("/features/{name}", response_model=FeatureViewInfo, responses=_ERRORS)
+def delete_features(name: str, features: FeaturesDep) -> FeatureViewInfo:
+    """Delete a feature view; returns what was deleted."""
+    return features.delete(name)
+
+
+@router.get("/status", response_model=FeastStatus)
+def feast_status(features: FeaturesDep) -> FeastStatus:
+    """Registry, offline and online store, and counts."""
+    return features.status()

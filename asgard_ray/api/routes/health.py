@@ -1,0 +1,97 @@
+"""``/mlops/health`` (liveness) and ``/mlops/status`` (every backing service)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from asgard_ray import __version__
+from asgard_ray.api.deps import FeaturesDep, SettingsDep
+
+router = APIRouter(prefix="/mlops", tags=["health"])
+
+
+class Health(BaseModel):
+    """Liveness of the API process."""
+
+    status: Literal["healthy"] = "healthy"
+    version: str = __version__
+
+
+class ComponentStatus(BaseModel):
+    """One backing service."""
+
+    name: str
+    healthy: bool
+    url: str | None = None
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+class PlatformStatus(BaseModel):
+    """Every backing service and links to look at."""
+
+    status: Literal["healthy", "degraded"]
+    components: list[ComponentStatus]
+    links: dict[str, str]
+
+
+@router.get("/health", response_model=Health)
+def health() -> Health:
+    """Answer as long as the API process runs (also the Serve replica health check)."""
+    return Health()
+
+
+def _timed(name: str, url: str | None, check) -> ComponentStatus:  # noqa: ANN001
+    start = time.perf_counter()
+    try:
+        detail = check()
+        return ComponentStatus(name=name, healthy=True, url=url, detail=detail, latency_ms=round((time.perf_counter() - start) * 1000, 1))
+    except Exception as exc:  # report, never raise: this endpoint exists to show what is down
+        return ComponentStatus(name=name, healthy=False, url=url, detail=f"{type(exc).__name__}: {exc}"[:300])
+
+
+@router.get("/status", response_model=PlatformStatus)
+def platform_status(settings: SettingsDep, features: FeaturesDep) -> PlatformStatus:
+    """Check Ray, MLflow, Feast and S3 and report each."""
+    import ray
+
+    from asgard_ray.storage import filesystem
+
+    def ray_check() -> str:
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not initialized in this process")
+        cpus = ray.cluster_resources().get("CPU", 0)
+        return f"{len(ray.nodes())} node(s), {cpus:g} CPUs"
+
+    def mlflow_check() -> str:
+        with urllib.request.urlopen(f"{settings.tracking_uri}/health", timeout=3) as resp:  # noqa: S310
+            return resp.read().decode()[:50]
+
+    def s3_check() -> str:
+        info = filesystem(settings).get_file_info(settings.s3_bucket)
+        if info.type.name == "NotFound":
+            raise RuntimeError(f"bucket {settings.s3_bucket} not found")
+        return f"bucket {settings.s3_bucket}"
+
+    def feast_check() -> str:
+        st = features.status()
+        if not st.healthy:
+            raise RuntimeError(st.error or "unhealthy")
+        return f"{st.feature_views} feature view(s), registry {st.registry_version}"
+
+    components = [
+        _timed("ray", settings.dashboard_url, ray_check),
+        _timed("mlflow", settings.tracking_uri, mlflow_check),
+        _timed("s3", settings.s3_endpoint, s3_check),
+        _timed("feast", settings.s3_uri("feast", "registry.pb"), feast_check),
+    ]
+    return PlatformStatus(
+        status="healthy" if all(c.healthy for c in components) else "degraded",
+        components=components,
+        links={"docs": f"{settings.api_url}/docs", "dashboard": settings.dashboard_url, "mlflow": settings.tracking_uri},
+    )

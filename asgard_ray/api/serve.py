@@ -1,0 +1,54 @@
+"""The Ray Serve ingress: the FastAPI app in a Serve deployment.
+
+``build_app`` is the import path for ``serve run`` / ``serve deploy`` (``cluster/serve_config.yaml``).
+The replica asks for no CPU of its own, so it never starves the training and scoring work it
+submits; long work runs as Ray tasks and jobs, never in the replica's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from asgard_ray.api.app import create_app
+from asgard_ray.config import Settings
+
+__all__ = ["DEPLOYMENT_NAME", "build_app"]
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "AsgardAPI"
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Build the Serve application (``args`` may override ``num_replicas``)."""
+    args = args or {}
+    settings = Settings()
+    fastapi_app = create_app(settings)
+
+    @serve.deployment(
+        name=DEPLOYMENT_NAME,
+        num_replicas=int(args.get("num_replicas", 1)),
+        ray_actor_options={"num_cpus": 0},
+        health_check_period_s=10,
+        health_check_timeout_s=30,
+        max_ongoing_requests=64,
+        max_queued_requests=256,
+    )
+    @serve.ingress(fastapi_app)
+    class AsgardIngress:
+        """One replica of the control API."""
+
+        def __init__(self) -> None:
+            logging.basicConfig(level=logging.INFO)
+            log.info("Asgard API replica up (mode %s)", settings.asgard_mode.value)
+
+        def check_health(self) -> None:
+            """Serve's replica health check: the app must be importable and its settings valid."""
+            if fastapi_app.state.settings is None:  # pragma: no cover - defensive
+                raise RuntimeError("settings missing")
+
+    return AsgardIngress.bind()

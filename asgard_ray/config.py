@@ -1,0 +1,159 @@
+"""Platform settings: the one reader of the environment.
+
+Field names match the seed guide's environment variables (``MLFLOW_TRACKING_URI``, ``S3_BUCKET``,
+``TRINO_HOST``, ...); pydantic-settings matches them case-insensitively. Library code receives a
+``Settings`` instance; only entrypoints (``jobs/*``, the Serve app, the CLI, test fixtures) build one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Mode", "Settings"]
+
+
+class Mode(StrEnum):
+    """Where the platform runs."""
+
+    EMBEDDED = "embedded"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Asgard settings, read from the environment (and an optional ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- mode and embedded state -------------------------------------------------------------
+    asgard_mode: Mode = Mode.EMBEDDED
+    """``embedded`` runs everything on loopback from ``asgard up``; ``production`` points at real services."""
+    asgard_home: Path = Path(".asgard")
+    """Folder for the embedded stack's state: pid files, logs, the MLflow database, the S3 snapshot."""
+
+    # --- MLflow ------------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking server URI; embedded default is the local server on ``mlflow_port``."""
+    mlflow_artifact_location: str | None = None
+    """Artifact root for experiments the platform creates; default is the server's proxied root."""
+
+    # --- Feast -------------------------------------------------------------------------------
+    feast_repo_path: Path | None = None
+    """Feast repo folder (``feature_store.yaml`` is written there); default ``<home>/feast_repo``."""
+    feast_project: str = "asgard"
+    """Feast project name."""
+
+    # --- S3 ----------------------------------------------------------------------------------
+    aws_access_key_id: str = "asgard"
+    """S3 access key (the embedded server accepts any)."""
+    aws_secret_access_key: str = Field(default="asgard-secret", repr=False)
+    """S3 secret key."""
+    aws_region: str = "us-east-1"
+    """S3 region."""
+    s3_bucket: str = "asgard"
+    """The platform's bucket: gold tables, Feast registry, MLflow artifacts, monitoring log."""
+    s3_endpoint_url: str | None = None
+    """S3 endpoint; embedded default is the local server on ``s3_port``. Unset in production means AWS."""
+    asgard_output_buckets: list[str] = ["asgard", "my-bucket"]
+    """Buckets batch scoring may write to (the seed's examples write to ``my-bucket``)."""
+
+    # --- gold layer (production path: Iceberg through Trino) ----------------------------------
+    trino_host: str = "trino.data-platform.svc.cluster.local"
+    """Trino host serving the Iceberg gold layer (production)."""
+    trino_port: int = 8080
+    """Trino port."""
+    trino_catalog: str = "iceberg"
+    """Trino catalog of the gold layer."""
+    gold_schema: str = "gold"
+    """Schema (namespace) of the gold tables; also the folder ``s3://<bucket>/<GOLD_SCHEMA>/`` in embedded mode."""
+
+    # --- Ray and ports -------------------------------------------------------------------------
+    ray_address: str | None = None
+    """Ray cluster to join; default ``auto`` (the head that ``asgard up`` started)."""
+    ray_namespace: str = "asgard"
+    """Namespace for named actors (monitoring, job tracking)."""
+    asgard_api_host: str = "127.0.0.1"
+    """Host the Serve HTTP proxy binds."""
+    asgard_api_port: int = 8000
+    """Port of the control API."""
+    asgard_s3_port: int = 9000
+    """Port of the embedded S3 server."""
+    asgard_mlflow_port: int = 5000
+    """Port of the embedded MLflow server."""
+    asgard_ray_port: int = 6379
+    """GCS port of the embedded Ray head."""
+    asgard_dashboard_port: int = 8265
+    """Port of the Ray dashboard (and the Jobs API)."""
+    asgard_num_cpus: int | None = None
+    """CPUs the embedded Ray head offers; default all."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def s3_endpoint(self) -> str | None:
+        """The S3 endpoint to use: explicit, else the embedded server, else AWS (None)."""
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        if self.asgard_mode is Mode.EMBEDDED:
+            return f"http://127.0.0.1:{self.asgard_s3_port}"
+        return None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI to use."""
+        return self.mlflow_tracking_uri or f"http://127.0.0.1:{self.asgard_mlflow_port}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def dashboard_url(self) -> str:
+        """The Ray dashboard (and Jobs API) URL."""
+        return f"http://127.0.0.1:{self.asgard_dashboard_port}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def api_url(self) -> str:
+        """The control API's base URL."""
+        return f"http://{self.asgard_api_host}:{self.asgard_api_port}"
+
+    @property
+    def feast_repo(self) -> Path:
+        """The Feast repo folder."""
+        return (self.feast_repo_path or self.asgard_home / "feast_repo").absolute()
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the platform runs on the embedded stack."""
+        return self.asgard_mode is Mode.EMBEDDED
+
+    def s3_uri(self, *parts: str) -> str:
+        """Build ``s3://<bucket>/<parts...>`` in the platform bucket."""
+        key = "/".join(p.strip("/") for p in parts if p)
+        return f"s3://{self.s3_bucket}/{key}"
+
+    def gold_uri(self, table_name: str) -> str:
+        """Location of a gold-layer table (embedded: Parquet under the platform bucket)."""
+        return self.s3_uri(self.gold_schema, table_name)
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment that Ray workers need to reach S3 and MLflow (for ``runtime_env``)."""
+        env = {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_REGION": self.aws_region,
+            "AWS_DEFAULT_REGION": self.aws_region,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "S3_BUCKET": self.s3_bucket,
+            "ASGARD_MODE": self.asgard_mode.value,
+            "ASGARD_S3_PORT": str(self.asgard_s3_port),
+            "ASGARD_MLFLOW_PORT": str(self.asgard_mlflow_port),
+            "GOLD_SCHEMA": self.gold_schema,
+        }
+        if self.s3_endpoint:
+            env["S3_ENDPOINT_URL"] = self.s3_endpoint
+            env["AWS_ENDPOINT_URL_S3"] = self.s3_endpoint
+            env["FEAST_S3_ENDPOINT_URL"] = self.s3_endpoint
+            env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint
+        return env

@@ -1,0 +1,234 @@
+"""Register, list, get and delete feature views in the Feast registry."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from asgard_ray.config import Settings
+from asgard_ray.errors import Conflict, InvalidRequest, NotFound
+from asgard_ray.features.sources import table_schema, table_uri
+from asgard_ray.features.specs import (
+    FeastStatus,
+    FeatureSourceSpec,
+    FeatureViewInfo,
+    FeatureViewList,
+    FeatureViewSpec,
+    RegisterFeaturesResponse,
+)
+from asgard_ray.features.store import feature_store
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, FeatureView
+
+__all__ = ["FeatureRegistry", "SPEC_TAG", "feast_type", "registry_version"]
+
+log = logging.getLogger(__name__)
+
+SPEC_TAG = "asgard.spec"
+
+_COMPATIBLE = {
+    "int64": pa.types.is_integer,
+    "int32": pa.types.is_integer,
+    "float64": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "float32": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "bool": pa.types.is_boolean,
+    "bytes": lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t),
+    "unix_timestamp": pa.types.is_timestamp,
+}
+
+
+def feast_type(dtype: str) -> Any:
+    """The Feast type of one of the spec's dtypes."""
+    from feast import types as ft
+
+    return {
+        "int64": ft.Int64, "int32": ft.Int32, "float64": ft.Float64, "float32": ft.Float32,
+        "string": ft.String, "bool": ft.Bool, "bytes": ft.Bytes, "unix_timestamp": ft.UnixTimestamp,
+    }[dtype]
+
+
+def registry_version(store: FeatureStore) -> str | None:
+    """The registry's version id (changes on every apply), for lineage tags."""
+    try:
+        return store.registry._get_registry_proto(project=store.project, allow_cache=False).version_id or None
+    except Exception:  # an empty registry has no proto yet
+        return None
+
+
+def _entity_value_type(arrow_type: pa.DataType) -> Any:
+    from feast import ValueType
+
+    if pa.types.is_integer(arrow_type):
+        return ValueType.INT64
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return ValueType.STRING
+    raise InvalidRequest(f"entity column type {arrow_type} is not supported; use an integer or string key")
+
+
+def _check_against_table(spec: FeatureViewSpec, schema: pa.Schema) -> None:
+    """Every referenced column exists with a compatible type; report all problems at once."""
+    problems: list[str] = []
+    columns = set(schema.names)
+    table = spec.source.table_name
+    ts = spec.source.timestamp_field
+    if ts not in columns:
+        problems.append(f"timestamp_field {ts!r} is not a column of {table}")
+    elif not pa.types.is_timestamp(schema.field(ts).type):
+        problems.append(f"timestamp_field {ts!r} has type {schema.field(ts).type}, not a timestamp")
+    for entity in spec.entities:
+        if entity not in columns:
+            problems.append(f"entity {entity!r} is not a column of {table}")
+    for feat in spec.features:
+        if feat.name not in columns:
+            problems.append(f"feature {feat.name!r} is not a column of {table}")
+        elif not _COMPATIBLE[feat.dtype](schema.field(feat.name).type):
+            problems.append(f"feature {feat.name!r} is {schema.field(feat.name).type} in {table}, not {feat.dtype}")
+    if problems:
+        raise InvalidRequest(
+            "; ".join(problems),
+            detail={"table_name": table, "columns": sorted(columns), "problems": problems},
+        )
+
+
+def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
+    tags = dict(fv.tags or {})
+    spec_json = tags.pop(SPEC_TAG, None)
+    if spec_json:
+        spec = FeatureViewSpec.model_validate_json(spec_json)
+        return FeatureViewInfo(
+            **spec.model_dump(exclude={"tags"}), tags=spec.tags,
+            source_uri=table_uri(settings, spec.source.table_name),
+            created_at=fv.created_timestamp, updated_at=fv.last_updated_timestamp,
+        )
+    # a view registered outside asgard (feast apply): describe it from Feast's own fields
+    return FeatureViewInfo(
+        name=fv.name, entities=list(fv.entities),
+        features=[{"name": f.name, "dtype": str(f.dtype).lower().replace("primitivefeasttype.", "")} for f in fv.features],
+        source=FeatureSourceSpec(table_name=fv.batch_source.name or fv.name, timestamp_field=fv.batch_source.timestamp_field),
+        source_uri=getattr(fv.batch_source, "path", ""), tags=tags,
+        created_at=fv.created_timestamp, updated_at=fv.last_updated_timestamp,
+    )
+
+
+class FeatureRegistry:
+    """The feature-store service behind ``/feast/*``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def store(self) -> FeatureStore:
+        return feature_store(self.settings)
+
+    def _get_view(self, name: str) -> FeatureView:
+        from feast.errors import FeatureViewNotFoundException
+
+        try:
+            return self.store.get_feature_view(name)
+        except FeatureViewNotFoundException as exc:
+            raise NotFound(f"feature view {name!r} is not registered") from exc
+
+    def register(self, spec: FeatureViewSpec) -> RegisterFeaturesResponse:
+        """Create or confirm a feature view; an identical spec is a no-op, a different one a conflict."""
+        from feast import Entity, FeatureView, Field, FileSource
+        from feast.errors import FeatureViewNotFoundException
+
+        store = self.store
+        try:
+            existing = store.get_feature_view(spec.name)
+        except FeatureViewNotFoundException:
+            existing = None
+        if existing is not None:
+            old = (existing.tags or {}).get(SPEC_TAG)
+            if old == spec.canonical():
+                log.info("feature view %s unchanged", spec.name)
+                return RegisterFeaturesResponse(
+                    **_info(existing, self.settings).model_dump(), status="unchanged",
+                    registry_version=registry_version(store),
+                )
+            raise Conflict(
+                f"feature view {spec.name!r} already exists with a different spec; "
+                f"DELETE /feast/features/{spec.name} first or register under a new name",
+                detail={"existing": FeatureViewSpec.model_validate_json(old).model_dump() if old else None},
+            )
+
+        schema = table_schema(self.settings, spec.source.table_name)
+        _check_against_table(spec, schema)
+        entities = []
+        for name in spec.entities:
+            value_type = _entity_value_type(schema.field(name).type)
+            try:
+                current = store.get_entity(name)
+                if current.value_type != value_type:
+                    raise Conflict(f"entity {name!r} exists with type {current.value_type.name}, not {value_type.name}")
+                entities.append(current)
+            except Exception as exc:  # EntityNotFoundException: create it
+                if isinstance(exc, Conflict):
+                    raise
+                entities.append(Entity(name=name, join_keys=[name], value_type=value_type))
+        source = FileSource(
+            name=spec.source.table_name,
+            path=table_uri(self.settings, spec.source.table_name),
+            timestamp_field=spec.source.timestamp_field,
+            created_timestamp_column=spec.source.created_timestamp_column or "",
+            s3_endpoint_override=self.settings.s3_endpoint,
+        )
+        view = FeatureView(
+            name=spec.name,
+            entities=entities,
+            schema=[Field(name=f.name, dtype=feast_type(f.dtype), description=f.description) for f in spec.features],
+            source=source,
+            ttl=timedelta(seconds=spec.ttl_seconds) if spec.ttl_seconds else timedelta(0),
+            online=False,
+            description=spec.description,
+            tags={**spec.tags, SPEC_TAG: spec.canonical()},
+        )
+        store.apply([*entities, view])
+        log.info("registered feature view %s over %s", spec.name, spec.source.table_name)
+        return RegisterFeaturesResponse(
+            **_info(self._get_view(spec.name), self.settings).model_dump(), status="registered",
+            registry_version=registry_version(store),
+        )
+
+    def list(self) -> FeatureViewList:
+        """Every feature view in the registry."""
+        views = [_info(fv, self.settings) for fv in self.store.list_feature_views()]
+        views.sort(key=lambda v: v.name)
+        return FeatureViewList(feature_views=views, total=len(views))
+
+    def get(self, name: str) -> FeatureViewInfo:
+        """One feature view, or ``NotFound``."""
+        return _info(self._get_view(name), self.settings)
+
+    def delete(self, name: str) -> FeatureViewInfo:
+        """Remove a feature view (its entities stay); return what was removed."""
+        info = self.get(name)
+        self.store.delete_feature_view(name)
+        log.info("deleted feature view %s", name)
+        return info
+
+    def status(self) -> FeastStatus:
+        """Registry, stores and counts; never raises."""
+        base = {
+            "project": self.settings.feast_project,
+            "registry": self.settings.s3_uri("feast", "registry.pb"),
+            "offline_store": "ray",
+            "online_store": "sqlite",
+        }
+        try:
+            store = self.store
+            return FeastStatus(
+                **base,
+                registry_version=registry_version(store),
+                feature_views=len(store.list_feature_views()),
+                entities=len(store.list_entities()),
+                healthy=True,
+            )
+        except Exception as exc:
+            log.warning("Feast status check failed: %s", exc)
+            return FeastStatus(**base, registry_version=None, feature_views=0, entities=0, healthy=False, error=type(exc).__name__)

@@ -1,0 +1,78 @@
+"""The Feast store, configured from settings: registry on S3, Ray offline store, SQLite online store.
+
+The registry is a file on S3 (durable, shared by every node and replica, read fresh on every call).
+The offline store is Feast's Ray offline store, so point-in-time joins run as Ray Data work on the
+platform's cluster; it reuses the Ray connection of the calling process instead of starting its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from asgard_ray.config import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+__all__ = ["feature_store", "repo_config_dict", "write_repo"]
+
+log = logging.getLogger(__name__)
+
+
+def repo_config_dict(settings: Settings) -> dict[str, Any]:
+    """``feature_store.yaml`` as a dict."""
+    return {
+        "project": settings.feast_project,
+        "provider": "local",
+        "registry": {
+            "registry_type": "file",
+            "path": settings.s3_uri("feast", "registry.pb"),
+            "cache_ttl_seconds": 0,
+        },
+        "offline_store": {
+            "type": "ray",
+            "storage_path": settings.s3_uri("feast", "staging"),
+            "enable_ray_logging": False,
+        },
+        "online_store": {"type": "sqlite", "path": str(settings.feast_repo / "online_store.db")},
+        "entity_key_serialization_version": 3,
+    }
+
+
+def write_repo(settings: Settings) -> None:
+    """Write ``feature_store.yaml`` into the Feast repo folder (for the ``feast`` CLI and users)."""
+    settings.feast_repo.mkdir(parents=True, exist_ok=True)
+    text = "# Written by asgard from its settings; edit the settings, not this file.\n"
+    text += yaml.safe_dump(repo_config_dict(settings), sort_keys=False)
+    (settings.feast_repo / "feature_store.yaml").write_text(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _store(settings_json: str) -> FeatureStore:
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    settings = Settings.model_validate_json(settings_json)
+    settings.feast_repo.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(repo_path=settings.feast_repo, **repo_config_dict(settings))
+    return FeatureStore(config=config)
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    """The process's Feast store for these settings (built once; the registry is read fresh).
+
+    Feast's S3 registry store takes its endpoint from ``FEAST_S3_ENDPOINT_URL``; the entrypoint's
+    environment (``Settings.worker_env``) provides it.
+    """
+    import os
+
+    if settings.s3_endpoint:
+        os.environ.setdefault("FEAST_S3_ENDPOINT_URL", settings.s3_endpoint)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", settings.aws_access_key_id)
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", settings.aws_secret_access_key)
+    os.environ.setdefault("AWS_DEFAULT_REGION", settings.aws_region)
+    return _store(settings.model_dump_json(exclude={"s3_endpoint", "tracking_uri", "dashboard_url", "api_url"}))

@@ -1,0 +1,147 @@
+"""One helper for S3 access through pyarrow's ``S3FileSystem``.
+
+pyarrow writes empty "directory marker" keys that s3fs/pandas then trip over, so every read and
+write of platform data goes through the filesystem built here (also handed to Ray Data and Feast).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from asgard_ray.config import Settings
+from asgard_ray.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParsedUri:
+    """A storage location: ``scheme`` is ``s3`` or ``file``; ``path`` is what pyarrow expects."""
+
+    scheme: str
+    bucket: str | None
+    path: str
+
+    @property
+    def uri(self) -> str:
+        """The location as a URI again."""
+        return f"s3://{self.path}" if self.scheme == "s3" else self.path
+
+
+def parse_uri(uri: str) -> ParsedUri:
+    """Split ``s3://bucket/key`` or a local path; reject other schemes."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("s3", "s3a"):
+        if not parsed.netloc:
+            raise InvalidRequest(f"S3 URI {uri!r} has no bucket; write it as s3://<bucket>/<key>")
+        key = parsed.path.lstrip("/")
+        return ParsedUri("s3", parsed.netloc, f"{parsed.netloc}/{key}".rstrip("/"))
+    if parsed.scheme in ("", "file"):
+        path = parsed.path if parsed.scheme == "file" else uri
+        return ParsedUri("file", None, path)
+    raise InvalidRequest(f"unsupported storage scheme {parsed.scheme!r} in {uri!r}; use s3://")
+
+
+@functools.lru_cache(maxsize=8)
+def _s3(endpoint: str | None, key: str, secret: str, region: str) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {"access_key": key, "secret_key": secret, "region": region, "allow_bucket_creation": True}
+    if endpoint:
+        ep = urlparse(endpoint)
+        kwargs["endpoint_override"] = ep.netloc
+        kwargs["scheme"] = ep.scheme or "http"
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem(settings: Settings) -> pafs.S3FileSystem:
+    """The S3 filesystem for these settings (cached per endpoint and credentials)."""
+    return _s3(
+        settings.s3_endpoint,
+        settings.aws_access_key_id,
+        settings.aws_secret_access_key,
+        settings.aws_region,
+    )
+
+
+def resolve(settings: Settings, uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return the filesystem and the path within it for a URI."""
+    parsed = parse_uri(uri)
+    if parsed.scheme == "s3":
+        return filesystem(settings), parsed.path
+    return pafs.LocalFileSystem(), parsed.path
+
+
+def exists(settings: Settings, uri: str) -> bool:
+    """Whether a file or a non-empty prefix exists."""
+    fs, path = resolve(settings, uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return True
+    if info.type == pafs.FileType.Directory:
+        return bool(list_files(settings, uri))
+    return False
+
+
+def list_files(settings: Settings, uri: str) -> list[str]:
+    """List the files (not directory markers) under a prefix, as paths within the filesystem."""
+    fs, path = resolve(settings, uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.size > 0)
+
+
+def read_bytes(settings: Settings, uri: str) -> bytes:
+    """Read a whole object."""
+    fs, path = resolve(settings, uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(settings: Settings, uri: str, data: bytes) -> None:
+    """Write a whole object (a single PUT on S3, so readers see all of it or none)."""
+    fs, path = resolve(settings, uri)
+    parsed = parse_uri(uri)
+    if parsed.scheme == "file":
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def read_json(settings: Settings, uri: str) -> Any:
+    """Read a JSON object."""
+    return json.loads(read_bytes(settings, uri))
+
+
+def write_json(settings: Settings, uri: str, obj: Any) -> None:
+    """Write a JSON object."""
+    write_bytes(settings, uri, json.dumps(obj, indent=2, default=str).encode())
+
+
+def delete_prefix(settings: Settings, uri: str) -> int:
+    """Delete every object under a prefix; return how many files went."""
+    fs, path = resolve(settings, uri)
+    files = list_files(settings, uri)
+    for f in files:
+        fs.delete_file(f)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir_contents(path, missing_dir_ok=True)
+    log.info("deleted %d files under %s", len(files), uri)
+    return len(files)
+
+
+def ensure_buckets(settings: Settings, buckets: list[str]) -> None:
+    """Create buckets that do not exist yet."""
+    fs = filesystem(settings)
+    for bucket in buckets:
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            fs.create_dir(bucket)
+            log.info("created bucket %s", bucket)
