@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Mode", "Settings"]
@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     """Port of the Ray dashboard (and the Jobs API)."""
     asgard_num_cpus: int | None = None
     """CPUs the embedded Ray head offers; default all."""
+
+    # --- API security and limits --------------------------------------------------------------
+    asgard_api_key: SecretStr | None = None
+    """Write-scope API key; when any key is set, every route but ``/mlops/health`` needs ``Authorization: Bearer``."""
+    asgard_api_read_keys: list[SecretStr] = []
+    """Read-only API keys (JSON list): GET routes only; mutating routes answer 403."""
+    asgard_api_key_file: Path | None = None
+    """File with one ``<scope>:<key>`` per line (scope ``write`` or ``read``), for keys mounted from a secret."""
+    asgard_max_body_bytes: int = 10 * 1024 * 1024
+    """Largest request body accepted; larger gets 413 (point big entity sets at ``entities_source``)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -6,6 +6,7 @@ import logging
 
 from ray import serve
 
+from asgard_ray.api.security import check_bind
 from asgard_ray.api.serve import build_app
 from asgard_ray.config import Settings
 from asgard_ray.runtime import connect
@@ -17,6 +18,7 @@ APP_NAME = "asgard"
 
 def deploy(settings: Settings) -> str:
     """Start Serve's HTTP proxy on the configured host/port and run the app; return its URL."""
+    check_bind(settings)
     connect(settings)
     serve.start(http_options={"host": settings.asgard_api_host, "port": settings.asgard_api_port})
     serve.run(build_app(), name=APP_NAME, route_prefix="/", blocking=False)

@@ -63,6 +63,14 @@ def service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
         return 200 <= resp.status < 300
@@ -110,6 +118,8 @@ def _start_ray(settings: Settings, pids: PidFiles, env: dict[str, str]) -> None:
         "--dashboard-port", str(settings.asgard_dashboard_port),
         "--temp-dir", _ray_temp_dir(settings),
         "--ray-client-server-port", str(settings.asgard_ray_port + 1),
+        # a free agent port, so a second stack (tests) on this machine does not collide on 52365
+        "--dashboard-agent-listen-port", str(_free_port()),
         "--disable-usage-stats",
     ]
     if settings.asgard_num_cpus:

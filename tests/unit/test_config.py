@@ -1,0 +1,65 @@
+"""Settings: the seed's variable names, embedded defaults and derived URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asgard_ray.config import Mode, Settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return monkeypatch
+
+
+def test_seed_variables_are_read(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow-service.asgard.svc.cluster.local:5000")
+    clean_env.setenv("FEAST_REPO_PATH", "/tmp/feast_repo")
+    clean_env.setenv("S3_BUCKET", "mlflow-artifacts")
+    clean_env.setenv("AWS_REGION", "eu-west-1")
+    clean_env.setenv("TRINO_PORT", "8081")
+    clean_env.setenv("GOLD_SCHEMA", "gold_v2")
+    s = Settings()
+    assert s.tracking_uri == "http://mlflow-service.asgard.svc.cluster.local:5000"
+    assert s.feast_repo == Path("/tmp/feast_repo")
+    assert s.s3_bucket == "mlflow-artifacts"
+    assert s.aws_region == "eu-west-1"
+    assert s.trino_port == 8081
+    assert s.gold_uri("customer_aggregates") == "s3://mlflow-artifacts/gold_v2/customer_aggregates"
+
+
+def test_embedded_defaults_are_loopback(clean_env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.asgard_mode is Mode.EMBEDDED
+    assert s.s3_endpoint == "http://127.0.0.1:9000"
+    assert s.tracking_uri == "http://127.0.0.1:5000"
+    assert s.dashboard_url == "http://127.0.0.1:8265"
+    assert s.api_url == "http://127.0.0.1:8000"
+
+
+def test_production_without_endpoint_means_aws(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ASGARD_MODE", "production")
+    s = Settings()
+    assert s.s3_endpoint is None
+    assert "S3_ENDPOINT_URL" not in s.worker_env()
+
+
+def test_output_buckets_parse_from_json(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ASGARD_OUTPUT_BUCKETS", '["a", "b"]')
+    assert Settings().asgard_output_buckets == ["a", "b"]
+
+
+def test_secret_is_not_in_repr(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    assert "very-secret-value" not in repr(Settings())
+
+
+def test_bad_port_is_rejected(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("TRINO_PORT", "not-a-port")
+    with pytest.raises(ValueError, match="trino_port"):
+        Settings()
