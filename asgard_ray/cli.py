@@ -63,5 +63,145 @@ def demo() -> None:
     run_demo(_settings(), console)
 
 
+# --- the API, mirrored: each command sends the seed's request body to the control API ------------
+
+features_app = typer.Typer(help="Feature views (/feast/features).", no_args_is_help=True)
+registry_app = typer.Typer(help="Model registry (/mlops/registry).", no_args_is_help=True)
+monitor_app = typer.Typer(help="Monitoring (/mlops/monitoring).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Ray jobs on the cluster (the Jobs API of the dashboard).", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(registry_app, name="registry")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(jobs_app, name="jobs")
+
+RequestArg = typer.Argument(..., help="Request body: a JSON file, @file, or inline JSON.")
+
+
+def _call(method: str, path: str, body: dict | None = None, *, progress: str | None = None) -> dict:
+    """Call the control API and print the JSON answer; exit 1 on an error status."""
+    import json
+
+    import httpx
+
+    from asgard_ray.api.security import load_keys
+
+    settings = _settings()
+    keys = load_keys(settings)
+    headers = {"Authorization": f"Bearer {keys.write[0].decode()}"} if keys.write else {}
+    with console.status(progress or f"{method} {path} ..."):
+        resp = httpx.request(method, f"{settings.api_url}{path}", json=body, headers=headers, timeout=3600)
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"error": resp.text}
+    console.print_json(json.dumps(data, default=str))
+    if resp.status_code >= 400:
+        raise typer.Exit(1)
+    return data
+
+
+def _links(*extra: tuple[str, str]) -> None:
+    settings = _settings()
+    for name, url in (("dashboard", settings.dashboard_url), ("mlflow", settings.tracking_uri), *extra):
+        console.print(f"[dim]{name}:[/] {url}")
+
+
+@features_app.command("register")
+def features_register(request: str = RequestArg) -> None:
+    """Register a feature view (the seed's POST /feast/features body)."""
+    from asgard_ray.entrypoints import load_request
+
+    _call("POST", "/feast/features", load_request(request))
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """List the registered feature views."""
+    _call("GET", "/feast/features")
+
+
+@app.command()
+def train(request: str = RequestArg) -> None:
+    """Train with trials (the seed's POST /mlops/models body)."""
+    from asgard_ray.entrypoints import load_request
+
+    _call("POST", "/mlops/models", load_request(request), progress="training: trials run on Ray Tune...")
+    _links()
+
+
+@registry_app.command("register")
+def registry_register(request: str = RequestArg) -> None:
+    """Register a run's model as a new version (the seed's POST /mlops/registry body)."""
+    from asgard_ray.entrypoints import load_request
+
+    _call("POST", "/mlops/registry", load_request(request))
+
+
+@registry_app.command("alias")
+def registry_alias(model_name: str, alias: str, version: str) -> None:
+    """Point an alias (e.g. champion) at a version."""
+    _call("PUT", f"/mlops/registry/{model_name}/aliases/{alias}", {"version": version})
+
+
+@app.command()
+def score(request: str = RequestArg) -> None:
+    """Batch-score entities (the seed's POST /mlops/serve/batch body)."""
+    from asgard_ray.entrypoints import load_request
+
+    _call("POST", "/mlops/serve/batch", load_request(request), progress="scoring on Ray Data...")
+    _links()
+
+
+@monitor_app.command("log")
+def monitor_log(request: str = RequestArg) -> None:
+    """Log monitoring metrics (the seed's POST /mlops/monitoring body)."""
+    from asgard_ray.entrypoints import load_request
+
+    _call("POST", "/mlops/monitoring", load_request(request))
+
+
+@monitor_app.command("history")
+def monitor_history(
+    model_name: str,
+    model_version: str | None = typer.Option(None, help="Only this version."),
+    metric_type: str | None = typer.Option(None, help="Only this metric type."),
+    limit: int = typer.Option(100, help="At most this many records."),
+) -> None:
+    """Show a model's monitoring history."""
+    body = {"model_name": model_name, "model_version": model_version, "metric_type": metric_type, "limit": limit}
+    _call("POST", "/mlops/monitoring/history", {k: v for k, v in body.items() if v is not None})
+
+
+@monitor_app.command("compute")
+def monitor_compute(job_id: str = typer.Argument(..., help="A batch scoring job id.")) -> None:
+    """Compute drift, quality and performance of a batch job's output against the training reference."""
+    _call("POST", "/mlops/monitoring/compute", {"job_id": job_id}, progress="computing drift on Ray Data...")
+    _links(("monitoring page", f"{_settings().api_url}/mlops/monitoring/dashboard"))
+
+
+def _job_client():  # noqa: ANN202
+    import os
+
+    from ray.job_submission import JobSubmissionClient
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    return JobSubmissionClient(_settings().dashboard_url)
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """List Ray jobs (submitted with ``ray job submit``) and their status."""
+    table = Table("job id", "status", "entrypoint", "started")
+    for job in sorted(_job_client().list_jobs(), key=lambda j: j.start_time or 0, reverse=True):
+        table.add_row(job.submission_id or job.job_id or "", str(job.status), (job.entrypoint or "")[:60], str(job.start_time or ""))
+    console.print(table)
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str) -> None:
+    """Print a Ray job's logs."""
+    console.print(_job_client().get_job_logs(job_id), markup=False, highlight=False)
+
+
 if __name__ == "__main__":
     app()
