@@ -59,6 +59,8 @@ def service_env(settings: Settings) -> dict[str, str]:
     env.update(settings.worker_env())
     env["RAY_AUTH_MODE"] = env.get("RAY_AUTH_MODE", "token")
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # `ray job submit -- python jobs/x.py` runs `python` from the raylet's PATH: make it this environment's
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

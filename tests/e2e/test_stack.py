@@ -2,73 +2,41 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import SEED_FEATURE_SPEC, free_port
+from tests.conftest import SEED_FEATURE_SPEC
+from tests.e2e.conftest import api_url, asgard
 
 pytestmark = pytest.mark.e2e
 
 
-def _asgard(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "asgard_ray.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("stack_home")
-    ray_port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ASGARD_", "MLFLOW_", "S3_", "FEAST_", "AWS_ENDPOINT"))},
-        "ASGARD_HOME": str(home),
-        "ASGARD_S3_PORT": str(free_port()),
-        "ASGARD_MLFLOW_PORT": str(free_port()),
-        "ASGARD_RAY_PORT": str(ray_port),
-        "ASGARD_DASHBOARD_PORT": str(free_port()),
-        "ASGARD_API_PORT": str(free_port()),
-    }
-    yield env
-    _asgard(env, "down", timeout=120)
-
-
-def _api(env: dict[str, str]) -> str:
-    return f"http://127.0.0.1:{env['ASGARD_API_PORT']}"
-
-
-def test_up_register_down_up_keeps_state(stack_env: dict[str, str]) -> None:
-    first = _asgard(stack_env, "up")
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert (Path(stack_env["ASGARD_HOME"]) / "run" / "ray.pid").exists()
-
-    again = _asgard(stack_env, "up")  # idempotent: nothing new is started
+def test_up_register_down_up_keeps_state(stack: dict[str, str]) -> None:
+    assert (Path(stack["ASGARD_HOME"]) / "run" / "ray.pid").exists()
+    again = asgard(stack, "up")  # idempotent: everything is healthy, nothing new starts
     assert again.returncode == 0, again.stderr
+    pids_before = (Path(stack["ASGARD_HOME"]) / "run" / "ray.pid").read_text()
 
-    r = httpx.post(f"{_api(stack_env)}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)
+    api = api_url(stack)
+    r = httpx.post(f"{api}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)
     assert r.status_code in (200, 201), r.text
     assert r.json()["name"] == "customer_features"
-    status = httpx.get(f"{_api(stack_env)}/mlops/status", timeout=60).json()
+    status = httpx.get(f"{api}/mlops/status", timeout=60).json()
     assert {c["name"]: c["healthy"] for c in status["components"]} == {"ray": True, "mlflow": True, "s3": True, "feast": True}
+    assert pids_before == (Path(stack["ASGARD_HOME"]) / "run" / "ray.pid").read_text()
 
-    stopped = _asgard(stack_env, "down", timeout=120)
+    stopped = asgard(stack, "down", timeout=120)
     assert stopped.returncode == 0
     assert "ray" in stopped.stdout and "s3" in stopped.stdout
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{_api(stack_env)}/mlops/health", timeout=2)
+        httpx.get(f"{api}/mlops/health", timeout=2)
 
-    second = _asgard(stack_env, "up")
+    second = asgard(stack, "up")
     assert second.returncode == 0, second.stdout + second.stderr
-    listed = httpx.get(f"{_api(stack_env)}/feast/features", timeout=60).json()
+    listed = httpx.get(f"{api}/feast/features", timeout=60).json()
     assert [v["name"] for v in listed["feature_views"]] == ["customer_features"]
-    # re-registering the identical spec after a restart is still a no-op
-    same = httpx.post(f"{_api(stack_env)}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)
+    same = httpx.post(f"{api}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)
     assert same.status_code == 200 and same.json()["status"] == "unchanged"
-    assert json.loads(_asgard(stack_env, "status").returncode.__str__()) == 0
+    assert asgard(stack, "status").returncode == 0
