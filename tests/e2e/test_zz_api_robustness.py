@@ -1,0 +1,76 @@
+"""schemathesis against the live /openapi.json of the Serve API, and a bounded load test on loopback.
+
+Runs last in the e2e session (file name) because fuzzing mutates state: it may delete feature views
+or write monitoring records with generated names.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from tests.e2e.conftest import api_url
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def live_schema(stack: dict[str, str]):  # noqa: ANN201
+    """The schema served by the live Serve app."""
+    return schemathesis.openapi.from_url(f"{api_url(stack)}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("live_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_server_errors_and_schema_conformance(case, stack: dict[str, str]) -> None:  # noqa: ANN001
+    """Every route: no 5xx, and every response matches its documented schema."""
+    case.call_and_validate(
+        base_url=api_url(stack), checks=[not_a_server_error, response_schema_conformance], timeout=300
+    )
+
+
+def test_bounded_load_on_monitoring_and_health(stack: dict[str, str]) -> None:
+    """8 clients for a bounded time on 127.0.0.1: no 5xx and every acknowledged record is in history."""
+    api = api_url(stack)
+    model = f"load_model_{int(time.time())}"
+    duration, clients = 30.0, 8
+    deadline = time.monotonic() + duration
+
+    def worker(n: int) -> tuple[list[int], list[str]]:
+        statuses, ids = [], []
+        with httpx.Client(base_url=api, timeout=30) as http:
+            i = 0
+            while time.monotonic() < deadline and i < 2000:
+                if i % 2:
+                    r = http.get("/mlops/health")
+                else:
+                    r = http.post("/mlops/monitoring", json={
+                        "model_name": model, "model_version": "1", "metric_type": "custom",
+                        "metrics": {"latency_ms": float(i), "client": float(n)},
+                    })
+                    if r.status_code == 200:
+                        ids.append(r.json()["monitoring_id"])
+                statuses.append(r.status_code)
+                i += 1
+        return statuses, ids
+
+    with cf.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(worker, range(clients)))
+    statuses = [s for st, _ in results for s in st]
+    acked = {i for _, ids in results for i in ids}
+    assert statuses, "no requests were made"
+    assert not [s for s in statuses if s >= 500], f"server errors: {sorted(set(statuses))}"
+    assert len(acked) > 0
+    history = httpx.post(f"{api}/mlops/monitoring/history", json={"model_name": model, "limit": 100000}, timeout=120).json()
+    stored = {r["monitoring_id"] for r in history["records"]}
+    assert acked <= stored, f"{len(acked - stored)} acknowledged records are missing"
