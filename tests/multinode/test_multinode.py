@@ -1,0 +1,46 @@
+"""The workflow on a local multi-node cluster: work lands on worker nodes; all state is on S3/MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asgard_ray.config import Settings
+from asgard_ray.storage import exists
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.multinode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_workflow_on_head_and_two_workers(settings: Settings, tmp_path: Path) -> None:
+    from asgard_ray.local.stack import service_env
+
+    # a home no other process shares: nothing may depend on a local folder shared between nodes
+    env = service_env(settings.model_copy(update={"asgard_home": tmp_path / "mn_home", "feast_repo_path": tmp_path / "mn_feast"}))
+    env["MN_DASHBOARD_PORT"] = str(free_port())
+    env["RAY_AUTH_MODE"] = "token"
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.multinode.workflow"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MULTINODE_RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    out = json.loads(lines[-1].removeprefix("MULTINODE_RESULT "))
+
+    assert len(out["worker_node_ids"]) == 2
+    # CPU work (trials, Ray Data read/predict/write, drift aggregation) ran on worker nodes
+    assert out["work_on_workers"], out
+    trial_or_data = [n for n in out["work_on_workers"] if any(k in n.lower() for k in ("trainable", "map", "read", "write", "trial", "score", "actor"))]
+    assert trial_or_data, out["work_on_workers"]
+    # outputs live on S3 and behind the MLflow server, not in a local folder
+    assert out["output_path"].startswith("s3://")
+    assert exists(settings, out["output_path"].rstrip("/") + "/_manifest.json")
+    assert out["artifact_uri"].startswith(("mlflow-artifacts:", "s3://"))
+    assert not any((tmp_path / "mn_home").rglob("*.parquet"))
