@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve import Application
 
 from asgard_ray.api.app import create_app
+from asgard_ray.api.security import check_bind
 from asgard_ray.config import Settings
 
 __all__ = ["DEPLOYMENT_NAME", "build_app"]
@@ -27,6 +28,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     """Build the Serve application (``args`` may override ``num_replicas``)."""
     args = args or {}
     settings = Settings()
+    check_bind(settings)  # `serve run`/`serve deploy` bind too: no key, loopback only
     fastapi_app = create_app(settings)
 
     @serve.deployment(
