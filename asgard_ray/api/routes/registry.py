@@ -1,0 +1,40 @@
+"""``/mlops/registry``: register a run's model as a version; manage aliases such as ``champion``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from asgard_ray.api.errors import ErrorBody
+from asgard_ray.api.routes.training import RegistryDep
+from asgard_ray.registry import AliasRequest, AliasResponse, RegisterModelRequest, RegisterModelResponse
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/mlops/registry", tags=["registry"])
+_ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+@router.post(
+    "",
+    response_model=RegisterModelResponse,
+    status_code=201,
+    responses={200: {"model": RegisterModelResponse, "description": "The run was registered already"}, **_ERRORS},
+)
+def register_model(body: RegisterModelRequest, registry: RegistryDep, response: Response) -> RegisterModelResponse:
+    """Register a finished run's model as a new version (201); the same run again returns its version (200)."""
+    result = registry.register(body)
+    if result.status == "already_registered":
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+@router.put("/{model_name}/aliases/{alias}", response_model=AliasResponse, responses=_ERRORS)
+def set_alias(model_name: str, alias: str, body: AliasRequest, registry: RegistryDep) -> AliasResponse:
+    """Point an alias (e.g. `champion`) at a version, so scoring can target `models:/<name>@<alias>`."""
+    return registry.set_alias(model_name, alias, body.version)
+
+
+@router.delete("/{model_name}/aliases/{alias}", response_model=AliasResponse, responses=_ERRORS)
+def delete_alias(model_name: str, alias: str, registry: RegistryDep) -> AliasResponse:
+    """Remove an alias; answers where it pointed."""
+    return registry.delete_alias(model_name, alias)

@@ -1,0 +1,263 @@
+"""Request and response bodies of ``/mlops/monitoring`` (the seed's shapes, with stricter validation)."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+__all__ = [
+    "ALLOWED_METRIC_TYPES",
+    "ComputeRequest",
+    "HistoryRequest",
+    "HistoryResponse",
+    "HistorySummary",
+    "MetricType",
+    "MonitoringRecord",
+    "MonitoringRequest",
+    "MonitoringResponse",
+    "format_ts",
+    "new_monitoring_id",
+    "check_name",
+    "parse_ts",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+MAX_METRICS = 2000
+
+
+class MetricType(StrEnum):
+    """What a monitoring record measures (the seed's five types)."""
+
+    PREDICTION_DRIFT = "prediction_drift"
+    FEATURE_DRIFT = "feature_drift"
+    DATA_QUALITY = "data_quality"
+    MODEL_PERFORMANCE = "model_performance"
+    CUSTOM = "custom"
+
+
+ALLOWED_METRIC_TYPES = [m.value for m in MetricType]
+
+
+def new_monitoring_id() -> str:
+    """A fresh record id such as ``mon-3f2a9c1b7d4e5f60``."""
+    return f"mon-{uuid.uuid4().hex[:16]}"
+
+
+def parse_ts(value: str | datetime | None, what: str = "timestamp") -> datetime | None:
+    """Parse an ISO-8601 time with ``Z`` or an offset; a naive time is taken as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        ts = value
+    else:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            ts = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"{what} {value!r} is not an ISO-8601 time; write e.g. 2025-10-17T23:59:59Z or 2025-10-17T23:59:59+02:00"
+            ) from exc
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def format_ts(ts: datetime) -> str:
+    """Format a time as UTC ISO-8601 with microseconds and a ``Z`` (fixed width, so text order is time order)."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_name(value: str, what: str) -> str:
+    """Return a model name or version unchanged if it is safe in S3 keys and MLflow filters, else raise ValueError."""
+    if not _NAME.match(value):
+        raise ValueError(f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return value
+
+
+class MonitoringRequest(BaseModel):
+    """``POST /mlops/monitoring``: one set of metrics for a model version."""
+
+    model_config = {"protected_namespaces": ()}
+
+    model_name: str
+    model_version: str = Field(description="Model version (a number as text, e.g. '1').")
+    metric_type: str = Field(description=f"One of {', '.join(ALLOWED_METRIC_TYPES)}.")
+    metrics: dict[str, Any] = Field(description="Metric name -> number; at least one.")
+    reference_data: dict[str, Any] | None = None
+    current_data: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+    monitoring_id: str | None = Field(
+        default=None, description="Optional client-chosen id; a retry with the same id returns the stored record."
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "model_name")
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise ValueError("model_version must be a version number such as '1'")
+        return check_name(str(v), "model_version")
+
+    @field_validator("metric_type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in ALLOWED_METRIC_TYPES:
+            raise ValueError(f"unknown metric_type {v!r}; allowed types are {', '.join(ALLOWED_METRIC_TYPES)}")
+        return v
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics(cls, v: Any) -> dict[str, float]:
+        if not isinstance(v, dict) or not v:
+            raise ValueError("metrics is empty; send at least one metric name with a numeric value")
+        if len(v) > MAX_METRICS:
+            raise ValueError(f"metrics holds {len(v)} entries; send at most {MAX_METRICS} per record")
+        out: dict[str, float] = {}
+        for name, value in v.items():
+            if not isinstance(name, str) or not name.strip() or len(name) > 250:
+                raise ValueError(f"metric name {name!r} must be non-empty text of at most 250 characters")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"metric {name!r} has non-numeric value {value!r}; send a number")
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} is {value}; send a finite number")
+            out[name] = float(value)
+        return out
+
+    @field_validator("monitoring_id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not _ID.match(v):
+            raise ValueError("monitoring_id must be 1-64 letters, digits, '_' or '-'")
+        return v
+
+
+class MonitoringRecord(BaseModel):
+    """A stored record: the request plus id, time and the alerts it raised."""
+
+    model_config = {"protected_namespaces": ()}
+
+    monitoring_id: str
+    model_name: str
+    model_version: str
+    metric_type: str
+    metrics: dict[str, float]
+    alert_triggered: bool
+    alerts: list[str]
+    timestamp: str
+    reference_data: dict[str, Any] | None = None
+    current_data: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+
+    @property
+    def ts(self) -> datetime:
+        """The record's time as an aware datetime."""
+        return parse_ts(self.timestamp)  # type: ignore[return-value]
+
+
+class MonitoringResponse(BaseModel):
+    """The seed's response to ``POST /mlops/monitoring``."""
+
+    model_config = {"protected_namespaces": ()}
+
+    monitoring_id: str
+    model_name: str
+    model_version: str
+    metric_type: str
+    metrics: dict[str, float]
+    alert_triggered: bool
+    alerts: list[str]
+    timestamp: str
+
+    @classmethod
+    def of(cls, record: MonitoringRecord) -> MonitoringResponse:
+        """The response for a stored record."""
+        return cls.model_validate(record.model_dump(include=set(cls.model_fields)))
+
+
+class HistoryRequest(BaseModel):
+    """``POST /mlops/monitoring/history`` (and the GET form's query parameters)."""
+
+    model_config = {"protected_namespaces": ()}
+
+    model_name: str
+    model_version: str | None = None
+    metric_type: str | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+    offset: int = Field(default=0, ge=0)
+    alerts_only: bool = False
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> str | None:
+        return None if v is None or v == "" else str(v)
+
+    @field_validator("metric_type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:
+        if v is not None and v not in ALLOWED_METRIC_TYPES:
+            raise ValueError(f"unknown metric_type {v!r}; allowed types are {', '.join(ALLOWED_METRIC_TYPES)}")
+        return v
+
+    @field_validator("start_date", "end_date", mode="before")
+    @classmethod
+    def _dates(cls, v: Any) -> datetime | None:
+        return parse_ts(v, "date")
+
+    @model_validator(mode="after")
+    def _range(self) -> HistoryRequest:
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError("start_date is after end_date; swap them")
+        return self
+
+
+class HistorySummary(BaseModel):
+    """Totals over every record that matched (not only the returned page)."""
+
+    total_alerts: int
+    metric_types: list[str]
+    date_range: dict[str, str | None]
+
+
+class HistoryResponse(BaseModel):
+    """The seed's history response, plus paging fields."""
+
+    model_config = {"protected_namespaces": ()}
+
+    model_name: str
+    model_version: str | None
+    total_records: int
+    records: list[MonitoringRecord]
+    summary: HistorySummary
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class ComputeRequest(BaseModel):
+    """``POST /mlops/monitoring/compute``: drift of a batch scoring output against the training reference."""
+
+    job_id: str | None = Field(default=None, description="A batch scoring job id (its manifest gives the output path).")
+    output_path: str | None = Field(default=None, description="Or the scoring output folder holding _manifest.json.")
+    label_table: str | None = Field(default=None, description="Gold table with labels; default: the feature view's source.")
+    label_column: str | None = Field(default=None, description="Label column; default: the training run's label.")
+    sample_size: int = Field(default=20_000, ge=100, le=1_000_000)
+    log_report: bool = Field(default=True, description="Log the drift report (PNG + JSON) to the MLflow monitoring run.")
+
+    @model_validator(mode="after")
+    def _one(self) -> ComputeRequest:
+        if bool(self.job_id) == bool(self.output_path):
+            raise ValueError("give exactly one of job_id (a batch scoring job) or output_path (its output folder)")
+        return self

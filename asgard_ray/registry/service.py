@@ -1,0 +1,256 @@
+"""The MLflow Model Registry: register runs' models as versions, list and describe models, aliases.
+
+MLflow's ``register_model`` is not idempotent: the same run registered twice becomes two versions.
+``ModelRegistry.register`` first looks for a version of that run and returns it instead. Each new
+version carries the run's lineage tags (feature columns, views, label, classes...), so scoring and
+monitoring can read them from the version alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from asgard_ray import lineage
+from asgard_ray.config import Settings
+from asgard_ray.errors import InvalidRequest, NotFound
+from asgard_ray.registry.schemas import (
+    AliasResponse,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    ModelVersionInfo,
+    RegisterModelRequest,
+    RegisterModelResponse,
+)
+
+__all__ = ["ModelRegistry", "ResolvedModel", "resolve_model_version"]
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"^[^'\"\\]+$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+
+
+class ResolvedModel(NamedTuple):
+    """A concrete model version: unpacks as ``(version, run_id, model_uri, tags)``."""
+
+    version: str
+    run_id: str | None
+    model_uri: str
+    tags: dict[str, str]
+
+
+def _client(settings: Settings) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+@contextmanager
+def _mlflow_errors(what: str) -> Iterator[None]:
+    """Turn MLflow's 'does not exist' and 'invalid value' errors into domain errors."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        text = str(exc.message).lower()
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in text or "does not exist" in text:
+            raise NotFound(f"{what} not found") from exc
+        if exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise InvalidRequest(f"{what}: {exc.message}") from exc
+        raise
+
+
+def _check_name(name: str) -> str:
+    if not _SAFE.match(name):
+        raise InvalidRequest(f"model name {name!r} may not contain quotes or backslashes")
+    return name
+
+
+def _ts(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+def _lineage_tags(run: Any) -> dict[str, str]:
+    return {k: v for k, v in run.data.tags.items() if k.startswith("asgard.") and k != "asgard.warnings"}
+
+
+def resolve_model_version(settings: Settings, name: str, version_or_alias: str | int | None = None) -> ResolvedModel:
+    """Resolve a version number, an alias (``champion``) or ``latest``/None to a concrete version.
+
+    Returns:
+        ``(version, run_id, model_uri, tags)`` with ``model_uri`` = ``models:/<name>/<version>`` and
+        the version's tags, completed with the training run's lineage tags when missing.
+
+    Raises:
+        NotFound: Unknown model, version or alias.
+    """
+    client = _client(settings)
+    _check_name(name)
+    ref = "latest" if version_or_alias is None else str(version_or_alias).strip()
+    with _mlflow_errors(f"model {name!r}"):
+        client.get_registered_model(name)
+    if ref.lower() == "latest":
+        versions = client.search_model_versions(f"name='{name}'")
+        if not versions:
+            raise NotFound(f"model {name!r} has no versions; register one with POST /mlops/registry")
+        mv = max(versions, key=lambda v: int(v.version))
+    elif ref.isdigit():
+        with _mlflow_errors(f"version {ref} of model {name!r}"):
+            mv = client.get_model_version(name, ref)
+    else:
+        with _mlflow_errors(f"alias {ref!r} of model {name!r}"):
+            mv = client.get_model_version_by_alias(name, ref)
+    tags = dict(mv.tags or {})
+    if mv.run_id and lineage.TAG_FEATURE_COLUMNS not in tags:
+        try:
+            tags = {**_lineage_tags(client.get_run(mv.run_id)), **tags}
+        except Exception:  # the run may be gone; the version still resolves
+            log.warning("run %s of %s v%s is not readable", mv.run_id, name, mv.version)
+    return ResolvedModel(str(mv.version), mv.run_id, f"models:/{name}/{mv.version}", tags)
+
+
+class ModelRegistry:
+    """Register, list and describe models, and manage aliases."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def client(self) -> Any:
+        """A fresh MLflow client (cheap; keeps no global tracking state)."""
+        return _client(self.settings)
+
+    def _model_source(self, run: Any) -> tuple[str, str | None]:
+        """The run's logged model: ``(source URI, model id)``, or 422 if it logged none."""
+        client = self.client
+        run_id = run.info.run_id
+        models = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id='{run_id}'"
+        )
+        named = [m for m in models if m.name == lineage.MODEL_ARTIFACT] or list(models)
+        if named:
+            latest = max(named, key=lambda m: m.creation_timestamp or 0)
+            return f"models:/{latest.model_id}", latest.model_id
+        artifacts = {a.path for a in client.list_artifacts(run_id, lineage.MODEL_ARTIFACT)}
+        if f"{lineage.MODEL_ARTIFACT}/MLmodel" in artifacts:  # logged the MLflow 2 way
+            return f"runs:/{run_id}/{lineage.MODEL_ARTIFACT}", None
+        raise InvalidRequest(f"run {run_id} has no logged model; train with POST /mlops/models and register that run")
+
+    def register(self, request: RegisterModelRequest) -> RegisterModelResponse:
+        """Register the run's model as a new version, or return the version it already has.
+
+        Raises:
+            NotFound: Unknown run.
+            InvalidRequest: The run has no model or did not finish.
+        """
+        name = _check_name(request.model_name)
+        if not _RUN_ID.match(request.run_id):
+            raise NotFound(f"run {request.run_id!r} not found")
+        client = self.client
+        with _mlflow_errors(f"run {request.run_id!r}"):
+            run = client.get_run(request.run_id)
+        if run.info.status != "FINISHED":
+            raise InvalidRequest(f"run {request.run_id} is {run.info.status}; only a FINISHED training run can be registered")
+        source, model_id = self._model_source(run)
+        existing = client.search_model_versions(f"name='{name}' and run_id='{request.run_id}'")
+        if existing:
+            mv = min(existing, key=lambda v: int(v.version))
+            log.info("run %s already registered as %s v%s", request.run_id, name, mv.version)
+            return RegisterModelResponse(model_name=name, version=str(mv.version), run_id=request.run_id,
+                                         status="already_registered", model_uri=f"models:/{name}/{mv.version}", source=mv.source)
+        created_model = False
+        with _mlflow_errors(f"model name {name!r}"):
+            try:
+                client.get_registered_model(name)
+            except Exception:
+                client.create_registered_model(name, description=request.description)
+                created_model = True
+        tags = {**_lineage_tags(run), **request.tags}
+        try:
+            with _mlflow_errors(f"model {name!r}"):
+                mv = client.create_model_version(name, source=source, run_id=request.run_id, tags=tags,
+                                                 description=request.description, model_id=model_id)
+        except Exception:
+            if created_model:  # leave no empty registered model behind
+                client.delete_registered_model(name)
+            raise
+        log.info("registered run %s as %s v%s", request.run_id, name, mv.version)
+        return RegisterModelResponse(model_name=name, version=str(mv.version), run_id=request.run_id,
+                                     status="registered", model_uri=f"models:/{name}/{mv.version}", source=mv.source)
+
+    def _summary(self, rm: Any, versions: list[Any]) -> dict[str, Any]:
+        latest = max(versions, key=lambda v: int(v.version)) if versions else None
+        return {
+            "name": rm.name,
+            "description": rm.description or None,
+            "latest_version": str(latest.version) if latest else None,
+            "latest_run_id": latest.run_id if latest else None,
+            "aliases": {k: str(v) for k, v in (rm.aliases or {}).items()},
+            "tags": dict(rm.tags or {}),
+            "created_at": _ts(rm.creation_timestamp),
+            "updated_at": _ts(rm.last_updated_timestamp),
+        }
+
+    def list_models(self) -> ModelList:
+        """Every registered model with its latest version."""
+        client = self.client
+        models = []
+        for rm in client.search_registered_models(max_results=1000):
+            versions = list(client.search_model_versions(f"name='{rm.name}'")) if _SAFE.match(rm.name) else []
+            models.append(ModelSummary(**self._summary(rm, versions)))
+        models.sort(key=lambda m: m.name)
+        return ModelList(models=models, total=len(models))
+
+    def get_model(self, name: str) -> ModelDetail:
+        """A model's versions (newest first) with run ids, metrics, tags and aliases; 404 if unknown."""
+        client = self.client
+        _check_name(name)
+        with _mlflow_errors(f"model {name!r}"):
+            rm = client.get_registered_model(name)
+        versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)
+        infos = []
+        for mv in versions:
+            metrics: dict[str, float] = {}
+            if mv.run_id:
+                try:
+                    metrics = dict(client.get_run(mv.run_id).data.metrics)
+                except Exception:
+                    log.warning("run %s of %s v%s is not readable", mv.run_id, name, mv.version)
+            infos.append(ModelVersionInfo(
+                version=str(mv.version), run_id=mv.run_id, status=str(mv.status), description=mv.description or None,
+                source=mv.source, tags=dict(mv.tags or {}), aliases=list(mv.aliases or []), metrics=metrics,
+                created_at=_ts(mv.creation_timestamp),
+            ))
+        return ModelDetail(**self._summary(rm, versions), versions=infos)
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> AliasResponse:
+        """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
+        client = self.client
+        _check_name(name)
+        if not _ALIAS.match(alias) or alias.lower() == "latest" or alias.lower().startswith("v") and alias[1:].isdigit():
+            raise InvalidRequest(f"alias {alias!r} must start with a letter and may not be 'latest' or look like a version (v1)")
+        version = str(version).strip()
+        if not version.isdigit():
+            raise InvalidRequest(f"version {version!r} must be a version number")
+        with _mlflow_errors(f"version {version} of model {name!r}"):
+            mv = client.get_model_version(name, version)
+        client.set_registered_model_alias(name, alias, version)
+        log.info("alias %s of %s -> v%s", alias, name, version)
+        return AliasResponse(model_name=name, alias=alias, version=version, run_id=mv.run_id, model_uri=f"models:/{name}@{alias}")
+
+    def delete_alias(self, name: str, alias: str) -> AliasResponse:
+        """Remove an alias; returns where it pointed."""
+        client = self.client
+        _check_name(name)
+        with _mlflow_errors(f"alias {alias!r} of model {name!r}"):
+            mv = client.get_model_version_by_alias(name, alias)
+        client.delete_registered_model_alias(name, alias)
+        return AliasResponse(model_name=name, alias=alias, version=str(mv.version), run_id=mv.run_id, model_uri=f"models:/{name}/{mv.version}")

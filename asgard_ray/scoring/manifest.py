@@ -1,0 +1,101 @@
+"""The job manifest ``_manifest.json``: the commit marker of a batch-scoring output.
+
+A job writes its data files first, checks their row counts, and only then writes the manifest
+(one S3 PUT). Readers trust the manifest, never a listing: files not in it are not part of the
+output (a running, crashed or replaced job's). A failed job writes no manifest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from asgard_ray.config import Settings
+from asgard_ray.errors import NotFound
+from asgard_ray.storage import exists, parse_uri, read_json, write_json
+
+__all__ = ["Manifest", "ManifestFile", "manifest_uri", "read_manifest", "write_manifest"]
+
+_NAME = "_manifest.json"
+
+
+class ManifestFile(BaseModel):
+    """One data file of the output."""
+
+    path: str
+    rows: int
+
+
+class Manifest(BaseModel):
+    """What a completed job wrote and where it came from."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    manifest_version: int = 1
+    job_id: str
+    status: Literal["completed"] = "completed"
+    model_name: str
+    model_version: str
+    run_id: str | None = None
+    alias: str | None = None
+    model_uri: str | None = None
+    model_type: str | None = None
+    framework: str | None = None
+    flavor: str | None = None
+    feature_views: list[str] = Field(default_factory=list)
+    feast_registry_version: str | None = None
+    feature_columns: list[str] = Field(default_factory=list)
+    join_keys: list[str] = Field(default_factory=list)
+    timestamp_column: str = "event_timestamp"
+    prediction_column: str = "prediction"
+    probability_columns: list[str] = Field(default_factory=list)
+    classes: list[Any] | None = None
+    entities: dict[str, Any] = Field(default_factory=dict)
+    output_path: str
+    partitioning: dict[str, Any] = Field(default_factory=dict)
+    files: list[ManifestFile] = Field(default_factory=list)
+    total_rows: int
+    scored_at: datetime
+    started_at: datetime
+    finished_at: datetime
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+def manifest_uri(output_path: str) -> str:
+    """The manifest's location under an output prefix."""
+    return f"{output_path.rstrip('/')}/{_NAME}"
+
+
+def write_manifest(settings: Settings, manifest: Manifest) -> str:
+    """Write the manifest (the commit); return its URI."""
+    uri = manifest_uri(manifest.output_path)
+    write_json(settings, uri, manifest.model_dump(mode="json"))
+    return uri
+
+
+def read_manifest(settings: Settings, output_path_or_job_id: str) -> Manifest:
+    """Read a completed job's manifest, by output prefix (``s3://...`` or a local path) or by job id.
+
+    Raises:
+        NotFound: No such job, or the job has not committed (still running, failed, or crashed).
+    """
+    ref = output_path_or_job_id.strip()
+    if "://" in ref or ref.startswith("/"):
+        output_path = parse_uri(ref).uri
+    else:
+        from asgard_ray.jobs import JobStore
+
+        record = JobStore(settings).get("batch_scoring", ref)
+        found = (record.result or {}).get("output_path") or (record.request or {}).get("output_path")
+        if not found:
+            raise NotFound(f"batch scoring job {ref!r} has no output path yet (status {record.status})")
+        output_path = parse_uri(str(found)).uri
+    uri = manifest_uri(output_path)
+    if not exists(settings, uri):
+        raise NotFound(f"no committed output at {output_path}: {_NAME} is missing (job running, failed or never run)")
+    manifest = Manifest.model_validate(read_json(settings, uri))
+    if "://" not in ref and not ref.startswith("/") and manifest.job_id != ref:
+        raise NotFound(f"output of job {ref!r} at {output_path} was replaced by job {manifest.job_id!r}")
+    return manifest

@@ -1,0 +1,269 @@
+"""Run one scoring job end to end: features, predict, write, verify, commit (the manifest), clean up.
+
+This is the body of the Ray task ``batch_scoring:<job_id>`` (``asgard_ray.jobs.submit``) and of
+``jobs/batch_score.py``. It either commits (manifest written last) or removes every file it wrote
+and raises; it never leaves a manifest for a partial output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from asgard_ray.config import Settings
+from asgard_ray.scoring.manifest import Manifest, ManifestFile, manifest_uri, read_manifest, write_manifest
+from asgard_ray.scoring.pipeline import (
+    PipelineOptions,
+    ScorerSpec,
+    build_scored_dataset,
+    dataset_from_frame,
+    dataset_from_parquet,
+    output_columns,
+)
+from asgard_ray.scoring.plan import ScoringPlan, entity_frame
+from asgard_ray.scoring.sink import (
+    OutputLayout,
+    JobFilenameProvider,
+    ProgressPoller,
+    count_rows,
+    delete_files,
+    foreign_files,
+    job_files,
+)
+from asgard_ray.storage import exists, parse_uri, read_json, resolve
+
+__all__ = ["load_model_ref", "run_scoring"]
+
+log = logging.getLogger(__name__)
+
+
+def load_model_ref(settings: Settings, plan: ScoringPlan) -> Any:
+    """Load the plan's model natively (sets ``plan.flavor``) and put it in the object store."""
+    import ray
+
+    from asgard_ray.scoring.model import load_native_model
+
+    plan.flavor, obj = load_native_model(settings, plan.model)
+    return ray.put(obj)
+
+
+def _report(settings: Settings, job_id: str, track: bool, **progress: Any) -> None:
+    if not track:
+        return
+    from asgard_ray.jobs import JobStore
+
+    try:
+        JobStore(settings).update("batch_scoring", job_id, progress=progress)
+    except Exception as exc:  # progress is best effort
+        log.debug("job %s: progress update failed: %s", job_id, exc)
+
+
+def _committed(settings: Settings, plan: ScoringPlan) -> dict[str, Any] | None:
+    """The result of an earlier, committed run of this job id, if the output still holds it."""
+    uri = manifest_uri(plan.output_path)
+    if exists(settings, uri) and read_json(settings, uri).get("job_id") == plan.job_id:
+        manifest = read_manifest(settings, plan.output_path)
+        log.info("job %s already committed at %s; not scoring again", plan.job_id, plan.output_path)
+        return _result(manifest, uri)
+    return None
+
+
+def _result(manifest: Manifest, uri: str) -> dict[str, Any]:
+    return {
+        "job_id": manifest.job_id,
+        "output_path": manifest.output_path,
+        "manifest_path": uri,
+        "model_name": manifest.model_name,
+        "model_version": manifest.model_version,
+        "alias": manifest.alias,
+        "run_id": manifest.run_id,
+        "total_rows": manifest.total_rows,
+        "files": len(manifest.files),
+        "timings": manifest.timings,
+    }
+
+
+def _probability_columns(settings: Settings, files: list[str]) -> list[str]:
+    """The probability columns actually written (read from the first file's schema)."""
+    import pyarrow.parquet as pq
+
+    if not files:
+        return []
+    fs, path = resolve(settings, files[0])
+    with fs.open_input_file(path) as f:
+        names = pq.read_schema(f).names
+    return [c for c in names if c == "prediction_proba" or c.startswith("proba_")]
+
+
+def _index_refs(settings: Settings, plan: ScoringPlan) -> list[Any]:
+    """Build an as-of index per feature view from its gold table and put it in the object store."""
+    import pyarrow.dataset as pads
+    import ray
+
+    from asgard_ray.features import table_uri
+    from asgard_ray.scoring.pit import build_asof_index
+    from asgard_ray.storage import list_files
+
+    refs = []
+    for view in plan.views:
+        if not view.features:
+            continue
+        uri = table_uri(settings, view.table_name)
+        files = [f for f in list_files(settings, uri) if f.endswith(".parquet")]
+        fs, _ = resolve(settings, uri)
+        cols = [*view.join_keys, view.timestamp_field, *view.features]
+        table = pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=cols).to_pandas()
+        index = build_asof_index(table, view.join_keys, view.timestamp_field, view.features, view.ttl_seconds)
+        log.info("job %s: as-of index for %s: %d rows", plan.job_id, view.name, index.rows)
+        refs.append(ray.put(index))
+    return refs
+
+
+def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_actors: int, as_of: datetime) -> tuple[Any, list[Any], str]:
+    """The input dataset, the as-of index refs the actors need, and what fed it (for the manifest)."""
+    if plan.entities is not None:
+        from asgard_ray.features import build_training_frame
+
+        entity_df = entity_frame(plan)
+        if "event_timestamp" not in plan.entities:
+            entity_df["event_timestamp"] = pd.Timestamp(as_of)
+        frame = build_training_frame(settings, plan.feature_views, entity_df)
+        plan.feast_registry_version = frame.registry_version
+        df = frame.df[[*plan.join_keys, "event_timestamp", *plan.feature_columns]]
+        return dataset_from_frame(df, options, num_actors), [], "feast"
+    assert plan.source is not None
+    src = plan.source
+    cols = [*plan.join_keys]
+    if src.timestamp_column:
+        cols.append(src.timestamp_column)
+    if src.features_included:
+        cols += [c for c in plan.feature_columns if c not in cols]
+    ds = dataset_from_parquet(settings, src.files, cols, options)
+    if src.timestamp_column and src.timestamp_column != "event_timestamp":
+        ds = ds.rename_columns({src.timestamp_column: "event_timestamp"})
+    if src.features_included:
+        return ds, [], "included"
+    return ds, _index_refs(settings, plan), "asof_index"
+
+
+def run_scoring(
+    settings: Settings,
+    plan: ScoringPlan,
+    options: PipelineOptions | None = None,
+    model_box: list[Any] | None = None,
+    *,
+    track: bool = True,
+) -> dict[str, Any]:
+    """Score the plan's entities and commit the output; return the job's result summary.
+
+    Args:
+        settings: Platform settings.
+        plan: The validated plan (``prepare_plan``).
+        options: Pipeline knobs.
+        model_box: ``[ObjectRef]`` of the native model already loaded by the submitter (then
+            ``plan.flavor`` names its flavor); default: load it here.
+        track: Report progress to the job record.
+    """
+    from ray.data import DataContext
+
+    options = options or PipelineOptions()
+    job_id = plan.job_id
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    done = _committed(settings, plan)
+    if done is not None:
+        return done
+    stale = job_files(settings, plan.output_path, job_id)
+    if stale:
+        log.warning("job %s: removing %d file(s) of an earlier attempt", job_id, len(stale))
+        delete_files(settings, stale)
+
+    ctx = DataContext.get_current()
+    ctx.target_max_block_size = options.target_block_mib * 1024 * 1024
+    ctx.max_errored_blocks = 0
+    ctx.actor_task_retry_on_errors = False
+    ctx.enable_progress_bars = False
+    # The v2 Parquet datasource adds a ListFiles task (a worker start-up, seconds on a busy node) even
+    # for an explicit file list; the v1 reader plans from the footers on the driver.
+    ctx.use_datasource_v2 = False
+
+    t = time.perf_counter()
+    if model_box is None:
+        model_box = [load_model_ref(settings, plan)]
+    model_ref = model_box[0]
+    flavor = plan.flavor
+    timings["model_load_s"] = round(time.perf_counter() - t, 3)
+
+    num_actors = options.num_actors or (1 if plan.rows_total < 20_000 else 2)
+    int_features = tuple(c for c in plan.feature_columns if plan.feature_dtypes.get(c, "").startswith(("int", "uint")))
+    spec = ScorerSpec(
+        job_id=job_id, model_name=plan.model.name, model_version=plan.model.version, run_id=plan.model.run_id,
+        model_type=plan.model.model_type, classes=plan.model.classes, join_keys=plan.join_keys,
+        feature_columns=plan.feature_columns, int_features=int_features, timestamp_column="event_timestamp",
+        scored_at=started, as_of=started, threads=options.threads_per_actor, batch_delay_s=options.batch_delay_s,
+    )
+    layout = OutputLayout.for_job(plan.output_path, plan.model.version, started)
+    fs, data_dir = resolve(settings, layout.data_dir)
+    local = parse_uri(plan.output_path).scheme == "file"
+    try:
+        t = time.perf_counter()
+        input_ds, index_refs, feature_path = _input(settings, plan, options, num_actors, started)
+        timings["features_s"] = round(time.perf_counter() - t, 3)
+        scored = build_scored_dataset(input_ds, model_ref, spec, options, index_refs, num_actors)
+        t = time.perf_counter()
+        with ProgressPoller(settings, plan.output_path, job_id, lambda n: _report(settings, job_id, track, rows_done=n)):
+            scored.write_parquet(
+                data_dir,
+                filesystem=fs,
+                filename_provider=JobFilenameProvider(job_id),
+                try_create_dir=local,
+                ray_remote_args={"num_cpus": options.write_num_cpus, "max_retries": options.max_retries},
+            )
+        timings["score_write_s"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        files = job_files(settings, plan.output_path, job_id)
+        counts = count_rows(settings, files)
+        total = sum(counts.values())
+        if total != plan.rows_total:
+            raise RuntimeError(
+                f"job {job_id}: wrote {total} rows in {len(files)} file(s) but {plan.rows_total} entity rows came in; "
+                "output discarded, re-run the job"
+            )
+        timings["verify_s"] = round(time.perf_counter() - t, 3)
+        probas = _probability_columns(settings, files)
+        finished = datetime.now(UTC)
+        timings["total_s"] = round(time.perf_counter() - t0, 3)
+        manifest = Manifest(
+            job_id=job_id, model_name=plan.model.name, model_version=plan.model.version, run_id=plan.model.run_id,
+            alias=plan.model.alias, model_uri=plan.model.model_uri, model_type=plan.model.model_type,
+            framework=plan.model.framework, flavor=flavor, feature_views=plan.feature_views,
+            feast_registry_version=plan.feast_registry_version or plan.model.feast_registry_version,
+            feature_columns=plan.feature_columns, join_keys=plan.join_keys,
+            probability_columns=probas, classes=plan.model.classes,
+            entities={"rows": plan.rows_total, "input": "entities_df" if plan.entities is not None else plan.source.uri if plan.source else None,
+                      "features": feature_path},
+            output_path=plan.output_path, partitioning={**layout.partitioning, "columns_in_files": output_columns(spec, None)},
+            files=[ManifestFile(path=f, rows=counts[f]) for f in files], total_rows=total,
+            scored_at=started, started_at=started, finished_at=finished, timings=timings,
+        )
+        uri = write_manifest(settings, manifest)  # the commit
+    except BaseException:
+        written = job_files(settings, plan.output_path, job_id)
+        if written:
+            log.warning("job %s failed: removing its %d file(s)", job_id, len(written))
+            delete_files(settings, written)
+        raise
+    if plan.overwrite:
+        old = [f for f in foreign_files(settings, plan.output_path, job_id) if not f.endswith("/_manifest.json")]
+        if old:
+            log.info("job %s: removing %d file(s) of the output it replaced", job_id, len(old))
+            delete_files(settings, old)
+    _report(settings, job_id, track, rows_done=total)
+    log.info("job %s committed %d rows in %d file(s) at %s (%.1fs)", job_id, total, len(files), plan.output_path, timings["total_s"])
+    return _result(manifest, uri)

@@ -1,0 +1,174 @@
+"""Turn a retrieved training frame into train and validation sets: one function for tuning and refit.
+
+Only the frame's feature columns are model inputs (never join keys or timestamps); they are cast to
+float64 so the model's signature accepts missing values at scoring time. Classification labels are
+encoded as indices into the sorted class list (xgboost needs 0..k-1), which is logged as a tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from asgard_ray.errors import InvalidRequest
+from asgard_ray.training.schemas import SplitSpec
+
+if TYPE_CHECKING:
+    from asgard_ray.features import TrainingFrame
+
+__all__ = ["MIN_SPLIT_ROWS", "PreparedData", "entity_hash", "prepare_data"]
+
+log = logging.getLogger(__name__)
+
+MIN_SPLIT_ROWS = 20
+"""Below this many labelled rows the platform trains on all of them and reports training metrics."""
+
+
+@dataclass
+class PreparedData:
+    """Train and validation sets, ready for any framework."""
+
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_val: pd.DataFrame | None
+    y_val: np.ndarray | None
+    feature_columns: list[str]
+    model_type: str
+    classes: list[Any] | None = None
+    split: str = "none"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether a held-out validation set exists (False for tiny data)."""
+        return self.X_val is not None and len(self.X_val) > 0
+
+    @property
+    def eval_set(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """The rows that score a trial: validation, or training rows when there is no validation set."""
+        if self.has_validation:
+            return self.X_val, self.y_val  # type: ignore[return-value]
+        return self.X_train, self.y_train
+
+    def decode(self, encoded: np.ndarray) -> np.ndarray:
+        """Map encoded class indices back to the original labels."""
+        if self.classes is None:
+            return encoded
+        return np.asarray(self.classes, dtype=object)[np.asarray(encoded, dtype=int)]
+
+
+def entity_hash(frame: TrainingFrame) -> str:
+    """sha256 of the sorted entity ids and timestamps that were trained on."""
+    cols = [*frame.join_keys, frame.timestamp_column]
+    keys = frame.df[cols].astype(str).agg("|".join, axis=1).sort_values()
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def _features(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    out = {}
+    for col in columns:
+        series = df[col]
+        if series.dtype == bool or str(series.dtype) == "boolean":
+            series = series.astype("float64")
+        converted = pd.to_numeric(series, errors="coerce")
+        if converted.isna().sum() > series.isna().sum():
+            raise InvalidRequest(f"feature {col!r} is not numeric (dtype {series.dtype}); the tree models need numbers")
+        out[col] = converted.astype("float64")
+    return pd.DataFrame(out, index=df.index)
+
+
+def _split(
+    X: pd.DataFrame, y: np.ndarray, timestamps: pd.Series, model_type: str, spec: SplitSpec, warnings: list[str]
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Row positions of the training and validation sets and the strategy used."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(X)
+    positions = np.arange(n)
+    strategy = spec.strategy
+    if strategy == "auto":
+        strategy = "stratified" if model_type == "classification" else "random"
+    if strategy == "time":
+        order = np.argsort(timestamps.to_numpy(), kind="stable")
+        n_val = max(1, int(round(n * spec.validation_fraction)))
+        cutoff = timestamps.iloc[order[n - n_val]]
+        train = order[: n - n_val]
+        val = order[n - n_val:]
+        log.info("time split at %s: %d train, %d validation rows", cutoff, len(train), len(val))
+        return np.sort(train), np.sort(val), "time"
+    if strategy == "stratified" and model_type != "classification":
+        raise InvalidRequest("split strategy 'stratified' needs model_type classification; use random or time")
+    stratify = None
+    if strategy == "stratified":
+        _, counts = np.unique(y, return_counts=True)
+        n_val = int(np.ceil(n * spec.validation_fraction))
+        if counts.min() < 2 or n_val < len(counts) or n - n_val < len(counts):
+            warnings.append("a class has too few rows to stratify; used a random split instead")
+            strategy = "random"
+        else:
+            stratify = y
+    train, val = train_test_split(
+        positions, test_size=spec.validation_fraction, random_state=spec.seed, stratify=stratify
+    )
+    return np.sort(train), np.sort(val), strategy
+
+
+def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec) -> PreparedData:
+    """Check the frame, encode the label and split rows into training and validation sets.
+
+    Raises:
+        InvalidRequest: No labelled rows, or a non-numeric feature or regression label.
+    """
+    label = frame.label
+    if label is None or label not in frame.df:
+        raise InvalidRequest("the training frame has no label column; set data_source.target_column")
+    warnings: list[str] = []
+    df = frame.df
+    labelled = df[df[label].notna()]
+    dropped = len(df) - len(labelled)
+    if labelled.empty:
+        raise InvalidRequest(
+            f"the training set is empty: none of the {len(df)} entity rows has a {label!r} value at its timestamp; "
+            "check the entity ids and event_timestamps against the source table"
+        )
+    if dropped:
+        warnings.append(f"dropped {dropped} of {len(df)} entity rows with no {label!r} value")
+    X = _features(labelled, frame.feature_columns).reset_index(drop=True)
+    timestamps = labelled[frame.timestamp_column].reset_index(drop=True)
+    classes: list[Any] | None = None
+    if model_type == "classification":
+        raw = labelled[label].to_numpy()
+        classes = sorted(pd.unique(raw).tolist())
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[v] for v in raw], dtype=np.int64)
+        if len(classes) < 2:
+            warnings.append(f"the label {label!r} has a single class ({classes[0]!r}) in these rows; the model cannot separate classes")
+    else:
+        y_series = pd.to_numeric(labelled[label], errors="coerce")
+        if y_series.isna().any():
+            raise InvalidRequest(f"label {label!r} is not numeric; regression needs a numeric target")
+        y = y_series.to_numpy(dtype="float64")
+
+    if len(X) < MIN_SPLIT_ROWS:
+        warnings.append(
+            f"only {len(X)} labelled rows (< {MIN_SPLIT_ROWS}): trained on all of them with no validation set; "
+            "the metrics are training metrics and say little about new data"
+        )
+        return PreparedData(X, y, None, None, list(frame.feature_columns), model_type, classes, "none", warnings)
+    train, val, strategy = _split(X, y, timestamps, model_type, split, warnings)
+    return PreparedData(
+        X_train=X.iloc[train].reset_index(drop=True),
+        y_train=y[train],
+        X_val=X.iloc[val].reset_index(drop=True),
+        y_val=y[val],
+        feature_columns=list(frame.feature_columns),
+        model_type=model_type,
+        classes=classes,
+        split=strategy,
+        warnings=warnings,
+    )

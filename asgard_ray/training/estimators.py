@@ -1,0 +1,180 @@
+"""Estimators per framework: build, validate parameters, pin threads, and log with MLflow's native flavor.
+
+Every fit runs on one thread (``n_jobs=1``): trials run side by side, one per CPU, and OpenMP
+pools left at their default oversubscribe the node (LightGBM slows 18x after xgboost in the same
+process). The MLflow ``log_model`` call sits here, once, because its arguments change between
+MLflow releases (``name=`` replaced ``artifact_path=`` in MLflow 3; sklearn now saves with skops).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+from typing import Any
+
+from asgard_ray.errors import InvalidRequest
+
+__all__ = [
+    "DEFAULT_RANDOM_STATE",
+    "SKLEARN_ESTIMATORS",
+    "THREAD_PARAMS",
+    "build_estimator",
+    "estimator_class",
+    "log_model",
+    "resolve_params",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RANDOM_STATE = 42
+THREAD_PARAMS = frozenset({"n_jobs", "nthread", "num_threads", "thread_count"})
+"""Parameters that set a fit's thread count; the platform pins them to 1."""
+
+SKLEARN_ESTIMATORS: dict[str, tuple[str, str]] = {
+    "RandomForest": ("sklearn.ensemble.RandomForestClassifier", "sklearn.ensemble.RandomForestRegressor"),
+    "ExtraTrees": ("sklearn.ensemble.ExtraTreesClassifier", "sklearn.ensemble.ExtraTreesRegressor"),
+    "GradientBoosting": ("sklearn.ensemble.GradientBoostingClassifier", "sklearn.ensemble.GradientBoostingRegressor"),
+    "HistGradientBoosting": (
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        "sklearn.ensemble.HistGradientBoostingRegressor",
+    ),
+    "AdaBoost": ("sklearn.ensemble.AdaBoostClassifier", "sklearn.ensemble.AdaBoostRegressor"),
+}
+_BOOSTERS = {
+    "xgboost": ("xgboost.XGBClassifier", "xgboost.XGBRegressor"),
+    "lightgbm": ("lightgbm.LGBMClassifier", "lightgbm.LGBMRegressor"),
+}
+# Accepted by the booster's constructor as **kwargs although get_params() does not list them.
+_EXTRA_PARAMS = {"xgboost": {"eta", "lambda", "alpha"}, "lightgbm": {"verbose", "verbosity", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l1", "lambda_l2"}}
+
+
+def _canonical_estimator(name: str | None) -> str:
+    if name is None:
+        return "RandomForest"
+    key = name.strip().removesuffix("Classifier").removesuffix("Regressor").replace("_", "").lower()
+    for canonical in SKLEARN_ESTIMATORS:
+        if canonical.lower() == key:
+            return canonical
+    raise InvalidRequest(f"unknown sklearn estimator {name!r}; use one of {', '.join(SKLEARN_ESTIMATORS)}")
+
+
+def estimator_class(framework: str, model_type: str, estimator: str | None = None) -> type:
+    """The estimator class for a framework, model type and (sklearn) estimator name."""
+    if model_type not in ("classification", "regression"):
+        raise InvalidRequest(f"unknown model_type {model_type!r}; use classification or regression")
+    index = 0 if model_type == "classification" else 1
+    if framework == "sklearn":
+        path = SKLEARN_ESTIMATORS[_canonical_estimator(estimator)][index]
+    elif framework in _BOOSTERS:
+        if estimator is not None:
+            raise InvalidRequest(f"`estimator` picks an sklearn ensemble; leave it out for framework {framework!r}")
+        path = _BOOSTERS[framework][index]
+    else:
+        raise InvalidRequest(f"unknown framework {framework!r}; use sklearn, xgboost or lightgbm")
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve_params(
+    framework: str, model_type: str, estimator: str | None, params: dict[str, Any], tuned: list[str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Check parameter names against the estimator and add the platform's defaults.
+
+    Returns:
+        The fixed parameters to use (with ``random_state`` and one thread) and warnings to report.
+
+    Raises:
+        InvalidRequest: A parameter name the estimator does not take.
+    """
+    cls = estimator_class(framework, model_type, estimator)
+    known = set(cls().get_params()) | _EXTRA_PARAMS.get(framework, set())
+    names = [*params, *(tuned or [])]
+    unknown = sorted(n for n in names if n not in known and n not in THREAD_PARAMS)
+    if unknown:
+        raise InvalidRequest(
+            f"{cls.__name__} has no parameter(s) {', '.join(unknown)}",
+            detail={"valid_parameters": sorted(known - THREAD_PARAMS)},
+        )
+    warnings: list[str] = []
+    pinned = sorted(n for n in names if n in THREAD_PARAMS)
+    if pinned:
+        warnings.append(f"ignored {', '.join(pinned)}: every trial fits on one thread (trials run in parallel instead)")
+    fixed = {k: v for k, v in params.items() if k not in THREAD_PARAMS}
+    if "random_state" in known and "random_state" not in fixed and "random_state" not in (tuned or []):
+        fixed["random_state"] = DEFAULT_RANDOM_STATE
+    return fixed, warnings
+
+
+def build_estimator(framework: str, model_type: str, estimator: str | None, params: dict[str, Any]) -> Any:
+    """Instantiate the estimator with these parameters, pinned to one thread."""
+    cls = estimator_class(framework, model_type, estimator)
+    kwargs = {k: v for k, v in params.items() if k not in THREAD_PARAMS}
+    accepted = cls().get_params()
+    if "n_jobs" in accepted:
+        kwargs["n_jobs"] = 1
+    if framework == "lightgbm":
+        kwargs.setdefault("verbose", -1)
+    if framework == "xgboost":
+        kwargs.setdefault("verbosity", 0)
+    return cls(**kwargs)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _requirements(framework: str) -> list[str]:
+    """Pinned requirements of the logged model (explicit: inferring them costs seconds per model)."""
+    dists = {"sklearn": [("scikit-learn", "scikit-learn"), ("skops", "skops")],
+             "xgboost": [("xgboost", "xgboost-cpu"), ("xgboost", "xgboost"), ("scikit-learn", "scikit-learn")],
+             "lightgbm": [("lightgbm", "lightgbm"), ("scikit-learn", "scikit-learn"), ("skops", "skops")]}[framework]
+    reqs = [f"mlflow=={_version('mlflow')}", f"pandas=={_version('pandas')}", f"numpy=={_version('numpy')}"]
+    seen: set[str] = set()
+    for name, dist in dists:
+        version = _version(dist)
+        if version and name not in seen:
+            reqs.append(f"{name}=={version}")
+            seen.add(name)
+    return reqs
+
+
+_TRUSTED: dict[type, list[str]] = {}
+
+
+def _trusted_types(cls: type, model: Any) -> list[str]:
+    """The skops types a model of this class holds (found once per class and process: it costs seconds)."""
+    if cls not in _TRUSTED:
+        import skops.io
+
+        _TRUSTED[cls] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return _TRUSTED[cls]
+
+
+def log_model(framework: str, model: Any, name: str, signature: Any, input_example: Any) -> str:
+    """Log ``model`` with the framework's native MLflow flavor under the active run; return its URI.
+
+    The model is the platform's own fit, so the skops types it contains are trusted explicitly.
+    """
+    import mlflow
+
+    common = {"name": name, "signature": signature, "input_example": input_example, "pip_requirements": _requirements(framework)}
+    if framework == "xgboost":
+        import mlflow.xgboost
+
+        info = mlflow.xgboost.log_model(model, **common)
+    else:
+        from mlflow.exceptions import MlflowException
+
+        flavor = importlib.import_module(f"mlflow.{framework}")
+        try:
+            info = flavor.log_model(model, skops_trusted_types=_trusted_types(type(model), model), **common)
+        except MlflowException as exc:
+            if "untrusted" not in str(exc).lower():
+                raise
+            _TRUSTED.pop(type(model), None)  # this model holds types others of its class did not
+            info = flavor.log_model(model, skops_trusted_types=_trusted_types(type(model), model), **common)
+    return info.model_uri

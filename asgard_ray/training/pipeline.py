@@ -1,0 +1,239 @@
+"""One training request, end to end: Feast frame -> split -> Tune trials -> refit best -> MLflow.
+
+``run_training`` is the body of the Ray task ``training:<job_id>`` (see ``asgard_ray.jobs.submit``).
+It asks for no CPU itself: the trials and the refit ask for one each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from asgard_ray import lineage
+from asgard_ray.config import Settings
+from asgard_ray.errors import InvalidRequest
+from asgard_ray.features import TrainingFrame, build_training_frame
+from asgard_ray.jobs import JobStore
+from asgard_ray.training.data import PreparedData, entity_hash, prepare_data
+from asgard_ray.training.estimators import log_model, resolve_params
+from asgard_ray.training.metrics import evaluate, positive_score
+from asgard_ray.training.plots import model_figures
+from asgard_ray.training.schemas import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    TrainingMetrics,
+    TrainRequest,
+    TrainResponse,
+    metric_mode,
+)
+from asgard_ray.training.tracking import JobProgress, TrialRunLogger, ensure_experiment, git_commit, mlflow_client, run_url
+from asgard_ray.training.trials import DEFAULT_NUM_TRIALS, TrialSpec, fit_and_score, param_space, run_trials
+
+__all__ = ["plan_trials", "run_training", "selection_metric", "train_on_frame", "validate_request"]
+
+log = logging.getLogger(__name__)
+
+
+def validate_request(request: TrainRequest) -> tuple[dict[str, Any], list[str]]:
+    """Check what can be checked without data: estimator, parameter names and the metric."""
+    hp = request.hyperparameters
+    fixed, warnings = resolve_params(
+        request.framework, request.model_type, request.estimator, hp.params, list(hp.search_space or {})
+    )
+    allowed = CLASSIFICATION_METRICS if request.model_type == "classification" else REGRESSION_METRICS
+    if hp.metric is not None and hp.metric.removeprefix("train_") not in allowed:
+        raise InvalidRequest(f"unknown metric {hp.metric!r} for {request.model_type}; use one of {', '.join(allowed)}")
+    return fixed, warnings
+
+
+def plan_trials(request: TrainRequest) -> tuple[int, int, list[str]]:
+    """Tune's ``num_samples``, the total trial count and warnings about ignored settings."""
+    hp = request.hyperparameters
+    space, sampled = param_space(hp.search_space)
+    grid = 1
+    for dim in (hp.search_space or {}).values():
+        if dim.type == "grid":
+            grid *= len(dim.values or [])
+    warnings: list[str] = []
+    if sampled:
+        samples = hp.num_trials or DEFAULT_NUM_TRIALS
+    else:
+        samples = 1
+        if hp.num_trials and hp.num_trials > 1:
+            reason = "a grid runs each combination once" if space else "there is no search_space"
+            warnings.append(f"num_trials={hp.num_trials} ignored: {reason}")
+    return samples, samples * grid, warnings
+
+
+def selection_metric(request: TrainRequest, data: PreparedData) -> tuple[str, str, list[str]]:
+    """The metric (and mode) that ranks trials, adjusted to what the data can measure."""
+    hp = request.hyperparameters
+    warnings: list[str] = []
+    metric = (hp.metric or ("roc_auc" if request.model_type == "classification" else "rmse")).removeprefix("train_")
+    _, y_eval = data.eval_set
+    if metric == "roc_auc" and len(np.unique(y_eval)) < 2:
+        fallback = "accuracy"
+        if hp.metric:
+            warnings.append(f"roc_auc is undefined with one class in the evaluation rows; ranked trials by {fallback}")
+        metric = fallback
+    if metric == "log_loss" and data.classes is not None and len(data.classes) < 2:
+        warnings.append("log_loss is undefined with one class; ranked trials by accuracy")
+        metric = "accuracy"
+    mode = hp.mode or metric_mode(metric)
+    return (metric if data.has_validation else f"train_{metric}"), mode, warnings
+
+
+def _refit(spec: TrialSpec, data: PreparedData, params: dict[str, Any]) -> Any:
+    """Fit the best configuration again (trials keep no checkpoints); deterministic with random_state."""
+    model, _ = fit_and_score(spec, data, params)
+    return model
+
+
+def _lineage_tags(request: TrainRequest, frame: Any, data: PreparedData) -> dict[str, str]:
+    tags = {
+        lineage.TAG_FEATURE_COLUMNS: json.dumps(list(frame.feature_columns)),
+        lineage.TAG_FEATURE_VIEWS: json.dumps(list(frame.feature_views)),
+        lineage.TAG_FEAST_REGISTRY_VERSION: str(frame.registry_version or ""),
+        lineage.TAG_JOIN_KEYS: json.dumps(list(frame.join_keys)),
+        lineage.TAG_LABEL: str(frame.label),
+        lineage.TAG_FRAMEWORK: request.framework,
+        lineage.TAG_MODEL_TYPE: request.model_type,
+        lineage.TAG_TRAINING_ROWS: str(len(data.X_train)),
+        lineage.TAG_ENTITY_HASH: entity_hash(frame),
+    }
+    if data.classes is not None:
+        tags[lineage.TAG_CLASSES] = json.dumps([c.item() if hasattr(c, "item") else c for c in data.classes])
+    commit = git_commit()
+    if commit:
+        tags[lineage.TAG_GIT_COMMIT] = commit
+    return tags
+
+
+def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """Train as the request asks and return the ``TrainResponse`` as a dict (the Ray task's result)."""
+    request = TrainRequest.model_validate(request_json)
+    validate_request(request)
+    ds = request.data_source
+    frame = build_training_frame(settings, ds.feature_views, ds.entities, event_timestamps=ds.event_timestamps, label=ds.target_column)
+    return train_on_frame(settings, request, frame, job_id)
+
+
+def train_on_frame(settings: Settings, request: TrainRequest, frame: TrainingFrame, job_id: str) -> dict[str, Any]:
+    """Train on an already retrieved frame (``run_training`` after Feast retrieval).
+
+    The job record ``job_id`` must exist (``JobStore.create``); its progress is updated as trials end.
+    """
+    fixed, warnings = validate_request(request)
+    num_samples, total, plan_warnings = plan_trials(request)
+    warnings += plan_warnings
+    data = prepare_data(frame, request.model_type, request.split)
+    warnings += data.warnings
+    metric, mode, metric_warnings = selection_metric(request, data)
+    warnings += metric_warnings
+    spec = TrialSpec(request.framework, request.model_type, request.estimator, fixed, metric, mode,
+                     len(data.classes) if data.classes is not None else None)
+
+    client = mlflow_client(settings)
+    experiment_id = ensure_experiment(settings, request.experiment_name)
+    tags = {**request.tags, **_lineage_tags(request, frame, data), "asgard.job_id": job_id,
+            "asgard.model_name": request.model_name, "mlflow.runName": f"{request.model_name}-{job_id}"}
+    parent = client.create_run(experiment_id, tags=tags)
+    run_id = parent.info.run_id
+    store = JobStore(settings)
+    store.update("training", job_id, progress={"run_id": run_id, "experiment_id": experiment_id, "trials_total": total,
+                                               "metric": metric},
+                 links={"dashboard": settings.dashboard_url, "mlflow_run": run_url(settings, experiment_id, run_id),
+                        "mlflow_experiment": run_url(settings, experiment_id)})
+    log.info("job %s: parent run %s, %d trial(s) of %s/%s on %d rows", job_id, run_id, total, request.framework,
+             request.model_type, len(data.X_train))
+    try:
+        return _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def _train_and_log(
+    settings: Settings, request: TrainRequest, job_id: str, data: PreparedData, spec: TrialSpec,
+    num_samples: int, total: int, experiment_id: str, run_id: str, warnings: list[str],
+) -> dict[str, Any]:
+    import mlflow
+    import ray
+    from mlflow.models import infer_signature
+
+    hp = request.hyperparameters
+    client = mlflow_client(settings)
+    callbacks = [TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
+                 JobProgress(settings, job_id, spec.metric, spec.mode, total)]
+    outcome = run_trials(data, spec, hp.search_space, num_samples=num_samples,
+                         max_concurrent_trials=hp.max_concurrent_trials, callbacks=callbacks, name=job_id)
+    if outcome.best is None:
+        first = next((t.error for t in outcome.failed), None)
+        raise InvalidRequest(f"all {len(outcome.trials)} trial(s) failed; first error: {first}",
+                             detail={"errors": [t.error for t in outcome.failed][:10]})
+    if outcome.failed:
+        warnings.append(f"{len(outcome.failed)} of {len(outcome.trials)} trial(s) failed; see their MLflow runs")
+    best_params = {**spec.fixed_params, **outcome.best.config}
+
+    refit = ray.remote(_refit).options(name=f"training:{job_id}:refit", num_cpus=1, max_retries=0)
+    model = ray.get(refit.remote(spec, data, best_params))
+
+    metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_")
+    X_eval, y_eval = data.eval_set
+    if data.has_validation:
+        metrics.update(evaluate(model, X_eval, y_eval, spec.model_type, spec.n_classes))
+    if spec.model_type == "classification":
+        score = positive_score(model.predict_proba(X_eval), spec.n_classes or 2)
+    else:
+        score = np.asarray(model.predict(X_eval), dtype="float64")
+
+    from mlflow.entities import Metric, Param
+
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
+        tags=[],
+    )
+    for key, value in {"asgard.num_trials": len(outcome.trials), "asgard.failed_trials": len(outcome.failed),
+                       "asgard.best_trial_id": outcome.best.trial_id, "asgard.selection_metric": spec.metric,
+                       "asgard.split": data.split, "asgard.validation_rows": len(y_eval) if data.has_validation else 0,
+                       "asgard.warnings": json.dumps(warnings)}.items():
+        client.set_tag(run_id, key, str(value))
+    for path, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
+        client.log_figure(run_id, figure, path)
+    from asgard_ray.monitoring.profile import build_reference_profile
+
+    profile = build_reference_profile(data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval)
+    client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)
+
+    example = data.X_train.head(5)
+    signature = infer_signature(example, model.predict(example))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run(run_id=run_id):  # ends the run FINISHED on success, FAILED on error
+        logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
+    run = client.get_run(run_id)
+    response = TrainResponse(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_name=request.model_name,
+        model_uri=f"runs:/{run_id}/{lineage.MODEL_ARTIFACT}",
+        logged_model_uri=logged_uri,
+        metrics=TrainingMetrics(metrics=metrics),
+        artifact_uri=run.info.artifact_uri,
+        job_id=job_id,
+        num_trials=len(outcome.trials),
+        failed_trials=len(outcome.failed),
+        best_params=best_params,
+        metric=spec.metric,
+        training_rows=len(data.X_train),
+        validation_rows=len(data.X_val) if data.X_val is not None else 0,
+        feature_columns=data.feature_columns,
+        mlflow_run_url=run_url(settings, experiment_id, run_id),
+        warnings=warnings,
+    )
+    log.info("job %s: run %s finished, %s=%s", job_id, run_id, spec.metric, metrics.get(spec.metric))
+    return response.model_dump(mode="json")

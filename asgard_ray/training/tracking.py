@@ -1,0 +1,228 @@
+"""MLflow tracking for training: experiments, the parent run, one nested child run per Tune trial.
+
+Ray's own MLflow callback logs trials as top-level runs (ray#19978), and a run opened inside a
+trial stays RUNNING if the trial's process dies. So the child runs are written by a Tune callback
+on the driver: it opens a run tagged ``mlflow.parentRunId`` when a trial starts, logs its metrics,
+and ends it FINISHED, or FAILED when the trial errors (including a crashed worker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from asgard_ray.config import Settings
+from asgard_ray.jobs import JobStore
+
+__all__ = ["JobProgress", "TrialRunLogger", "ensure_experiment", "git_commit", "mlflow_client", "run_url"]
+
+log = logging.getLogger(__name__)
+
+_PARENT_TAG = "mlflow.parentRunId"
+_RUN_NAME_TAG = "mlflow.runName"
+TRIAL_ID_TAG = "asgard.trial_id"
+
+
+def mlflow_client(settings: Settings) -> Any:
+    """An MLflow client for the platform's tracking server (no global tracking state)."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def ensure_experiment(settings: Settings, name: str) -> str:
+    """The id of experiment ``name``, created (with the configured artifact root) if missing."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(settings)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=settings.mlflow_artifact_location or None)
+    except MlflowException as exc:  # created concurrently by another request
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        log.debug("experiment %s created concurrently: %s", name, exc)
+        return experiment.experiment_id
+
+
+def run_url(settings: Settings, experiment_id: str, run_id: str | None = None) -> str:
+    """Link to an experiment (or a run) in the MLflow UI."""
+    base = f"{settings.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"{base}/runs/{run_id}" if run_id else base
+
+
+def git_commit() -> str | None:
+    """Commit of the checkout the platform's code was loaded from, when it is a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _params(values: dict[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)[:6000]) for k, v in values.items()]
+
+
+def _trial_error(trial: Any) -> str:
+    """The exception a trial raised, as ``Type: message`` (Tune keeps it in the trial's storage)."""
+    from asgard_ray.training.trials import _error_text
+
+    import pickle
+
+    try:
+        if trial.pickled_error_file and Path(trial.pickled_error_file).exists():
+            return _error_text(pickle.loads(Path(trial.pickled_error_file).read_bytes()))  # noqa: S301 - Tune wrote it
+        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else None
+        if text:
+            lines = [line for line in str(text).strip().splitlines() if line.strip()]
+            return lines[-1][:2000] if lines else "trial failed"
+    except Exception:
+        log.debug("no stored error for trial %s", trial.trial_id, exc_info=True)
+    return "trial failed"
+
+
+class TrialRunLogger(Callback):
+    """Tune callback: one MLflow child run per trial under the parent run."""
+
+    def __init__(self, settings: Settings, experiment_id: str, parent_run_id: str, fixed_params: dict[str, Any]) -> None:
+        self.settings = settings
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.fixed_params = dict(fixed_params)
+        self.runs: dict[str, str] = {}
+        self.ended: set[str] = set()
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client (built lazily: the callback may be pickled with the tuner)."""
+        if self._client is None:
+            self._client = mlflow_client(self.settings)
+        return self._client
+
+    def _run_for(self, trial: Any) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        index = len(self.runs)
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={_PARENT_TAG: self.parent_run_id, _RUN_NAME_TAG: f"trial-{index:02d}", TRIAL_ID_TAG: trial.trial_id},
+        )
+        run_id = run.info.run_id
+        self.runs[trial.trial_id] = run_id
+        self.client.log_batch(run_id, params=_params({**self.fixed_params, **(trial.config or {})}))
+        log.info("trial %s -> MLflow child run %s (parent %s)", trial.trial_id, run_id, self.parent_run_id)
+        return run_id
+
+    def _end(self, trial: Any, status: str, error: str | None = None) -> None:
+        try:
+            run_id = self._run_for(trial)
+            if run_id in self.ended:
+                return
+            if error:
+                self.client.set_tag(run_id, "asgard.error", error[:5000])
+            self.client.set_terminated(run_id, status)
+            self.ended.add(run_id)
+        except Exception:  # tracking trouble must not stop the other trials
+            log.exception("could not end MLflow run of trial %s", trial.trial_id)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Open the trial's child run with its parameters."""
+        try:
+            self._run_for(trial)
+        except Exception:
+            log.exception("could not open MLflow run for trial %s", trial.trial_id)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        """Log the trial's metrics."""
+        from mlflow.entities import Metric
+
+        from asgard_ray.training.trials import _is_metric
+
+        try:
+            run_id = self._run_for(trial)
+            step = int(result.get("training_iteration", 0) or 0)
+            ts = int(float(result.get("timestamp", 0) or 0) * 1000)
+            metrics = [Metric(k, float(v), ts, step) for k, v in result.items() if _is_metric(k, v) and math.isfinite(float(v))]
+            if metrics:
+                self.client.log_batch(run_id, metrics=metrics)
+        except Exception:
+            log.exception("could not log metrics of trial %s", trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """End the child run FINISHED."""
+        self._end(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """End the child run FAILED, with the error as a tag."""
+        self._end(trial, "FAILED", _trial_error(trial))
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """Close any run Tune never finished (stopped or lost trials) as KILLED."""
+        for trial in trials:
+            run_id = self.runs.get(trial.trial_id)
+            if run_id and run_id not in self.ended:
+                failed = str(getattr(trial, "status", "")) == "ERROR"
+                self._end(trial, "FAILED" if failed else "KILLED")
+
+
+class JobProgress(Callback):
+    """Tune callback: keep the job record's trial counts and best metric up to date."""
+
+    def __init__(self, settings: Settings, job_id: str, metric: str, mode: str, total: int) -> None:
+        self.settings = settings
+        self.job_id = job_id
+        self.metric = metric
+        self.mode = mode
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.best: float | None = None
+
+    def _save(self) -> None:
+        progress = {"trials_total": self.total, "trials_done": self.done, "trials_failed": self.failed,
+                    "metric": self.metric, "best_metric": self.best}
+        try:
+            JobStore(self.settings).update("training", self.job_id, progress=progress)
+        except Exception:  # progress is informative; the job goes on
+            log.exception("could not record progress of job %s", self.job_id)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        """Track the best metric so far."""
+        value = result.get(self.metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+                self.best = float(value)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Count a finished trial."""
+        self.done += 1
+        self._save()
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Count a failed trial."""
+        self.done += 1
+        self.failed += 1
+        self._save()

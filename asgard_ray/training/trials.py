@@ -1,0 +1,186 @@
+"""Hyperparameter trials on Ray Tune: one function trainable per fit, data shared via the object store.
+
+Why Tune function trainables rather than Ray Train's ``XGBoostTrainer`` / ``LightGBMTrainer``: the
+training frame comes back from Feast as one in-memory pandas frame, and one fit of it takes seconds
+on one core. Ray Train would start a worker group per trial and report through
+``RayTrainReportCallback`` (about 2 s per report here) to spread data that already fits on one
+worker. Trials pass the data with ``tune.with_parameters`` (one object-store copy, not one per
+trial), reuse their actors, and pin every fit to one thread, so N trials use N cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgard_ray.training.data import PreparedData
+from asgard_ray.training.estimators import build_estimator
+from asgard_ray.training.metrics import evaluate
+from asgard_ray.training.schemas import SearchDimension
+
+__all__ = ["DEFAULT_NUM_TRIALS", "TrialResult", "TrialSpec", "TrialsOutcome", "fit_and_score", "param_space", "run_trials"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUM_TRIALS = 4
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial fits: the estimator, its fixed parameters and the metric that ranks trials."""
+
+    framework: str
+    model_type: str
+    estimator: str | None
+    fixed_params: dict[str, Any]
+    metric: str
+    mode: str
+    n_classes: int | None = None
+
+
+@dataclass
+class TrialResult:
+    """One finished (or failed) trial."""
+
+    trial_id: str
+    config: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class TrialsOutcome:
+    """Every trial and the best one."""
+
+    trials: list[TrialResult]
+    best: TrialResult | None
+
+    @property
+    def failed(self) -> list[TrialResult]:
+        """The trials that raised."""
+        return [t for t in self.trials if t.error is not None]
+
+
+def fit_and_score(spec: TrialSpec, data: PreparedData, params: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    """Fit one model on the training rows (one thread) and score it on training and validation rows."""
+    from threadpoolctl import threadpool_limits
+
+    model = build_estimator(spec.framework, spec.model_type, spec.estimator, params)
+    with threadpool_limits(limits=1):
+        model.fit(data.X_train, data.y_train)
+        metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_")
+        if data.has_validation:
+            metrics.update(evaluate(model, data.X_val, data.y_val, spec.model_type, spec.n_classes))
+    return model, metrics
+
+
+def _trainable(config: dict[str, Any], data: PreparedData, spec: TrialSpec) -> None:
+    """The Tune function trainable: one fit, one report."""
+    from ray import tune
+
+    _, metrics = fit_and_score(spec, data, {**spec.fixed_params, **config})
+    tune.report(metrics)
+
+
+def param_space(search_space: dict[str, SearchDimension] | None) -> tuple[dict[str, Any], bool]:
+    """Tune's param space for a search space, and whether it samples (as opposed to a pure grid)."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    sampled = False
+    for name, dim in (search_space or {}).items():
+        if dim.type == "grid":
+            space[name] = tune.grid_search(list(dim.values or []))
+            continue
+        sampled = True
+        if dim.type == "choice":
+            space[name] = tune.choice(list(dim.values or []))
+        elif dim.type == "uniform":
+            space[name] = tune.uniform(dim.low, dim.high)
+        elif dim.type == "loguniform":
+            space[name] = tune.loguniform(dim.low, dim.high)
+        else:
+            space[name] = tune.randint(int(dim.low), int(dim.high))  # type: ignore[arg-type]
+    return space, sampled
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+def pick_best(trials: list[TrialResult], metric: str, mode: str) -> TrialResult | None:
+    """The successful trial with the best finite ``metric`` (the first one wins ties)."""
+    best: TrialResult | None = None
+    for trial in trials:
+        value = trial.metrics.get(metric)
+        if trial.error is not None or value is None or not math.isfinite(value):
+            continue
+        if best is None or _better(value, best.metrics[metric], mode):
+            best = trial
+    return best
+
+
+def run_trials(
+    data: PreparedData,
+    spec: TrialSpec,
+    search_space: dict[str, SearchDimension] | None = None,
+    *,
+    num_samples: int = 1,
+    max_concurrent_trials: int | None = None,
+    callbacks: list[Any] | None = None,
+    name: str = "asgard-trials",
+) -> TrialsOutcome:
+    """Run the trials on the connected Ray cluster with Tune and return every result.
+
+    Trials that raise are reported with their error (Tune does not stop the others). Tune's local
+    experiment folder is temporary: no checkpoints are kept (the best configuration is refit), so
+    nothing relies on a disk shared between nodes.
+    """
+    from ray import tune
+
+    space, _ = param_space(search_space)
+    storage = tempfile.mkdtemp(prefix="asgard-tune-")
+    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, spec=spec), {"cpu": 1})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            num_samples=num_samples, max_concurrent_trials=max_concurrent_trials, reuse_actors=True
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks or []),
+    )
+    try:
+        grid = tuner.fit()
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    trials: list[TrialResult] = []
+    for result in grid:
+        metrics = {k: float(v) for k, v in (result.metrics or {}).items() if _is_metric(k, v)}
+        trial_id = str((result.metrics or {}).get("trial_id") or os.path.basename(str(result.path)))
+        error = None if result.error is None else _error_text(result.error)
+        config = {k: v.item() if hasattr(v, "item") else v for k, v in (result.config or {}).items()}
+        trials.append(TrialResult(trial_id=trial_id, config=config, metrics=metrics, error=error))
+    best = pick_best(trials, spec.metric, spec.mode)
+    log.info("%s: %d trials, %d failed, best %s=%s", name, len(trials), sum(t.error is not None for t in trials),
+             spec.metric, best.metrics.get(spec.metric) if best else None)
+    return TrialsOutcome(trials=trials, best=best)
+
+
+_TUNE_KEYS = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
+              "iterations_since_restore", "done", "date", "hostname", "node_ip", "trial_id", "experiment_tag",
+              "checkpoint_dir_name", "should_checkpoint"}
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return key not in _TUNE_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _error_text(error: BaseException) -> str:
+    """The trial's own exception, without Ray's wrapper traceback."""
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}"[:2000]

@@ -1,0 +1,294 @@
+"""Benchmark batch scoring: the platform's Ray Data job vs a plain pandas + MLflow script vs raw predict.
+
+Usage::
+
+    .venv/bin/python bench/batch_scoring.py                 # 4M rows x 20 features, LightGBM 100 trees
+    .venv/bin/python bench/batch_scoring.py --rows 1000000  # quicker iteration
+
+Everything runs on this machine: an S3 server (moto, in a child process so it does not share the
+driver's GIL) on a free port, an MLflow SQLite store in a temporary folder, and ``ray.init`` with
+``--cpus`` CPUs. The same Parquet input (``--files`` files on the S3 server) and the same
+registered LightGBM model feed three measurements:
+
+(a) the platform: ``BatchScoringService.submit`` with ``entities_source`` (``features_included``),
+    the code path of ``POST /mlops/serve/batch``: validation, model resolution and load, the job task,
+    actor start-up, S3 read -> predict -> partitioned Parquet on S3, row-count check, manifest;
+    on a warm cluster (Ray started, no job run before). Run with 1 and with 2 scoring actors.
+(b) the plain single-process script: ``pd.read_parquet`` of the same files, ``mlflow.pyfunc`` predict,
+    ``to_parquet`` of the rows with their predictions to the same S3 server.
+(c) raw native predict (``Booster.predict``) on in-memory numpy with all cores: the limit.
+
+It prints throughputs, a/b and (rows / a) / c. A second figure times point-in-time retrieval for
+``--pit-rows`` entity rows (the as-of index that ``entities_source`` jobs use, in-process and through
+Ray Data) against ``pandas.merge_asof`` on the same data, asserting equal results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_s3(port: int) -> None:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+    threading.Event().wait()
+
+
+def start_s3() -> tuple[multiprocessing.Process, str]:
+    """Start moto's S3 server in a child process; return it and its URL."""
+    port = _free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=_serve_s3, args=(port,), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback
+            break
+        except OSError as exc:
+            if getattr(exc, "code", None):
+                break
+            time.sleep(0.1)
+    return proc, url
+
+
+def make_data(rows: int, features: int, seed: int = 0) -> pd.DataFrame:
+    """Rows with an id, an event timestamp and ``features`` float features; the label is learnable."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((rows, features)).astype(np.float64)  # noqa: N806
+    df = pd.DataFrame(X, columns=[f"f{i:02d}" for i in range(features)])
+    df.insert(0, "entity_id", np.arange(rows, dtype=np.int64))
+    df.insert(1, "event_timestamp", pd.Timestamp("2025-10-01", tz="UTC"))
+    df["event_timestamp"] = df["event_timestamp"].astype("datetime64[us, UTC]")
+    return df
+
+
+def write_input(settings: Any, df: pd.DataFrame, uri: str, files: int) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from asgard_ray.storage import resolve
+
+    fs, path = resolve(settings, uri)
+    out = []
+    for i, part in enumerate(np.array_split(np.arange(len(df)), files)):
+        table = pa.Table.from_pandas(df.iloc[part[0] : part[-1] + 1], preserve_index=False)
+        pq.write_table(table, f"{path}/part-{i:03d}.parquet", filesystem=fs)
+        out.append(f"{path}/part-{i:03d}.parquet")
+    return out
+
+
+def register_model(settings: Any, df: pd.DataFrame, cols: list[str], trees: int) -> tuple[str, Any]:
+    """Fit LightGBM (``trees`` trees) on a sample, log it as training would, register version 1."""
+    import lightgbm as lgb
+    import mlflow
+
+    from asgard_ray import lineage
+
+    sample = df.sample(n=min(len(df), 200_000), random_state=0)
+    logit = sample[cols[0]] - 0.5 * sample[cols[1]] + 0.3 * sample[cols[2]] * sample[cols[3]]
+    y = (logit + np.random.default_rng(1).normal(0, 0.5, len(sample)) > 0).astype(int)
+    est = lgb.LGBMClassifier(n_estimators=trees, num_leaves=31, n_jobs=1, verbose=-1).fit(sample[cols], y)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment("bench-batch-scoring")
+    with mlflow.start_run():
+        info = mlflow.lightgbm.log_model(est, name="model")
+        mlflow.set_tags({
+            lineage.TAG_FEATURE_COLUMNS: json.dumps(cols), lineage.TAG_FEATURE_VIEWS: json.dumps([]),
+            lineage.TAG_JOIN_KEYS: json.dumps(["entity_id"]), lineage.TAG_FRAMEWORK: "lightgbm",
+            lineage.TAG_MODEL_TYPE: "classification", lineage.TAG_CLASSES: json.dumps([0, 1]),
+        })
+    mv = mlflow.register_model(info.model_uri, "bench_model")
+    return str(mv.version), est
+
+
+def run_platform(settings: Any, version: str, num_actors: int, out: str) -> tuple[float, dict[str, Any]]:
+    """(a): one job through the API's service, timed from submit to commit."""
+    from asgard_ray.scoring import BatchScoreRequest, BatchScoringService, PipelineOptions
+
+    service = BatchScoringService(settings, PipelineOptions(num_actors=num_actors))
+    request = BatchScoreRequest.model_validate({
+        "model_name": "bench_model", "model_version": version,
+        "entities_source": {"path": "s3://asgard/bench/input", "features_included": True},
+        "output_path": out, "overwrite": True,
+    })
+    t = time.perf_counter()
+    resp = service.submit(request, wait=True)
+    elapsed = time.perf_counter() - t
+    assert resp.status == "completed", resp.error
+    from asgard_ray.scoring import read_manifest
+
+    return elapsed, read_manifest(settings, out).timings
+
+
+def run_plain(settings: Any, version: str, cols: list[str], out: str) -> float:
+    """(b): what a user would write without the platform."""
+    import mlflow
+    import pyarrow.fs as pafs
+
+    from asgard_ray.storage import filesystem
+
+    fs: pafs.FileSystem = filesystem(settings)
+    t = time.perf_counter()
+    model = mlflow.pyfunc.load_model(f"models:/bench_model/{version}")
+    df = pd.read_parquet("asgard/bench/input", filesystem=fs)
+    df["prediction"] = model.predict(df[cols])
+    df.to_parquet(f"{out.removeprefix('s3://')}/predictions.parquet", filesystem=fs, index=False)
+    return time.perf_counter() - t
+
+
+def run_raw(est: Any, df: pd.DataFrame, cols: list[str], threads: int) -> float:
+    """(c): native predict on in-memory numpy with every core."""
+    X = np.ascontiguousarray(df[cols].to_numpy())  # noqa: N806
+    booster = est.booster_
+    booster.predict(X[:1000], num_threads=threads)
+    t = time.perf_counter()
+    booster.predict(X, num_threads=threads)
+    return time.perf_counter() - t
+
+
+def run_pit(settings: Any, rows: int) -> dict[str, float]:
+    """Point-in-time retrieval for ``rows`` entity rows vs ``pandas.merge_asof`` (results asserted equal)."""
+    import ray
+
+    from asgard_ray.local.demo_data import customer_aggregates
+    from asgard_ray.scoring.pit import asof_lookup, build_asof_index
+
+    feats = ["total_orders", "avg_order_value", "days_since_last_order"]
+    gold = customer_aggregates()
+    rng = np.random.default_rng(3)
+    ents = pd.DataFrame({
+        "customer_id": rng.integers(1, 10_500, rows).astype("int64"),
+        "event_timestamp": (pd.Timestamp("2025-06-15", tz="UTC") + pd.to_timedelta(rng.integers(0, 150 * 86400, rows), unit="s")).astype("datetime64[us, UTC]"),
+    })
+    t = time.perf_counter()
+    ref = pd.merge_asof(
+        ents.reset_index().sort_values("event_timestamp"), gold.sort_values("event_timestamp")[["customer_id", "event_timestamp", *feats]],
+        on="event_timestamp", by="customer_id", direction="backward",
+    ).sort_values("index").set_index("index")
+    t_pandas = time.perf_counter() - t
+
+    t = time.perf_counter()
+    index = build_asof_index(gold, ["customer_id"], "event_timestamp", feats)
+    got = asof_lookup(index, ents)
+    t_index = time.perf_counter() - t
+    pd.testing.assert_frame_equal(got.astype("float64"), ref[feats].astype("float64"), check_names=False, check_index_type=False)
+
+    t = time.perf_counter()
+    index_ref = ray.put(build_asof_index(gold, ["customer_id"], "event_timestamp", feats))
+
+    def lookup(batch: pd.DataFrame, box: list[Any]) -> pd.DataFrame:
+        return pd.concat([batch, asof_lookup(ray.get(box[0]), batch)], axis=1)
+
+    chunks = [ents.iloc[i : i + 25_000] for i in range(0, rows, 25_000)]
+    ray_out = ray.data.from_pandas(chunks).map_batches(lookup, fn_kwargs={"box": [index_ref]}, batch_format="pandas", num_cpus=0.5).to_pandas()
+    t_ray = time.perf_counter() - t
+    ray_out = ray_out.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
+    check = pd.concat([ents, got], axis=1).sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ray_out[feats].astype("float64"), check[feats].astype("float64"))
+    return {"pit_rows": rows, "pandas_merge_asof_s": t_pandas, "asof_index_s": t_index, "asof_ray_data_s": t_ray}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description="batch scoring benchmark")
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--files", type=int, default=10)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--pit-rows", type=int, default=100_000)
+    parser.add_argument("--skip-one-actor", action="store_true", help="skip the 1-actor run of (a)")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import ray
+
+    from asgard_ray.config import Settings
+    from asgard_ray.storage import delete_prefix, ensure_buckets
+
+    s3_proc, s3_url = start_s3()
+    tmp = tempfile.mkdtemp(prefix="asgard-bench-")
+    settings = Settings(
+        asgard_home=tmp, s3_endpoint_url=s3_url, asgard_s3_port=int(s3_url.rsplit(":", 1)[1]),
+        mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db", asgard_output_buckets=["asgard"],
+    )
+    os.environ.update(settings.worker_env())
+    ensure_buckets(settings, ["asgard"])
+    try:
+        cols = [f"f{i:02d}" for i in range(args.features)]
+        df = make_data(args.rows, args.features)
+        write_input(settings, df, "s3://asgard/bench/input", args.files)
+        version, est = register_model(settings, df, cols, args.trees)
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": settings.worker_env()})
+        time.sleep(2)  # let the worker pool finish starting: "warm cluster"
+
+        res: dict[str, Any] = {"rows": args.rows, "features": args.features, "trees": args.trees, "cpus": args.cpus}
+        t_c = run_raw(est, df, cols, args.cpus)
+        res["c_raw_s"] = t_c
+        del df
+        t_a2, timings2 = run_platform(settings, version, 2, "s3://asgard/bench/out-a2")
+        res.update(a_2actors_s=t_a2, a_2actors_timings=timings2)
+        delete_prefix(settings, "s3://asgard/bench/out-a2")
+        if not args.skip_one_actor:
+            t_a1, timings1 = run_platform(settings, version, 1, "s3://asgard/bench/out-a1")
+            res.update(a_1actor_s=t_a1, a_1actor_timings=timings1)
+            delete_prefix(settings, "s3://asgard/bench/out-a1")
+        t_b = run_plain(settings, version, cols, "s3://asgard/bench/out-b")
+        res["b_plain_s"] = t_b
+        delete_prefix(settings, "s3://asgard/bench/out-b")
+        res.update(run_pit(settings, args.pit_rows))
+
+        n = args.rows
+        res["ratio_a_over_b"] = t_a2 / t_b
+        res["ratio_a_throughput_over_c"] = (n / t_a2) / (n / t_c)
+        if "a_1actor_s" in res:
+            res["speedup_2_vs_1_actor"] = res["a_1actor_s"] / t_a2
+        res["ratio_pit_asof_over_pandas"] = res["asof_index_s"] / res["pandas_merge_asof_s"]
+        res["ratio_pit_ray_over_pandas"] = res["asof_ray_data_s"] / res["pandas_merge_asof_s"]
+        print(f"\nbatch scoring: {n:,} rows x {args.features} features, LightGBM {args.trees} trees, {args.cpus} CPUs")
+        print(f"  (a) platform job, 2 actors : {t_a2:7.2f} s  {n / t_a2:12,.0f} rows/s   {timings2}")
+        if "a_1actor_s" in res:
+            print(f"  (a) platform job, 1 actor  : {res['a_1actor_s']:7.2f} s  {n / res['a_1actor_s']:12,.0f} rows/s")
+        print(f"  (b) pandas + pyfunc script : {t_b:7.2f} s  {n / t_b:12,.0f} rows/s")
+        print(f"  (c) raw native predict     : {t_c:7.2f} s  {n / t_c:12,.0f} rows/s")
+        print(f"  a/b = {res['ratio_a_over_b']:.2f} (target <= 0.95);  (rows/a)/c = {res['ratio_a_throughput_over_c']:.2f} (target >= 0.85)")
+        if "speedup_2_vs_1_actor" in res:
+            print(f"  2 actors vs 1 actor: {res['speedup_2_vs_1_actor']:.2f}x")
+        print(f"point-in-time retrieval, {args.pit_rows:,} entity rows (results equal to merge_asof):")
+        print(f"  pandas merge_asof {res['pandas_merge_asof_s']:.3f} s; as-of index {res['asof_index_s']:.3f} s "
+              f"({res['ratio_pit_asof_over_pandas']:.2f}x); through Ray Data {res['asof_ray_data_s']:.3f} s "
+              f"({res['ratio_pit_ray_over_pandas']:.2f}x)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2, default=str)
+        return res
+    finally:
+        ray.shutdown()
+        s3_proc.kill()
+
+
+if __name__ == "__main__":
+    main()
