@@ -175,7 +175,7 @@ def monitor_history(
 @monitor_app.command("compute")
 def monitor_compute(job_id: str = typer.Argument(..., help="A batch scoring job id.")) -> None:
     """Compute drift, quality and performance of a batch job's output against the training reference."""
-    _call("POST", "/mlops/monitoring/compute", {"job_id": job_id}, progress="computing drift on Ray Data...")
+    _call("POST", "/mlops/monitoring/compute", {"job_id": job_id, "wait_s": 600}, progress="computing drift on Ray Data...")
     _links(("monitoring page", f"{_settings().api_url}/mlops/monitoring/dashboard"))
 
 

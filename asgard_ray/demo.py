@@ -125,7 +125,7 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
             "output_path": f"s3://my-bucket/predictions/demo_drift_{datetime.now(UTC):%Y_%m_%d}",
             "overwrite": True,
         })
-        drift = api.call("POST", "/mlops/monitoring/compute", {"job_id": big["job_id"]})
+        drift = api.call("POST", "/mlops/monitoring/compute", {"job_id": big["job_id"], "wait_s": 600})
     _show(console, "computed drift", drift)
     manual = api.call("POST", "/mlops/monitoring", {
         "model_name": "churn_predictor",

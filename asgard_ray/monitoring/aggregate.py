@@ -18,7 +18,7 @@ import pandas as pd
 
 from asgard_ray.monitoring.metrics import AUC_BINS
 
-__all__ = ["AggregateSpec", "ColumnSpec", "LabelSpec", "combine", "partial_stats"]
+__all__ = ["AggregateSpec", "ColumnSpec", "LabelSpec", "combine", "file_partials", "partial_stats"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,29 @@ def partial_stats(batch: pd.DataFrame, spec: AggregateSpec) -> dict[str, np.ndar
     return {"partial": np.array([pickle.dumps(part, protocol=5)], dtype=object)}
 
 
+def file_partials(batch: dict[str, np.ndarray], settings: Any, spec: AggregateSpec, columns: list[str],
+                  chunk_rows: int = 262_144) -> dict[str, np.ndarray]:
+    """Read the Parquet files named in a batch of paths chunk by chunk and summarise each file as one partial.
+
+    A Ray Data ``map_batches`` function over the manifest's file list: the manifest is the output's
+    source of truth, so no listing is needed, and memory stays bounded by ``chunk_rows``.
+    """
+    import pyarrow.parquet as pq
+
+    from asgard_ray.storage import resolve
+
+    out = []
+    for uri in batch["path"]:
+        fs, path = resolve(settings, str(uri))
+        with fs.open_input_file(path) as f:
+            parquet = pq.ParquetFile(f)
+            names = [c for c in columns if c in parquet.schema_arrow.names]
+            parts = [partial_stats(chunk.to_pandas(), spec)["partial"][0]
+                     for chunk in parquet.iter_batches(batch_size=chunk_rows, columns=names)]
+        out.append(pickle.dumps(combine(parts, spec, keep_keys=True), protocol=5))
+    return {"partial": np.array(out, dtype=object)}
+
+
 def _add(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     if a is None or b is None:
         return a or b
@@ -150,8 +173,11 @@ def _add(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] |
     return out
 
 
-def combine(partials: list[bytes], spec: AggregateSpec) -> dict[str, Any]:
-    """Merge the partials: summed counts, the global bottom-k sample, summed performance counts."""
+def combine(partials: list[bytes], spec: AggregateSpec, keep_keys: bool = False) -> dict[str, Any]:
+    """Merge the partials: summed counts, the global bottom-k sample, summed performance counts.
+
+    With ``keep_keys`` the result is itself a partial (sample keys kept), to be combined again.
+    """
     total: dict[str, Any] = {"n": 0, "columns": {c.name: None for c in spec.columns}, "performance": None}
     keys: list[np.ndarray] = []
     samples: list[np.ndarray] = []
@@ -168,6 +194,10 @@ def combine(partials: list[bytes], spec: AggregateSpec) -> dict[str, Any]:
     all_samples = np.concatenate(samples) if samples else np.empty((0, len(spec.columns)))
     if all_keys.size > spec.sample_size:
         pick = np.argpartition(all_keys, spec.sample_size - 1)[: spec.sample_size]
-        all_samples = all_samples[pick]
+        all_samples, all_keys = all_samples[pick], all_keys[pick]
+    if keep_keys:
+        if total["performance"] is None:
+            del total["performance"]
+        return {**total, "sample_keys": all_keys, "sample": all_samples}
     total["sample"] = {c.name: all_samples[:, j][np.isfinite(all_samples[:, j])] for j, c in enumerate(spec.columns)}
     return total

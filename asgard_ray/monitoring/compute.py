@@ -21,12 +21,12 @@ from asgard_ray import lineage
 from asgard_ray.config import Settings
 from asgard_ray.errors import AsgardError, InvalidRequest, NotFound
 from asgard_ray.jobs import JobRecord, JobStore, new_job_id, submit
-from asgard_ray.monitoring.aggregate import AggregateSpec, ColumnSpec, LabelSpec, combine, partial_stats
+from asgard_ray.monitoring.aggregate import AggregateSpec, ColumnSpec, LabelSpec, combine, file_partials
 from asgard_ray.monitoring.metrics import auc_from_histograms, js_distance, ks_2samp, psi, shares, wasserstein
 from asgard_ray.monitoring.schemas import ComputeRequest, MonitoringRequest
 from asgard_ray.storage import resolve
 
-__all__ = ["compute_drift", "drift_metrics", "load_reference_profile", "submit_compute"]
+__all__ = ["aggregate_files", "column_spec", "compute_drift", "drift_metrics", "load_reference_profile", "submit_compute"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def load_reference_profile(settings: Settings, run_id: str) -> dict[str, Any]:
         return json.loads(Path(local).read_text())
 
 
-def _column_spec(name: str, prof: dict[str, Any]) -> ColumnSpec:
+def column_spec(name: str, prof: dict[str, Any]) -> ColumnSpec:
+    """The aggregation spec of a column from its reference profile (bin edges and training range)."""
     edges = prof.get("bin_edges") or []
     quantiles = prof.get("quantiles") or {}
     return ColumnSpec(name, tuple(float(e) for e in edges[1:-1]), quantiles.get("0"), quantiles.get("1"))
@@ -141,10 +142,18 @@ def _performance(perf: dict[str, Any] | None, task: str) -> dict[str, float]:
     return out
 
 
-def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | None = None, client: Any = None) -> dict[str, Any]:
-    """Compute drift, quality and performance of a scoring output and store them as monitoring records."""
+def aggregate_files(settings: Settings, files: list[str], read_columns: list[str], spec: AggregateSpec) -> dict[str, Any]:
+    """Aggregate Parquet files on Ray Data, one task per file (from the manifest, no listing); only partials come back."""
     import ray
 
+    paths = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    partials = paths.map_batches(file_partials, batch_size=1, batch_format="numpy",  # type: ignore[arg-type]
+                                 fn_kwargs={"settings": settings, "spec": spec, "columns": read_columns})
+    return combine([row["partial"] for row in partials.take_all()], spec)
+
+
+def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | None = None, client: Any = None) -> dict[str, Any]:
+    """Compute drift, quality and performance of a scoring output and store them as monitoring records."""
     from asgard_ray.monitoring.actor import MonitoringClient
     from asgard_ray.scoring.manifest import read_manifest
 
@@ -168,24 +177,21 @@ def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | Non
     probas = list(manifest.probability_columns)
     score_col = ("prediction_proba" if "prediction_proba" in probas else probas[-1] if probas else None)
     score_col = score_col if (manifest.model_type != "regression" and score_col) else manifest.prediction_column
-    columns = [_column_spec(c, profile["features"][c]) for c in features]
+    columns = [column_spec(c, profile["features"][c]) for c in features]
     has_pred_ref = "prediction" in profile and score_col in schema
     if has_pred_ref:
-        columns.append(_column_spec(score_col, profile["prediction"]))
+        columns.append(column_spec(score_col, profile["prediction"]))
     try:
         label_spec, no_perf = _labels(settings, request, manifest, run_tags, score_col if score_col != manifest.prediction_column else None)
     except AsgardError as exc:  # no labels is no reason to skip drift
         label_spec, no_perf = None, f"labels unavailable: {exc.message}"
     spec = AggregateSpec(columns=tuple(columns), sample_size=request.sample_size, label=label_spec)
 
-    fs, _ = resolve(settings, files[0])
     read_cols = [c.name for c in columns]
     if label_spec is not None:
         extra = [*label_spec.join_keys, manifest.prediction_column, *([label_spec.timestamp_column] if label_spec.timestamp_column else [])]
         read_cols = list(dict.fromkeys([*read_cols, *[c for c in extra if c in schema]]))
-    ds = ray.data.read_parquet([resolve(settings, f)[1] for f in files], filesystem=fs).select_columns(read_cols)
-    partials = ds.map_batches(partial_stats, batch_format="pandas", batch_size=None, fn_kwargs={"spec": spec})
-    total = combine([row["partial"] for row in partials.take_all()], spec)
+    total = aggregate_files(settings, files, read_cols, spec)
     n = total["n"]
 
     feature_metrics: dict[str, float] = {}

@@ -41,7 +41,7 @@ def render_png(charts: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]
         lo, hi = np.quantile(both, [0.005, 0.995]) if both.size else (0.0, 1.0)
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
-        bins = np.linspace(lo, hi, 31)
+        bins = np.linspace(lo, hi, 31).tolist()
         if ref.size:
             ax.hist(np.clip(ref, lo, hi), bins=bins, density=True, alpha=0.55, label="reference (training)", color="#4c78a8")
         if cur.size:

@@ -255,6 +255,7 @@ class ComputeRequest(BaseModel):
     label_column: str | None = Field(default=None, description="Label column; default: the training run's label.")
     sample_size: int = Field(default=20_000, ge=100, le=1_000_000)
     log_report: bool = Field(default=True, description="Log the drift report (PNG + JSON) to the MLflow monitoring run.")
+    wait_s: float = Field(default=0, ge=0, le=600, description="Wait up to this long for the result (0: answer 202 at once).")
 
     @model_validator(mode="after")
     def _one(self) -> ComputeRequest:

@@ -49,7 +49,7 @@ class _Pending:
 class MonitoringState:
     """Monitoring records and rules for every model, durable on S3 and indexed in memory."""
 
-    def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True) -> None:
+    def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True, compact: bool = True) -> None:
         self.settings = settings
         self.store = RecordStore(settings, prefix)
         self._lock = threading.Lock()
@@ -63,10 +63,19 @@ class MonitoringState:
         records = self.store.load_all()
         for r in records:
             self._index(r)
+        if compact:
+            today = format_ts(datetime.now(UTC))[:10]
+            threading.Thread(target=self._compact, args=(records, today), name="monitoring-compact", daemon=True).start()
         self.mirror = MlflowMirror(settings) if mirror else None
         if self.mirror is not None:
             self.mirror.start(records)  # resumes in its thread: MLflow being slow or down never blocks monitoring
         log.info("monitoring state ready: %d records, %d models (prefix %s)", len(self._by_id), len(self._recs), prefix)
+
+    def _compact(self, records: list[MonitoringRecord], before_date: str) -> None:
+        try:
+            self.store.compact(records, before_date)
+        except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; the log stays valid
+            log.warning("monitoring compaction under %s failed: %s", self.store.records_uri, exc)
 
     # --- writes --------------------------------------------------------------------------------
     def _index(self, record: MonitoringRecord) -> None:
@@ -126,7 +135,10 @@ class MonitoringState:
             groups: dict[tuple[str, str], list[_Pending]] = defaultdict(list)
             for p in batch:
                 groups[(p.record.model_name, p.record.timestamp[:10])].append(p)
-            errors = self.store.write_groups({k: [p.record for p in v] for k, v in groups.items()})
+            try:
+                errors = self.store.write_groups({k: [p.record for p in v] for k, v in groups.items()})
+            except Exception as exc:  # noqa: BLE001 - never leave waiters hanging or the committer flag set
+                errors = dict.fromkeys(groups, exc)
             with self._lock:
                 for key, members in groups.items():
                     for p in members:
@@ -165,7 +177,7 @@ class MonitoringState:
         """
         with self._lock:
             keys, recs = self._keys.get(query.model_name), self._recs.get(query.model_name)
-            if not recs:
+            if not recs or keys is None:
                 close = difflib.get_close_matches(query.model_name, list(self._recs), n=3, cutoff=0.5)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise NotFound(f"no monitoring records for model {query.model_name!r}{hint}")

@@ -15,7 +15,6 @@ that landed twice is deduplicated on load.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -25,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from asgard_ray.config import Settings
 from asgard_ray.monitoring.rules import RuleSet
 from asgard_ray.monitoring.schemas import MonitoringRecord
-from asgard_ray.storage import exists, list_files, read_bytes, read_json, write_bytes, write_json
+from asgard_ray.storage import exists, list_files, read_bytes, read_json, resolve, write_bytes, write_json
 
 __all__ = ["RecordStore"]
 
@@ -73,7 +72,19 @@ class RecordStore:
         return dict(zip(groups, self._pool.map(one, list(groups)), strict=True))
 
     def load_all(self) -> list[MonitoringRecord]:
-        """Read every record (deduplicated by id), oldest first."""
+        """Read every record (deduplicated by id), oldest first.
+
+        An object that vanished between listing and reading was compacted meanwhile (its records are in
+        a newer object), so the load starts over with a fresh listing.
+        """
+        for attempt in range(5):
+            try:
+                return self._load_all()
+            except FileNotFoundError:
+                log.info("monitoring objects changed during load (compaction); listing again (try %d)", attempt + 2)
+        return self._load_all()
+
+    def _load_all(self) -> list[MonitoringRecord]:
         started = time.perf_counter()
         files = [f for f in list_files(self.settings, self.records_uri) if f.endswith(".jsonl")]
 
@@ -82,13 +93,41 @@ class RecordStore:
             return [MonitoringRecord.model_validate_json(line) for line in text.splitlines() if line.strip()]
 
         seen: dict[str, MonitoringRecord] = {}
-        for chunk in self._pool.map(read, files):
+        self._partitions: dict[str, list[str]] = {}
+        for path, chunk in zip(files, self._pool.map(read, files), strict=True):
+            self._partitions.setdefault(path.rsplit("/", 1)[0], []).append(path)
             for record in chunk:
                 seen.setdefault(record.monitoring_id, record)
         records = sorted(seen.values(), key=lambda r: (r.ts, r.monitoring_id))
         log.info("loaded %d monitoring records from %d objects under %s in %.2fs",
                  len(records), len(files), self.records_uri, time.perf_counter() - started)
         return records
+
+    def compact(self, records: list[MonitoringRecord], before_date: str) -> int:
+        """Merge each closed partition (date before ``before_date``) of many objects into one; return objects removed.
+
+        Only past dates are compacted, and no writer adds to them (records are stamped when written). The
+        merged object is written before the originals are deleted; a crash in between leaves duplicates
+        that ``load_all`` drops by id. Uses the listing of the last ``load_all``.
+        """
+        by_partition: dict[str, list[MonitoringRecord]] = {}
+        for r in records:
+            by_partition.setdefault(f"model={r.model_name}/date={r.timestamp[:10]}", []).append(r)
+        removed = 0
+        for folder, paths in getattr(self, "_partitions", {}).items():
+            key = folder.split("/records/", 1)[-1]
+            date = key.rsplit("date=", 1)[-1]
+            if len(paths) < 2 or date >= before_date or key not in by_partition:
+                continue
+            model = key.split("/", 1)[0][len("model="):]
+            self.write_group(model, date, by_partition[key])
+            fs, _ = resolve(self.settings, self.records_uri)
+            for path in paths:
+                fs.delete_file(path)
+            removed += len(paths) - 1
+        if removed:
+            log.info("compacted monitoring records under %s: %d objects fewer", self.records_uri, removed)
+        return removed
 
     # --- rules ---------------------------------------------------------------------------------
     def _rules_uri(self, model_name: str | None) -> str:
@@ -120,7 +159,3 @@ class RecordStore:
         """Stop the I/O threads."""
         self._pool.shutdown(wait=False)
 
-
-def dumps_rules(rules: RuleSet) -> str:
-    """A stable JSON form of rules (for logs and tests)."""
-    return json.dumps(rules.model_dump(mode="json", exclude_none=True), sort_keys=True)

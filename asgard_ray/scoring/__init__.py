@@ -1,6 +1,6 @@
 """Batch scoring on Ray Data: point-in-time features, native predict, partitioned Parquet, manifests."""
 
-from asgard_ray.scoring.manifest import Manifest, ManifestFile, manifest_uri, read_manifest
+from asgard_ray.scoring.manifest import Manifest, ManifestFile, manifest_uri, read_manifest, read_scored_rows
 from asgard_ray.scoring.model import ResolvedModel, load_native_model, resolve_model
 from asgard_ray.scoring.pipeline import PipelineOptions
 from asgard_ray.scoring.plan import ScoringPlan, prepare_plan
@@ -32,6 +32,7 @@ __all__ = [
     "manifest_uri",
     "prepare_plan",
     "read_manifest",
+    "read_scored_rows",
     "resolve_model",
     "run_scoring",
 ]

@@ -8,7 +8,7 @@ output (a running, crashed or replaced job's). A failed job writes no manifest.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,10 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import NotFound
 from asgard_ray.storage import exists, parse_uri, read_json, write_json
 
-__all__ = ["Manifest", "ManifestFile", "manifest_uri", "read_manifest", "write_manifest"]
+__all__ = ["Manifest", "ManifestFile", "manifest_uri", "read_manifest", "read_scored_rows", "write_manifest"]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAME = "_manifest.json"
 
@@ -99,3 +102,26 @@ def read_manifest(settings: Settings, output_path_or_job_id: str) -> Manifest:
     if "://" not in ref and not ref.startswith("/") and manifest.job_id != ref:
         raise NotFound(f"output of job {ref!r} at {output_path} was replaced by job {manifest.job_id!r}")
     return manifest
+
+
+def read_scored_rows(
+    settings: Settings, output_path_or_job_id: str, columns: list[str] | None = None, limit: int | None = None
+) -> pd.DataFrame:
+    """Read a committed output: exactly the manifest's files, with ``model_version`` and ``score_date``.
+
+    Args:
+        settings: Platform settings.
+        output_path_or_job_id: The output prefix or the job id.
+        columns: Columns to read (default all).
+        limit: Read at most this many rows (the first files' rows).
+    """
+    import pyarrow.dataset as pads
+
+    from asgard_ray.storage import resolve
+
+    manifest = read_manifest(settings, output_path_or_job_id)
+    fs, base = resolve(settings, manifest.output_path)
+    paths = [resolve(settings, f.path)[1] for f in manifest.files]
+    dataset = pads.dataset(paths, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=base)
+    table = dataset.head(limit, columns=columns) if limit is not None else dataset.to_table(columns=columns)
+    return table.to_pandas()

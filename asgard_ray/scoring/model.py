@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from asgard_ray import lineage
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest, NotFound, ServiceUnavailable
+from asgard_ray.errors import InvalidRequest
 
 __all__ = ["NATIVE_FLAVORS", "ResolvedModel", "load_native_model", "resolve_model"]
 
@@ -57,39 +57,7 @@ def _json_list(value: str | None) -> list[Any] | None:
     return parsed if isinstance(parsed, list) else None
 
 
-def _client(settings: Settings) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-
-
-def _version(client: Any, name: str, version_or_alias: str) -> tuple[Any, str | None]:
-    from mlflow.exceptions import MlflowException
-
-    ref = str(version_or_alias).strip()
-    try:
-        if ref.isdigit():
-            return client.get_model_version(name, ref), None
-        if ref.lower() == "latest":
-            versions = client.search_model_versions(f"name='{name}'")
-            if not versions:
-                raise NotFound(f"model {name!r} has no versions")
-            return max(versions, key=lambda v: int(v.version)), None
-        return client.get_model_version_by_alias(name, ref), ref
-    except MlflowException as exc:
-        code = getattr(exc, "error_code", "")
-        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower():
-            what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
-            raise NotFound(
-                f"model {name!r} has no {what}; list versions with GET /mlops/models/{name}",
-                detail={"model_name": name, "model_version": ref},
-            ) from exc
-        if code in ("INVALID_PARAMETER_VALUE",):
-            raise InvalidRequest(f"model version {ref!r} of {name!r} is invalid: {exc.message}") from exc
-        raise ServiceUnavailable(f"MLflow registry error while resolving {name}/{ref}: {exc.message}") from exc
-
-
-def _signature_columns(client: Any, model_uri: str) -> list[str]:
+def _signature_columns(model_uri: str) -> list[str]:
     """Input column names from the model's signature (fallback when training tags are absent)."""
     try:
         from mlflow.models import get_model_info
@@ -105,28 +73,25 @@ def _signature_columns(client: Any, model_uri: str) -> list[str]:
 def resolve_model(settings: Settings, name: str, version_or_alias: str) -> ResolvedModel:
     """Pin ``name``/``version_or_alias`` (a number, ``latest`` or an alias) to one version.
 
+    Resolution is the registry's (``asgard_ray.registry.resolve_model_version``); this adds the
+    training lineage scoring needs, parsed from the tags.
+
     Raises:
         NotFound: The model, version or alias does not exist.
     """
-    client = _client(settings)
-    mv, alias = _version(client, name, version_or_alias)
-    tags: dict[str, str] = {}
-    run_id = mv.run_id or None
-    if run_id:
-        try:
-            tags.update(client.get_run(run_id).data.tags)
-        except Exception as exc:
-            log.warning("model %s/%s: run %s unreadable: %s", name, mv.version, run_id, exc)
-    tags.update(mv.tags or {})
-    model_uri = f"models:/{name}/{mv.version}"
-    features = _json_list(tags.get(lineage.TAG_FEATURE_COLUMNS)) or _signature_columns(client, model_uri)
+    from asgard_ray.registry import resolve_model_version
+
+    version, run_id, model_uri, version_tags = resolve_model_version(settings, name, version_or_alias)
+    ref = str(version_or_alias).strip()
+    alias = None if ref.isdigit() or ref.lower() == "latest" else ref
+    tags = dict(version_tags or {})
+    features = _json_list(tags.get(lineage.TAG_FEATURE_COLUMNS)) or _signature_columns(model_uri)
     resolved = ResolvedModel(
         name=name,
-        version=str(mv.version),
+        version=str(version),
         alias=alias,
-        run_id=run_id,
+        run_id=run_id or None,
         model_uri=model_uri,
-        source=getattr(mv, "source", None),
         framework=tags.get(lineage.TAG_FRAMEWORK),
         model_type=tags.get(lineage.TAG_MODEL_TYPE),
         feature_columns=[str(c) for c in features],

@@ -103,55 +103,84 @@ class _Scorer:
         self.model = ray.get(model_box[0]) if isinstance(model_box[0], ray.ObjectRef) else model_box[0]
         self.indexes = [ray.get(r) if isinstance(r, ray.ObjectRef) else r for r in index_box]
 
-    def __call__(self, table: Any) -> pd.DataFrame:
-        from asgard_ray.scoring.pit import asof_lookup
-        from asgard_ray.scoring.predict import predict_native, proba_column
+    def __call__(self, table: Any) -> Any:
+        """Score one batch: Arrow in, Arrow out; only the model's inputs pass through pandas."""
+        import pyarrow as pa
 
-        # Arrow in, numpy-backed pandas for the model (Ray Data's own pandas batches are Arrow-backed,
-        # which LightGBM rejects); float columns without nulls convert without a copy.
-        batch = table.to_pandas() if hasattr(table, "to_pandas") else table
+        from asgard_ray.scoring.pit import asof_lookup
+        from asgard_ray.scoring.predict import predict_native
+
         spec = self.spec
+        if not isinstance(table, pa.Table):
+            table = pa.Table.from_pandas(table, preserve_index=False)
         if spec.batch_delay_s:
             time.sleep(spec.batch_delay_s)
+        n = table.num_rows
+        ts_type = pa.timestamp("us", tz="UTC")
+        if spec.timestamp_column in table.column_names:
+            ts = table.column(spec.timestamp_column)
+            if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
+                ts = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp(ts.type.unit, tz="UTC"))
+            ts = ts.cast(ts_type)
+        else:
+            stamp = np.datetime64(pd.Timestamp(spec.as_of).tz_convert("UTC").tz_localize(None), "us")
+            ts = pa.array(np.full(n, stamp), type=pa.timestamp("us")).cast(ts_type)
         try:
-            if spec.timestamp_column not in batch.columns:
-                batch[spec.timestamp_column] = pd.Timestamp(spec.as_of)
-            batch[spec.timestamp_column] = pd.to_datetime(batch[spec.timestamp_column], utc=True).astype("datetime64[us, UTC]")
-            for index in self.indexes:
-                feats = asof_lookup(index, batch, spec.timestamp_column)
-                for col in feats.columns:
-                    batch[col] = feats[col].to_numpy()
-            X = batch[spec.feature_columns]  # noqa: N806 - the usual name
+            features: dict[str, Any] = {}
+            if self.indexes:
+                ents = table.select(spec.join_keys).to_pandas()
+                ents[spec.timestamp_column] = ts.to_pandas()
+                for index in self.indexes:
+                    looked = asof_lookup(index, ents, spec.timestamp_column)
+                    features.update({c: looked[c].to_numpy() for c in looked.columns})
+            for col in spec.feature_columns:
+                if col not in features:
+                    features[col] = table.column(col).to_numpy()
+            X = pd.DataFrame({c: features[c] for c in spec.feature_columns})  # noqa: N806 - the usual name
             result = predict_native(self.model, X, model_type=spec.model_type, classes=spec.classes, num_threads=spec.threads)
         except Exception as exc:
             key = spec.join_keys[0]
-            ids = batch[key].head(3).tolist() if key in batch.columns else []
+            ids = table.column(key).slice(0, 3).to_pylist() if key in table.column_names else []
             raise RuntimeError(
-                f"job {spec.job_id}: scoring {len(batch)} rows ({key} {ids}...) with model "
+                f"job {spec.job_id}: scoring {n} rows ({key} {ids}...) with model "
                 f"{spec.model_name} v{spec.model_version} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        out = batch[[*spec.join_keys, spec.timestamp_column]].copy()
+        return self._output(table, ts, features, result)
+
+    def _output(self, table: Any, ts: Any, features: dict[str, Any], result: Any) -> Any:
+        import pyarrow as pa
+
+        from asgard_ray.scoring.predict import proba_column
+
+        spec = self.spec
+        n = table.num_rows
+        cols: dict[str, Any] = {k: table.column(k) for k in spec.join_keys}
+        cols[spec.timestamp_column] = ts
         for col in spec.feature_columns:
-            values = batch[col]
-            out[col] = values.astype("Int64") if col in spec.int_features else values
-        out["prediction"] = result.prediction
+            values = np.asarray(features[col])
+            if col in spec.int_features:
+                mask = np.isnan(values) if values.dtype.kind == "f" else None
+                arr = pa.array(np.where(mask, 0, values) if mask is not None else values, mask=mask)
+                cols[col] = arr.cast(pa.int64())
+            else:
+                cols[col] = pa.array(values, from_pandas=True)
+        cols["prediction"] = pa.array(result.prediction)
         if result.proba is not None and result.classes:
             if len(result.classes) == 2:
-                out["prediction_proba"] = result.proba[:, 1].astype(np.float64)
+                cols["prediction_proba"] = pa.array(result.proba[:, 1].astype(np.float64))
             for i, label in enumerate(result.classes):
-                out[proba_column(label)] = result.proba[:, i].astype(np.float64)
-        out["model_name"] = spec.model_name
-        out["run_id"] = spec.run_id or ""
-        out["job_id"] = spec.job_id
-        out["scored_at"] = pd.Timestamp(spec.scored_at).tz_convert("UTC")
-        out["scored_at"] = out["scored_at"].astype("datetime64[us, UTC]")
-        return out.reset_index(drop=True)
+                cols[proba_column(label)] = pa.array(result.proba[:, i].astype(np.float64))
+        for name, value in (("model_name", spec.model_name), ("run_id", spec.run_id or ""), ("job_id", spec.job_id)):
+            cols[name] = pa.array(np.full(n, value, dtype=object), type=pa.string())
+        stamp = np.datetime64(pd.Timestamp(spec.scored_at).tz_convert("UTC").tz_localize(None), "us")
+        cols["scored_at"] = pa.array(np.full(n, stamp), type=pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+        return pa.table(cols)
 
 
 _WORKER_SCORER: dict[str, _Scorer] = {}
 
 
-def _score_in_task(table: Any, model_box: list[Any], spec: ScorerSpec, index_box: list[Any]) -> pd.DataFrame:
+def _score_in_task(table: Any, model_box: list[Any], spec: ScorerSpec, index_box: list[Any]) -> Any:
     """Task-based scoring: the first batch of a job on a worker process loads the model, later ones reuse it."""
     scorer = _WORKER_SCORER.get(spec.job_id)
     if scorer is None:

@@ -43,6 +43,20 @@ def _booster_kind(model: Any) -> str | None:
     return None
 
 
+_ARGMAX_CLASSIFIERS = (
+    "lightgbm.sklearn.LGBMClassifier",
+    "xgboost.sklearn.XGBClassifier",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+)
+
+
+def _argmax_predicts(model: Any) -> bool:
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}" in _ARGMAX_CLASSIFIERS
+
+
 def _from_scores(scores: np.ndarray, classes: list[Any] | None) -> Prediction:
     if scores.ndim == 1:
         labels = classes or [0, 1]
@@ -85,9 +99,14 @@ def predict_native(
             model.set_param({"nthread": num_threads})
         scores = np.asarray(model.predict(xgb.DMatrix(X)))
         return _from_scores(scores, classes) if classify else Prediction(prediction=scores)
-    pred = np.asarray(model.predict(X))
     if classify and hasattr(model, "predict_proba"):
         proba = np.asarray(model.predict_proba(X))
-        labels = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", classes or range(proba.shape[1]))]
+        raw_labels = getattr(model, "classes_", None)
+        labels = [c.item() if hasattr(c, "item") else c for c in (raw_labels if raw_labels is not None else classes or range(proba.shape[1]))]
+        if raw_labels is not None and _argmax_predicts(model):
+            # these estimators' predict() is exactly classes_[argmax(predict_proba)]: skip a second pass
+            pred = np.asarray(raw_labels).take(np.argmax(proba, axis=1))
+        else:
+            pred = np.asarray(model.predict(X))
         return Prediction(prediction=pred, proba=proba, classes=labels)
-    return Prediction(prediction=pred)
+    return Prediction(prediction=np.asarray(model.predict(X)))

@@ -98,8 +98,36 @@ def list_files(settings: Settings, uri: str) -> list[str]:
     return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.size > 0)
 
 
+@functools.lru_cache(maxsize=8)
+def _boto(endpoint: str | None, key: str, secret: str, region: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name=region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=64),
+    )
+
+
+def _client(settings: Settings) -> Any:
+    """A cached boto3 client for whole-object reads and writes of small objects.
+
+    pyarrow's output stream costs several requests per object (parent checks, directory
+    markers): ~30 ms per small object against ~4 ms for one PUT. boto3 writes no markers, and
+    pyarrow reads what it writes.
+    """
+    return _boto(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key, settings.aws_region)
+
+
 def read_bytes(settings: Settings, uri: str) -> bytes:
     """Read a whole object."""
+    parsed = parse_uri(uri)
+    if parsed.scheme == "s3":
+        key = parsed.path.split("/", 1)[1]
+        try:
+            return _client(settings).get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
+        except _client(settings).exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(uri) from exc
     fs, path = resolve(settings, uri)
     with fs.open_input_stream(path) as f:
         return f.read()
@@ -107,10 +135,12 @@ def read_bytes(settings: Settings, uri: str) -> bytes:
 
 def write_bytes(settings: Settings, uri: str, data: bytes) -> None:
     """Write a whole object (a single PUT on S3, so readers see all of it or none)."""
-    fs, path = resolve(settings, uri)
     parsed = parse_uri(uri)
-    if parsed.scheme == "file":
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if parsed.scheme == "s3":
+        _client(settings).put_object(Bucket=parsed.bucket, Key=parsed.path.split("/", 1)[1], Body=data)
+        return
+    fs, path = resolve(settings, uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
 

@@ -75,7 +75,8 @@ def fit_and_score(spec: TrialSpec, data: PreparedData, params: dict[str, Any]) -
         model.fit(data.X_train, data.y_train)
         metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_")
         if data.has_validation:
-            metrics.update(evaluate(model, data.X_val, data.y_val, spec.model_type, spec.n_classes))
+            X_val, y_val = data.eval_set
+            metrics.update(evaluate(model, X_val, y_val, spec.model_type, spec.n_classes))
     return model, metrics
 
 
@@ -101,9 +102,9 @@ def param_space(search_space: dict[str, SearchDimension] | None) -> tuple[dict[s
         if dim.type == "choice":
             space[name] = tune.choice(list(dim.values or []))
         elif dim.type == "uniform":
-            space[name] = tune.uniform(dim.low, dim.high)
+            space[name] = tune.uniform(float(dim.low or 0), float(dim.high or 0))
         elif dim.type == "loguniform":
-            space[name] = tune.loguniform(dim.low, dim.high)
+            space[name] = tune.loguniform(float(dim.low or 0), float(dim.high or 0))
         else:
             space[name] = tune.randint(int(dim.low), int(dim.high))  # type: ignore[arg-type]
     return space, sampled
@@ -159,7 +160,7 @@ def run_trials(
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     trials: list[TrialResult] = []
-    for result in grid:
+    for result in (grid[i] for i in range(len(grid))):
         metrics = {k: float(v) for k, v in (result.metrics or {}).items() if _is_metric(k, v)}
         trial_id = str((result.metrics or {}).get("trial_id") or os.path.basename(str(result.path)))
         error = None if result.error is None else _error_text(result.error)

@@ -140,3 +140,24 @@ def test_schema_mismatch_and_missing_output(settings: Settings, client: Monitori
     assert any(a.startswith("schema_mismatch schema mismatch") for a in quality.alerts)
     assert result["schema"]["missing"] == ["tenure_days"]
     assert "no_such_label" in (result["performance_skipped"] or "")
+
+
+def test_job_entrypoint_computes_drift_as_a_tracked_job(settings: Settings, ray_session: None) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from asgard_ray.jobs import JobStore
+
+    spec = importlib.util.spec_from_file_location("monitor_job", Path(__file__).resolve().parents[2] / "jobs" / "monitor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = f"churn_job_{uuid.uuid4().hex[:6]}"
+    out = make_scored_output(settings, model)
+    drift_id = f"drift-job-{uuid.uuid4().hex[:6]}"
+    result = module.main(["--output-path", out["output_path"], "--label-table", "customer_aggregates", "--no-report",
+                          "--drift-job-id", drift_id])
+    assert result["rows"] == len(out["scored"]) and result["alert_triggered"]
+    record = JobStore(settings).get("monitoring", drift_id)
+    assert record.status == "completed" and record.result["monitoring_ids"] == result["monitoring_ids"]
+    history = MonitoringClient(settings).history(HistoryRequest(model_name=model))
+    assert history.total_records == 4  # stored through the platform's named actor

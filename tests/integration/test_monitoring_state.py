@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -104,3 +105,23 @@ def test_rules_are_durable_and_apply_per_model(base_settings: Settings, prefix: 
     assert not restarted.log(req(metrics={"psi": 0.3})).alert_triggered
     assert restarted.log(req(model_name="strict_model", metrics={"psi": 0.05})).alert_triggered
     assert restarted.get_rules("strict_model")["effective"][0]["threshold"] == 0.01
+
+
+def test_closed_partitions_are_compacted_without_loss(base_settings: Settings, prefix: str) -> None:
+    from asgard_ray.monitoring.schemas import MonitoringRecord
+    from asgard_ray.monitoring.store import RecordStore
+
+    store = RecordStore(base_settings, prefix)
+    old = [MonitoringRecord(monitoring_id=f"mon-old-{i}", model_name="churn_predictor", model_version="1",
+                            metric_type="custom", metrics={"x": float(i)}, alert_triggered=False, alerts=[],
+                            timestamp=f"2025-10-0{1 + i % 2}T00:00:0{i}.000000Z") for i in range(6)]
+    for r in old:
+        store.write_group("churn_predictor", r.timestamp[:10], [r])  # one object per record, as single POSTs do
+    state = MonitoringState(base_settings, prefix=prefix, mirror=False)
+    state.log(req())  # today's partition stays open
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(list_files(base_settings, store.records_uri)) > 3:
+        time.sleep(0.2)
+    assert len(list_files(base_settings, store.records_uri)) == 3  # two closed dates merged, today's untouched
+    again = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
+    assert again.count() == 7

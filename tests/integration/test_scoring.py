@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 import pytest
 
 from asgard_ray import lineage
@@ -15,7 +14,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from asgard_ray.jobs import JobStore
 from asgard_ray.local.demo_data import customer_aggregates
-from asgard_ray.scoring import BatchScoreRequest, BatchScoringService, read_manifest
+from asgard_ray.scoring import BatchScoreRequest, BatchScoringService, read_manifest, read_scored_rows
 from asgard_ray.storage import list_files, resolve
 
 pytestmark = pytest.mark.integration
@@ -83,12 +82,7 @@ def scoring(settings: Settings, ray_session: None) -> BatchScoringService:
 
 def _read_output(settings: Settings, output_path: str) -> pd.DataFrame:
     """Read exactly the files the manifest lists (readers trust the manifest, not a listing)."""
-    manifest = read_manifest(settings, output_path)
-    fs, _ = resolve(settings, output_path)
-    paths = [f.path.removeprefix("s3://") for f in manifest.files]
-    base = output_path.removeprefix("s3://")
-    ds = pads.dataset(paths, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=base)
-    return ds.to_table().to_pandas()
+    return read_scored_rows(settings, output_path)
 
 
 def _seed_body(**over: Any) -> dict[str, Any]:
@@ -122,6 +116,7 @@ def test_seed_request_writes_partitioned_parquet_and_manifest(settings: Settings
     assert sum(f.rows for f in manifest.files) == 10
     out = _read_output(settings, resp.output_path)
     assert sorted(out["customer_id"]) == list(range(1, 11))
+    assert len(read_scored_rows(settings, resp.job_id, columns=["customer_id", "prediction"], limit=3)) == 3
     expected = {"customer_id", "event_timestamp", *FEATURES, "prediction", "prediction_proba", "proba_0", "proba_1",
                 "model_name", "run_id", "job_id", "scored_at", "model_version", "score_date"}
     assert expected <= set(out.columns)
@@ -178,7 +173,7 @@ def test_entities_source_asof_join_matches_feast(settings: Settings, scoring: Ba
 
     rng = np.random.default_rng(7)
     n = 2000
-    stamps = pd.to_datetime(["2025-06-01", "2025-07-15", "2025-08-01", "2025-09-30 23:59", "2025-12-01"], utc=True)
+    stamps = pd.to_datetime(["2025-06-01", "2025-07-15", "2025-08-01", "2025-09-30T23:59:00", "2025-12-01"], utc=True, format="ISO8601")
     ents = pd.DataFrame({
         "customer_id": rng.integers(1, 10_050, n).astype("int64"),  # a few unknown ids -> null features
         "event_timestamp": stamps[rng.integers(0, len(stamps), n)].astype("datetime64[us, UTC]"),
@@ -220,7 +215,7 @@ def test_features_included_source_scores_rows_as_they_are(settings: Settings, sc
 
 def test_validation_errors(settings: Settings, scoring: BatchScoringService, churn_model: str) -> None:
     def submit(**over: Any) -> None:
-        scoring.submit(BatchScoreRequest.model_validate(_seed_body(output_path="s3://asgard/test-scoring/invalid", **over)))
+        scoring.submit(BatchScoreRequest.model_validate(_seed_body(**{"output_path": "s3://asgard/test-scoring/invalid", **over})))
 
     with pytest.raises(NotFound, match="no_such_model"):
         submit(model_name="no_such_model")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
@@ -83,11 +84,14 @@ def test_scorer_output_columns_and_context_on_failure() -> None:
     model = LogisticRegression().fit(X, [0, 1, 0, 1])
     spec = _spec()
     batch = pd.DataFrame({"cid": [1, 2, 3, 4], **X})
-    out = _Scorer([model], spec, [])(batch)
+    table = _Scorer([model], spec, [])(batch)
+    assert table.schema.field("x1").type == pa.int64() and table.schema.field("scored_at").type == pa.timestamp("us", tz="UTC")
+    out = table.to_pandas()
     assert list(out.columns) == output_columns(spec, [0, 1])
     assert out["prediction"].tolist() == model.predict(X).tolist()
     np.testing.assert_allclose(out["prediction_proba"], model.predict_proba(X)[:, 1])
-    assert (out["job_id"] == "batch-1").all() and str(out["x1"].dtype) == "Int64"
+    assert (out["job_id"] == "batch-1").all() and out["x1"].tolist() == [0, 1, 2, 3]
+    assert (out["event_timestamp"] == pd.Timestamp("2025-01-01", tz="UTC")).all()
     with pytest.raises(RuntimeError, match=r"job batch-1: scoring 2 rows \(cid \[1, 2\]"):
         _Scorer([model], spec, [])(pd.DataFrame({"cid": [1, 2], "x1": ["a", "b"], "x2": [1.0, 2.0]}))
 
@@ -101,8 +105,19 @@ def test_lightgbm_booster_and_estimator_agree() -> None:
     est = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, y)
     via_est = predict_native(est, X, model_type="classification")
     via_booster = predict_native(est.booster_, X, model_type="classification", classes=[0, 1], num_threads=1)
-    assert via_est.prediction.tolist() == via_booster.prediction.tolist()
+    assert via_est.prediction.tolist() == via_booster.prediction.tolist() == est.predict(X).tolist()
     np.testing.assert_allclose(via_est.proba, via_booster.proba)
     reg = predict_native(lgb.LGBMRegressor(n_estimators=5, verbose=-1).fit(X, X["b"]), X, model_type="regression")
     assert reg.proba is None and reg.prediction.shape == (300,)
     assert proba_column("yes no") == "proba_yes_no"
+
+
+def test_argmax_shortcut_matches_predict_for_forests_and_string_labels() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(200, 2)), columns=["a", "b"])  # noqa: N806
+    y = np.where(X["a"] > 0, "yes", np.where(X["b"] > 0, "maybe", "no"))
+    rf = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    got = predict_native(rf, X, model_type="classification")
+    assert got.prediction.tolist() == rf.predict(X).tolist() and got.classes == ["maybe", "no", "yes"]

@@ -6,14 +6,16 @@ is visible); a known model whose filters match nothing answers 200 with an empty
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from asgard_ray.api.deps import SettingsDep, service
 from asgard_ray.api.errors import ErrorBody
+from asgard_ray import errors
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.jobs import JobRecord, JobStore
 from asgard_ray.monitoring.actor import MonitoringClient
@@ -70,8 +72,9 @@ def history_get(
 ) -> HistoryResponse:
     """The GET form of history, with query parameters (``+`` in an offset must be sent as ``%2B``)."""
     try:
-        query = HistoryRequest(model_name=model_name, model_version=model_version, metric_type=metric_type,
-                               start_date=start_date, end_date=end_date, limit=limit, offset=offset, alerts_only=alerts_only)
+        query = HistoryRequest.model_validate({
+            "model_name": model_name, "model_version": model_version, "metric_type": metric_type, "start_date": start_date,
+            "end_date": end_date, "limit": limit, "offset": offset, "alerts_only": alerts_only})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"invalid query: {problems}") from None
@@ -118,10 +121,31 @@ def put_model_rules(model_name: str, body: RuleSet, monitoring: MonitoringDep) -
     return monitoring.set_rules(model_name, body)
 
 
-@router.post("/compute", response_model=JobRecord, status_code=202, responses=_ERRORS)
-def compute(body: ComputeRequest, settings: SettingsDep) -> JobRecord:
-    """Start a drift job on a batch scoring output (by job id or output path); poll its link for the result."""
-    return submit_compute(settings, body)
+@router.post("/compute", response_model=JobRecord, status_code=202, responses={200: {"model": JobRecord}, **_ERRORS})
+def compute(body: ComputeRequest, settings: SettingsDep, response: Response) -> JobRecord:
+    """Start a drift job on a batch scoring output (by job id or output path).
+
+    Answers 202 with the job at once; with ``wait_s`` it waits (in the threadpool, never the event loop)
+    up to that long and answers 200 with the finished job, or the job's own error status if it failed.
+    """
+    record = submit_compute(settings, body)
+    if body.wait_s <= 0:
+        return record
+    store = JobStore(settings)
+    deadline = time.monotonic() + body.wait_s
+    while time.monotonic() < deadline:
+        record = store.get("monitoring", record.job_id)
+        if record.status == "completed":
+            response.status_code = 200
+            return record
+        if record.status == "failed":
+            error = getattr(errors, record.error_type or "", None)
+            if isinstance(error, type) and issubclass(error, errors.AsgardError):
+                raise error(record.error or "drift job failed", detail={"job_id": record.job_id})
+            response.status_code = 200
+            return record
+        time.sleep(0.5)
+    return record
 
 
 @router.get("/compute/{job_id}", response_model=JobRecord, responses=_ERRORS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 
 from asgard_ray.api.errors import ErrorBody
@@ -11,7 +13,7 @@ from asgard_ray.registry import AliasRequest, AliasResponse, RegisterModelReques
 __all__ = ["router"]
 
 router = APIRouter(prefix="/mlops/registry", tags=["registry"])
-_ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 
 @router.post(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
@@ -15,7 +15,7 @@ from asgard_ray.training.service import TrainingService
 __all__ = ["RegistryDep", "TrainingDep", "router"]
 
 router = APIRouter(prefix="/mlops", tags=["training"])
-_ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
 def get_training(request: Request) -> TrainingService:
