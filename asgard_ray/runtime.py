@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import ray
 
@@ -25,11 +24,11 @@ def connect(settings: Settings) -> None:
     """Join the cluster once per process, in the platform namespace.
 
     Ray 2.60 clusters run with token auth; a client only sends the token (from
-    ``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``) when ``RAY_AUTH_MODE=token``.
+    ``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``) when ``RAY_AUTH_MODE=token``, which Ray reads at
+    import time: importing ``asgard_ray`` sets it (unless already set) before Ray is imported.
     """
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     address = ray_address(settings)
     ray.init(
         address=address,

@@ -25,7 +25,6 @@ __all__ = ["EVENT_TIMESTAMP", "TrainingFrame", "build_entity_df", "build_trainin
 log = logging.getLogger(__name__)
 
 EVENT_TIMESTAMP = "event_timestamp"
-_LABEL_VIEW = "__asgard_label__"
 
 
 @dataclass
@@ -93,14 +92,19 @@ def build_entity_df(
     return df
 
 
-def _label_view(settings: Settings, store: Any, views: list[Any], label: str) -> Any:
-    """A transient (never applied) view exposing ``label`` from the first source table that has it."""
-    from feast import FeatureView, Field
+def _with_label(settings: Settings, store: Any, views: list[Any], label: str) -> tuple[int, Any]:
+    """A transient (never applied) copy of the first view whose source table has ``label``, with it added.
 
-    from asgard_ray.features.registry import SPEC_TAG
+    Joining the label through the same view as its features costs no extra pass over the data.
+    Returns the index of the view to replace and its copy.
+    """
+    from feast import FeatureView, Field
+    from pyarrow import types as pat
+
+    from asgard_ray.features.registry import SPEC_TAG, feast_type
     from asgard_ray.features.specs import FeatureViewSpec
 
-    for fv in views:
+    for i, fv in enumerate(views):
         spec_json = (fv.tags or {}).get(SPEC_TAG)
         table = FeatureViewSpec.model_validate_json(spec_json).source.table_name if spec_json else fv.batch_source.name
         try:
@@ -108,19 +112,16 @@ def _label_view(settings: Settings, store: Any, views: list[Any], label: str) ->
         except NotFound:
             continue
         if label in schema.names:
-            from pyarrow import types as pat
-
-            from asgard_ray.features.registry import feast_type
-
             arrow = schema.field(label).type
             dtype = "int64" if pat.is_integer(arrow) or pat.is_boolean(arrow) else "float64" if pat.is_floating(arrow) else "string"
-            return FeatureView(
-                name=_LABEL_VIEW,
+            copy = FeatureView(
+                name=fv.name,
                 entities=[store.get_entity(name) for name in fv.entities],
-                schema=[Field(name=label, dtype=feast_type(dtype))],
+                schema=[*fv.schema, Field(name=label, dtype=feast_type(dtype))],
                 source=fv.batch_source,
                 ttl=fv.ttl or timedelta(0),
-            ), fv
+            )
+            return i, copy
     names = ", ".join(v.name for v in views)
     raise InvalidRequest(f"target column {label!r} is neither a feature of {names} nor a column of their source tables")
 
@@ -177,9 +178,9 @@ def build_training_frame(
 
     provider_views = list(views)
     if label and label not in feature_columns:
-        label_fv, _owner = _label_view(settings, store, views, label)
-        provider_views.append(label_fv)
-        refs.append(f"{_LABEL_VIEW}:{label}")
+        index, extended = _with_label(settings, store, views, label)
+        provider_views[index] = extended
+        refs.append(f"{extended.name}:{label}")
 
     # Row order is not guaranteed by the offline store; an explicit row id restores it.
     entity_df = entity_df.reset_index(drop=True)

@@ -65,14 +65,13 @@ def _store(settings_json: str) -> FeatureStore:
 def feature_store(settings: Settings) -> FeatureStore:
     """The process's Feast store for these settings (built once; the registry is read fresh).
 
-    Feast's S3 registry store takes its endpoint from ``FEAST_S3_ENDPOINT_URL``; the entrypoint's
-    environment (``Settings.worker_env``) provides it.
+    Feast reads S3 through its own clients: the S3 registry store takes its endpoint from
+    ``FEAST_S3_ENDPOINT_URL`` and the Ray offline store's staging path goes through pyarrow's
+    ``from_uri`` (``AWS_ENDPOINT_URL_S3``). Entrypoints on the cluster inherit these from
+    ``Settings.worker_env``; a plain process gets them here (existing values win).
     """
     import os
 
-    if settings.s3_endpoint:
-        os.environ.setdefault("FEAST_S3_ENDPOINT_URL", settings.s3_endpoint)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", settings.aws_access_key_id)
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", settings.aws_secret_access_key)
-    os.environ.setdefault("AWS_DEFAULT_REGION", settings.aws_region)
+    for name, value in settings.worker_env().items():
+        os.environ.setdefault(name, value)
     return _store(settings.model_dump_json(exclude={"s3_endpoint", "tracking_uri", "dashboard_url", "api_url"}))

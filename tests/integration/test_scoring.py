@@ -106,7 +106,6 @@ def test_seed_request_writes_partitioned_parquet_and_manifest(settings: Settings
     assert manifest.feature_columns == FEATURES and manifest.join_keys == ["customer_id"]
     assert manifest.feature_views == ["customer_features"] and manifest.feast_registry_version
     assert manifest.probability_columns == ["prediction_proba", "proba_0", "proba_1"]
-    print("TIMINGS", manifest.timings)
     assert {"model_load_s", "features_s", "score_write_s", "total_s"} <= set(manifest.timings)
     # partitions exist and the files' row counts match the manifest
     files = list_files(settings, resp.output_path)
