@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = run_tracked(settings, "batch_scoring", job_id, run_scoring, settings, plan)
     log.info("job %s scored %d rows into %s", job_id, result["total_rows"], result["output_path"])
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, default=str))  # one line, last: easy to pick out of the job logs
     return result
 
 

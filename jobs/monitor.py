@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         store.create("monitoring", job_id, request=request.model_dump(mode="json"), ray_task_name="ray job (jobs/monitor.py)")
     result = run_tracked(settings, "monitoring", job_id, compute_drift, settings, request, job_id)
     log.info("drift job %s: %d rows, %d alerts", job_id, result["rows"], len(result["alerts"]))
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, default=str))  # one line, last: easy to pick out of the job logs
     return result
 
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               ray_task_name="ray job (jobs/train.py)", links={"dashboard": settings.dashboard_url})
     result = run_tracked(settings, "training", job_id, run_training, settings, body, job_id)
     log.info("job %s: run %s, %d trial(s)", job_id, result["run_id"], result["num_trials"])
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, default=str))  # one line, last: easy to pick out of the job logs
     return result
 
 

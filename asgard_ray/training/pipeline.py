@@ -213,6 +213,9 @@ def _train_and_log(
     example = data.X_train.head(5)
     signature = infer_signature(example, model.predict(example))
     mlflow.set_tracking_uri(settings.tracking_uri)
+    # the fluent API refuses a run of another experiment than the process's active one (a reused
+    # worker, or a caller that called set_experiment): make the run's experiment the active one
+    mlflow.set_experiment(experiment_id=experiment_id)
     with mlflow.start_run(run_id=run_id):  # ends the run FINISHED on success, FAILED on error
         logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
     run = client.get_run(run_id)

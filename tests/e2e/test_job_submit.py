@@ -49,3 +49,43 @@ def test_register_features_job(stack: dict[str, str]) -> None:
     assert out["name"] == "customer_features_job"
     assert out["status"] in ("registered", "unchanged")
     assert [f["name"] for f in out["features"]] == ["total_orders", "avg_order_value", "days_since_last_order"]
+
+
+def test_train_score_monitor_jobs(stack: dict[str, str]) -> None:
+    """Train, then (after registering over HTTP) score and compute drift, each as a Ray job."""
+    import httpx
+
+    from tests.e2e.conftest import api_url
+
+    api = api_url(stack)
+    httpx.post(f"{api}/feast/features", json=SEED_FEATURE_SPEC, timeout=120).raise_for_status()
+    train_body = {
+        "experiment_name": "jobs_e2e", "model_name": "jobs_churn", "framework": "lightgbm", "model_type": "classification",
+        "data_source": {"feature_views": ["customer_features"], "entities": {"customer_id": list(range(1, 401))},
+                        "target_column": "churned"},
+        "hyperparameters": {"params": {"n_estimators": 20, "num_leaves": 7}},
+    }
+    trained = last_json(submit(stack, f"python jobs/train.py --request '{json.dumps(train_body)}'"))
+    assert trained["status"] == "completed"
+    assert trained["model_uri"] == f"runs:/{trained['run_id']}/model"
+    assert 0.0 <= trained["metrics"]["metrics"]["roc_auc"] <= 1.0
+
+    reg = httpx.post(f"{api}/mlops/registry", json={"model_name": "jobs_churn", "run_id": trained["run_id"]}, timeout=120)
+    assert reg.status_code in (200, 201), reg.text
+    version = str(reg.json()["version"])
+
+    score_body = {
+        "model_name": "jobs_churn", "model_version": version, "feature_views": ["customer_features"],
+        "entities_df": {"customer_id": list(range(1, 301))}, "output_path": "s3://my-bucket/jobs-e2e/predictions",
+        "overwrite": True,
+    }
+    scored = last_json(submit(stack, f"python jobs/batch_score.py --request '{json.dumps(score_body)}'"))
+    assert scored["status"] == "completed"
+    assert scored["model_version"] == version
+    job_id = scored["job_id"]
+    status = httpx.get(f"{api}/mlops/serve/batch/{job_id}", timeout=60).json()
+    assert status["status"] == "completed" and status["rows_done"] == 300
+
+    drift = last_json(submit(stack, f"python jobs/monitor.py --job-id {job_id}"))
+    text = json.dumps(drift)
+    assert job_id in text and "psi" in text

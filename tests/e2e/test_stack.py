@@ -36,7 +36,7 @@ def test_up_register_down_up_keeps_state(stack: dict[str, str]) -> None:
     second = asgard(stack, "up")
     assert second.returncode == 0, second.stdout + second.stderr
     listed = httpx.get(f"{api}/feast/features", timeout=60).json()
-    assert [v["name"] for v in listed["feature_views"]] == ["customer_features"]
+    assert "customer_features" in [v["name"] for v in listed["feature_views"]]
     same = httpx.post(f"{api}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)
     assert same.status_code == 200 and same.json()["status"] == "unchanged"
     assert asgard(stack, "status").returncode == 0
