@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -95,6 +95,11 @@ def _check_against_table(spec: FeatureViewSpec, schema: pa.Schema) -> None:
         )
 
 
+def _utc(ts: datetime | None) -> datetime | None:
+    """Feast keeps naive UTC timestamps; the API promises RFC 3339 (with an offset)."""
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
 def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
     tags = dict(fv.tags or {})
     spec_json = tags.pop(SPEC_TAG, None)
@@ -103,7 +108,7 @@ def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
         return FeatureViewInfo(
             **spec.model_dump(exclude={"tags"}), tags=spec.tags,
             source_uri=table_uri(settings, spec.source.table_name),
-            created_at=fv.created_timestamp, updated_at=fv.last_updated_timestamp,
+            created_at=_utc(fv.created_timestamp), updated_at=_utc(fv.last_updated_timestamp),
         )
     # a view registered outside asgard (feast apply): describe it from Feast's own fields
     return FeatureViewInfo(
@@ -111,7 +116,7 @@ def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
         features=[{"name": f.name, "dtype": str(f.dtype).lower().replace("primitivefeasttype.", "")} for f in fv.features],
         source=FeatureSourceSpec(table_name=fv.batch_source.name or fv.name, timestamp_field=fv.batch_source.timestamp_field),
         source_uri=getattr(fv.batch_source, "path", ""), tags=tags,
-        created_at=fv.created_timestamp, updated_at=fv.last_updated_timestamp,
+        created_at=_utc(fv.created_timestamp), updated_at=_utc(fv.last_updated_timestamp),
     )
 
 

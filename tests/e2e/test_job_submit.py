@@ -80,12 +80,18 @@ def test_train_score_monitor_jobs(stack: dict[str, str]) -> None:
         "overwrite": True,
     }
     scored = last_json(submit(stack, f"python jobs/batch_score.py --request '{json.dumps(score_body)}'"))
-    assert scored["status"] == "completed"
-    assert scored["model_version"] == version
+    assert scored["total_rows"] == 300
+    assert str(scored["model_version"]) == version
     job_id = scored["job_id"]
     status = httpx.get(f"{api}/mlops/serve/batch/{job_id}", timeout=60).json()
     assert status["status"] == "completed" and status["rows_done"] == 300
 
     drift = last_json(submit(stack, f"python jobs/monitor.py --job-id {job_id}"))
-    text = json.dumps(drift)
-    assert job_id in text and "psi" in text
+    assert drift["scoring_job_id"] == job_id
+    assert drift["rows"] == 300
+    assert len(drift["monitoring_ids"]) >= 2
+    history = httpx.post(f"{api}/mlops/monitoring/history", timeout=60, json={
+        "model_name": "jobs_churn", "model_version": version, "metric_type": "feature_drift"}).json()
+    computed = [r for r in history["records"] if r["monitoring_id"] in drift["monitoring_ids"]]
+    assert computed, history
+    assert any(key.endswith(".psi") for key in computed[0]["metrics"]), computed[0]["metrics"]
