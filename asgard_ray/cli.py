@@ -57,8 +57,11 @@ def status() -> None:
 @app.command()
 def demo() -> None:
     """Bring the stack up and run the seed's workflow over HTTP."""
+    import warnings
+
     from asgard_ray.demo import run_demo
 
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # Ray Data's config deprecations, per call
     logging.basicConfig(level=logging.WARNING)
     run_demo(_settings(), console)
 

@@ -13,21 +13,13 @@ from rich.panel import Panel
 from rich.table import Table
 
 from asgard_ray.config import Settings
+from asgard_ray.features.specs import SEED_EXAMPLE
 
 __all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
 
-FEATURES_BODY = {
-    "name": "customer_features",
-    "entities": ["customer_id"],
-    "features": [
-        {"name": "total_orders", "dtype": "int64"},
-        {"name": "avg_order_value", "dtype": "float64"},
-        {"name": "days_since_last_order", "dtype": "int64"},
-    ],
-    "source": {"table_name": "customer_aggregates", "timestamp_field": "event_timestamp"},
-}
+FEATURES_BODY = SEED_EXAMPLE
 
 
 def _train_body(n_customers: int) -> dict[str, Any]:
@@ -42,7 +34,7 @@ def _train_body(n_customers: int) -> dict[str, Any]:
             "target_column": "churned",
         },
         "hyperparameters": {
-            "params": {"n_estimators": 100, "max_depth": 10, "random_state": 42},
+            "params": {"n_estimators": 100, "random_state": 42},
             "search_space": {"max_depth": {"type": "choice", "values": [4, 8, 12]}, "min_samples_leaf": {"type": "choice", "values": [1, 5]}},
             "num_trials": 4,
             "metric": "roc_auc",

@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 log = logging.getLogger("asgard.jobs.batch_score")
 
@@ -27,16 +26,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run one scoring job and return its result."""
     from asgard_ray.config import Settings
+    from asgard_ray.entrypoints import load_request
     from asgard_ray.jobs import JobStore, new_job_id, run_tracked
     from asgard_ray.runtime import connect
     from asgard_ray.scoring import BatchScoreRequest, prepare_plan, run_scoring
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    text = args.request
-    if not text.lstrip().startswith("{"):
-        text = Path(text).read_text()
-    request = BatchScoreRequest.model_validate_json(text)
+    request = BatchScoreRequest.model_validate(load_request(args.request))
     settings = Settings()
     connect(settings)
     job_id = args.job_id or request.job_id or new_job_id("batch")

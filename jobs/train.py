@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("asgard.jobs.train")
@@ -28,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train once and return (and print) the result."""
     from asgard_ray.config import Settings
+    from asgard_ray.entrypoints import load_request
     from asgard_ray.jobs import JobStore, new_job_id, run_tracked
     from asgard_ray.runtime import connect
     from asgard_ray.training.pipeline import plan_trials, run_training, validate_request
@@ -35,10 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    text = args.request
-    if not text.lstrip().startswith("{"):
-        text = Path(text).read_text()
-    request = TrainRequest.model_validate_json(text)
+    request = TrainRequest.model_validate(load_request(args.request))
     validate_request(request)
     settings = Settings()
     connect(settings)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from asgard_ray.config import Settings
+from asgard_ray.features.specs import SEED_EXAMPLE
 
 
 def free_port() -> int:
@@ -128,16 +129,7 @@ def ray_session(settings: Settings) -> Iterator[None]:
     ray.shutdown()
 
 
-SEED_FEATURE_SPEC = {
-    "name": "customer_features",
-    "entities": ["customer_id"],
-    "features": [
-        {"name": "total_orders", "dtype": "int64"},
-        {"name": "avg_order_value", "dtype": "float64"},
-        {"name": "days_since_last_order", "dtype": "int64"},
-    ],
-    "source": {"table_name": "customer_aggregates", "timestamp_field": "event_timestamp"},
-}
+SEED_FEATURE_SPEC = SEED_EXAMPLE
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "DTYPES",
+    "SEED_EXAMPLE",
     "FeatureField",
     "FeatureSourceSpec",
     "FeatureViewSpec",
@@ -70,24 +71,23 @@ class FeatureSourceSpec(BaseModel):
         return _check_name(v, "name")
 
 
+SEED_EXAMPLE: dict = {
+    "name": "customer_features",
+    "entities": ["customer_id"],
+    "features": [
+        {"name": "total_orders", "dtype": "int64"},
+        {"name": "avg_order_value", "dtype": "float64"},
+        {"name": "days_since_last_order", "dtype": "int64"},
+    ],
+    "source": {"table_name": "customer_aggregates", "timestamp_field": "event_timestamp"},
+}
+"""The seed guide's step 1 body (Swagger example, demo and tests)."""
+
+
 class FeatureViewSpec(BaseModel):
     """The seed's ``POST /feast/features`` body."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "example": {
-                "name": "customer_features",
-                "entities": ["customer_id"],
-                "features": [
-                    {"name": "total_orders", "dtype": "int64"},
-                    {"name": "avg_order_value", "dtype": "float64"},
-                    {"name": "days_since_last_order", "dtype": "int64"},
-                ],
-                "source": {"table_name": "customer_aggregates", "timestamp_field": "event_timestamp"},
-            }
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": SEED_EXAMPLE})
     name: str = Field(description="Feature view name.")
     entities: list[str] = Field(min_length=1, description="Join keys (entity columns of the table).")
     features: list[FeatureField] = Field(min_length=1, description="Feature columns with their types.")
