@@ -85,7 +85,7 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
     console.rule("Step 2: train with trials on Ray Tune (POST /mlops/models)")
     with console.status(f"training on {n_customers} customers, 4 trials..."):
         model = api.call("POST", "/mlops/models", _train_body(n_customers))
-    _show(console, "training run", model, ["run_id", "model_uri", "metrics", "status", "trials", "best_params", "mlflow_url", "warnings"])
+    _show(console, "training run", model, ["run_id", "model_uri", "metrics", "status", "num_trials", "best_params", "mlflow_run_url", "warnings"])
 
     console.rule("Step 3: register the model (POST /mlops/registry)")
     reg = api.call("POST", "/mlops/registry", {"model_name": "churn_predictor", "run_id": model["run_id"], "description": "Churn prediction model v1"})
