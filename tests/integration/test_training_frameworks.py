@@ -54,7 +54,7 @@ def test_lightgbm_regression_via_job_entrypoint(settings: Settings, customer_fea
     body["data_source"]["target_column"] = "total_spend"
     result = load_job("train").main(["--request", json.dumps(body)])
     out = capsys.readouterr().out
-    printed = json.loads(out[out.index('{\n  "run_id"'):])
+    printed = json.loads(out.strip().splitlines()[-1])  # the job prints its result as its last line
     assert printed == result
     assert printed["status"] == "completed" and printed["metric"] == "rmse"
     metrics = result["metrics"]["metrics"]
