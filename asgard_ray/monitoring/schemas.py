@@ -142,29 +142,6 @@ class MonitoringRequest(BaseModel):
         return v
 
 
-class MonitoringRecord(BaseModel):
-    """A stored record: the request plus id, time and the alerts it raised."""
-
-    model_config = {"protected_namespaces": ()}
-
-    monitoring_id: str
-    model_name: str
-    model_version: str
-    metric_type: str
-    metrics: dict[str, float]
-    alert_triggered: bool
-    alerts: list[str]
-    timestamp: str
-    reference_data: dict[str, Any] | None = None
-    current_data: dict[str, Any] | None = None
-    tags: dict[str, str] | None = None
-
-    @property
-    def ts(self) -> datetime:
-        """The record's time as an aware datetime."""
-        return parse_ts(self.timestamp)  # type: ignore[return-value]
-
-
 class MonitoringResponse(BaseModel):
     """The seed's response to ``POST /mlops/monitoring``."""
 
@@ -180,9 +157,22 @@ class MonitoringResponse(BaseModel):
     timestamp: str
 
     @classmethod
-    def of(cls, record: MonitoringRecord) -> MonitoringResponse:
+    def of(cls, record: MonitoringResponse) -> MonitoringResponse:
         """The response for a stored record."""
         return cls.model_validate(record.model_dump(include=set(cls.model_fields)))
+
+
+class MonitoringRecord(MonitoringResponse):
+    """A stored record: the response fields plus the data the client sent with it."""
+
+    reference_data: dict[str, Any] | None = None
+    current_data: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+
+    @property
+    def ts(self) -> datetime:
+        """The record's time as an aware datetime."""
+        return parse_ts(self.timestamp)  # type: ignore[return-value]
 
 
 class HistoryRequest(BaseModel):
