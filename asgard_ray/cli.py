@@ -19,27 +19,40 @@ def _settings() -> Settings:
 
 
 def _print_status(rows) -> None:  # noqa: ANN001
-    table = Table("service", "running", "where", "pids")
+    colour = {"up": "green", "down": "red", "starting": "yellow", "orphan": "magenta"}
+    table = Table("service", "state", "where", "pids")
     for row in rows:
-        table.add_row(row.name, "[green]yes[/]" if row.running else "[red]no[/]", row.url, ",".join(map(str, row.pids)))
+        table.add_row(row.name, f"[{colour[row.state]}]{row.state}[/]", row.url, ",".join(map(str, row.pids)))
     console.print(table)
+    if any(row.state == "orphan" for row in rows):
+        console.print("[magenta]orphan[/]: something answers on that port, but the process this stack started is gone; "
+                      "`asgard down` then `asgard up` replaces it (or stop the foreign process).")
+    settings = _settings()
+    if settings.token_path:
+        console.print(f"Ray dashboard and `ray job submit` need the auth token ({settings.token_path}): "
+                      "[bold]asgard token[/] prints it; [bold]eval \"$(asgard token --env)\"[/] sets it for this shell.")
 
 
 @app.command()
 def up(serve: bool = typer.Option(True, help="Deploy the Serve control API too.")) -> None:
-    """Start the embedded stack (Ray, S3, MLflow, Serve API) on loopback; idempotent."""
+    """Start the embedded stack (Ray, S3, MLflow, Serve API) on loopback; idempotent, restarts dead services."""
+    from asgard_ray.local import StackError
     from asgard_ray.local import up as stack_up
 
     logging.basicConfig(level=logging.WARNING)
     settings = _settings()
-    with console.status("starting the embedded stack (Ray, S3, MLflow, Serve)..."):
-        rows = stack_up(settings, serve=serve)
+    try:
+        with console.status("starting the embedded stack (Ray, S3, MLflow, Serve)..."):
+            rows = stack_up(settings, serve=serve)
+    except StackError as exc:
+        console.print(f"[red]asgard up failed:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
     _print_status(rows)
 
 
 @app.command()
 def down() -> None:
-    """Stop what ``asgard up`` started (state stays under ASGARD_HOME)."""
+    """Stop what ``asgard up`` started, whole process trees included (state stays under ASGARD_HOME)."""
     from asgard_ray.local import down as stack_down
 
     stopped = stack_down(_settings())
@@ -48,10 +61,27 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Show each service of the embedded stack."""
+    """Show each service of the embedded stack: up, down, starting, or orphan."""
     from asgard_ray.local import status as stack_status
 
     _print_status(stack_status(_settings()))
+
+
+@app.command()
+def token(env: bool = typer.Option(False, "--env", help="Print shell export lines instead of the bare token.")) -> None:
+    """Print the embedded stack's Ray auth token (for the dashboard's login dialog and `ray job submit`)."""
+    from asgard_ray.runtime import read_token
+
+    settings = _settings()
+    try:
+        value = read_token(settings)
+    except FileNotFoundError:
+        typer.echo(f"no token yet at {settings.token_path}; run `asgard up` first", err=True)
+        raise typer.Exit(1) from None
+    if env:
+        typer.echo(f"export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={settings.token_path}")
+    else:
+        typer.echo(value)
 
 
 @app.command()
@@ -61,9 +91,15 @@ def demo() -> None:
 
     from asgard_ray.demo import run_demo
 
+    from asgard_ray.local import StackError
+
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # Ray Data's config deprecations, per call
     logging.basicConfig(level=logging.WARNING)
-    run_demo(_settings(), console)
+    try:
+        run_demo(_settings(), console)
+    except StackError as exc:
+        console.print(f"[red]the embedded stack did not start:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 # --- the API, mirrored: each command sends the seed's request body to the control API ------------
@@ -183,12 +219,13 @@ def monitor_compute(job_id: str = typer.Argument(..., help="A batch scoring job 
 
 
 def _job_client():  # noqa: ANN202
-    import os
-
     from ray.job_submission import JobSubmissionClient
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    return JobSubmissionClient(_settings().dashboard_url)
+    from asgard_ray.runtime import prepare_auth
+
+    settings = _settings()
+    prepare_auth(settings)
+    return JobSubmissionClient(settings.dashboard_url)
 
 
 @jobs_app.command("list")

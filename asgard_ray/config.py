@@ -7,13 +7,18 @@ Field names match the seed guide's environment variables (``MLFLOW_TRACKING_URI`
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, computed_field
+from pydantic import Field, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Mode", "Settings"]
+__all__ = ["DEFAULT_S3_SECRET", "Mode", "Settings"]
+
+DEFAULT_S3_SECRET = "asgard-secret"
+"""The embedded S3 server's secret: fine on loopback, refused in production."""
 
 
 class Mode(StrEnum):
@@ -49,8 +54,8 @@ class Settings(BaseSettings):
     # --- S3 ----------------------------------------------------------------------------------
     aws_access_key_id: str = "asgard"
     """S3 access key (the embedded server accepts any)."""
-    aws_secret_access_key: str = Field(default="asgard-secret", repr=False)
-    """S3 secret key."""
+    aws_secret_access_key: str = Field(default=DEFAULT_S3_SECRET, repr=False)
+    """S3 secret key (the embedded default is refused in production mode)."""
     aws_region: str = "us-east-1"
     """S3 region."""
     s3_bucket: str = "asgard"
@@ -89,6 +94,8 @@ class Settings(BaseSettings):
     """Port of the Ray dashboard (and the Jobs API)."""
     asgard_num_cpus: int | None = None
     """CPUs the embedded Ray head offers; default all."""
+    ray_auth_token_path: Path | None = None
+    """Ray auth token file; embedded default ``<home>/ray/auth_token``, created by ``asgard up`` (0600)."""
 
     # --- API security and limits --------------------------------------------------------------
     asgard_api_key: SecretStr | None = None
@@ -146,6 +153,45 @@ class Settings(BaseSettings):
     def gold_uri(self, table_name: str) -> str:
         """Location of a gold-layer table (embedded: Parquet under the platform bucket)."""
         return self.s3_uri(self.gold_schema, table_name)
+
+    @property
+    def token_path(self) -> Path | None:
+        """The Ray auth token file this process and its children use (None: Ray's own lookup)."""
+        if self.ray_auth_token_path:
+            return self.ray_auth_token_path.absolute()
+        return (self.asgard_home / "ray" / "auth_token").absolute() if self.embedded else None
+
+    @model_validator(mode="after")
+    def _enforce_non_default_secrets(self) -> Settings:
+        if self.asgard_mode is Mode.PRODUCTION and self.aws_secret_access_key == DEFAULT_S3_SECRET:
+            raise ValueError(
+                "AWS_SECRET_ACCESS_KEY is the embedded S3 server's default; production mode needs the real secret "
+                "(from a Kubernetes Secret or the environment)"
+            )
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as an environment variable, for a child process that builds its own ``Settings``.
+
+        This is the one place where secrets are unwrapped for a child: a ``SecretStr`` travels as its
+        value (never its masked form), paths as absolute paths, lists as JSON. Unset fields are left out.
+        """
+
+        def text(value: Any) -> str:
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, Path):
+                return str(value.absolute())
+            if isinstance(value, list):
+                return json.dumps([v.get_secret_value() if isinstance(v, SecretStr) else v for v in value])
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            return str(getattr(value, "value", value))
+
+        env = {name.upper(): text(getattr(self, name)) for name in type(self).model_fields if getattr(self, name) is not None}
+        if self.token_path:
+            env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
+        return env
 
     def worker_env(self) -> dict[str, str]:
         """Environment that Ray workers need to reach S3 and MLflow (for ``runtime_env``)."""

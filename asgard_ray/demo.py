@@ -139,6 +139,10 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
     table.add_row("Monitoring page", f"{settings.api_url}/mlops/monitoring/dashboard")
     table.add_row("Predictions (Parquet)", batch.get("output_path", output))
     console.print(table)
+    console.print(
+        f"The Ray dashboard asks for the auth token ({settings.token_path}): [bold]asgard token[/] prints it. "
+        'For your own `ray job submit`: [bold]eval "$(asgard token --env)"[/].'
+    )
     console.print("Stop the stack with [bold]asgard down[/] (state stays under ASGARD_HOME).")
 
 

@@ -1,16 +1,74 @@
-"""Joining the Ray cluster from an entrypoint (the CLI, ``jobs/*``, the Serve app, tests)."""
+"""Joining the Ray cluster from an entrypoint (the CLI, ``jobs/*``, the Serve app, tests, benches).
+
+Ray 2.60 clusters run with token auth. A process finds its token through ``RAY_AUTH_TOKEN``,
+``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, and sends it only when ``RAY_AUTH_MODE=token``.
+The embedded stack keeps its own token at ``<ASGARD_HOME>/ray/auth_token`` (never in the user's
+``~/.ray``): ``asgard up`` creates it with Ray's generator, and every process the platform starts gets
+``RAY_AUTH_TOKEN_PATH`` in its environment, so no script needs a variable exported by hand.
+"""
 
 from __future__ import annotations
 
 import logging
-
-import ray
+import os
+from pathlib import Path
 
 from asgard_ray.config import Settings
 
-__all__ = ["connect", "ray_address"]
+__all__ = ["connect", "ensure_token", "prepare_auth", "ray_address", "read_token"]
 
 log = logging.getLogger(__name__)
+
+
+def ensure_token(path: Path) -> Path:
+    """Create a Ray auth token at ``path`` (mode 0600) unless one is there; return the path.
+
+    The token comes from Ray's own generator (what ``ray get-auth-token --generate`` uses), written
+    atomically so two concurrent ``asgard up`` calls never leave a half-written file.
+    """
+    from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+    path = path.absolute()
+    if path.exists() and path.read_text().strip():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(generate_new_authentication_token())
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # fails if another process created it first: keep theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("created the Ray auth token at %s", path)
+    return path
+
+
+def read_token(settings: Settings) -> str:
+    """The embedded stack's Ray auth token (``FileNotFoundError`` before the first ``asgard up``)."""
+    if settings.token_path is None:
+        raise FileNotFoundError("no embedded token path in production mode; Ray uses RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    return settings.token_path.read_text().strip()
+
+
+def prepare_auth(settings: Settings, *, create: bool = False) -> None:
+    """Point this process (and the processes it starts) at the platform's token.
+
+    Must run before Ray loads a token (before ``ray.init``). An explicit ``RAY_AUTH_TOKEN`` or
+    ``RAY_AUTH_TOKEN_PATH`` in the environment wins. With ``create``, a missing embedded token is
+    generated, which a process that starts a local cluster of its own (tests, benches) needs.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or settings.token_path is None:
+        return
+    if create:
+        ensure_token(settings.token_path)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(settings.token_path)
 
 
 def ray_address(settings: Settings) -> str:
@@ -21,14 +79,12 @@ def ray_address(settings: Settings) -> str:
 
 
 def connect(settings: Settings) -> None:
-    """Join the cluster once per process, in the platform namespace.
+    """Join the cluster once per process, in the platform namespace, with the platform's token."""
+    import ray
 
-    Ray 2.60 clusters run with token auth; a client only sends the token (from
-    ``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``) when ``RAY_AUTH_MODE=token``, which Ray reads at
-    import time: importing ``asgard_ray`` sets it (unless already set) before Ray is imported.
-    """
     if ray.is_initialized():
         return
+    prepare_auth(settings)
     address = ray_address(settings)
     ray.init(
         address=address,

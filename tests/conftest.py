@@ -2,14 +2,21 @@
 
 Integration tests take ``settings`` (which starts S3 and MLflow) and ``ray_session``; unit tests take
 none of them. Every service binds 127.0.0.1 on a free port, so several test runs can share a machine.
+``stack`` is one private embedded stack (``asgard up`` on free ports, its own home and token), shared
+by the e2e, security and fault suites; a test that kills part of it brings it back with ``asgard up``.
+
+The suite never reads the user's ``~/.ray``: ``pytest_configure`` points Ray at a token of its own
+before anything imports Ray, and each stack the suite starts gets its own token under its home.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +26,18 @@ import pytest
 
 from asgard_ray.config import Settings
 from asgard_ray.features.specs import SEED_EXAMPLE
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="asgard-tests-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the test process its own Ray token, so ``ray.init`` never reads or writes ``~/.ray``."""
+    from asgard_ray.runtime import ensure_token
+
+    token = ensure_token(_SESSION_HOME / "ray" / "auth_token")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
 def free_port() -> int:
@@ -139,3 +158,71 @@ def customer_features(settings: Settings, ray_session: None) -> str:
 
     FeatureRegistry(settings).register(FeatureViewSpec.model_validate(SEED_FEATURE_SPEC))
     return SEED_FEATURE_SPEC["name"]
+
+
+# --- the live embedded stack (``asgard up``), shared by tests/e2e, tests/security and tests/faults ---------
+
+
+def asgard(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    """Run the ``asgard`` CLI in a subprocess with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "asgard_ray.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def stack_environment(home: Path, **extra: str) -> dict[str, str]:
+    """Environment of a private embedded stack in ``home``: free ports, an empty HOME, nothing from ``~/.ray``."""
+    user_home = home / "user_home"
+    user_home.mkdir(parents=True, exist_ok=True)
+    inherited = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("ASGARD_", "MLFLOW_", "S3_", "FEAST_", "AWS_", "RAY_AUTH_TOKEN"))
+    }  # fmt: skip
+    return {
+        **inherited,
+        "HOME": str(user_home),
+        "ASGARD_HOME": str(home / "asgard"),
+        "ASGARD_S3_PORT": str(free_port()),
+        "ASGARD_MLFLOW_PORT": str(free_port()),
+        "ASGARD_RAY_PORT": str(free_port()),
+        "ASGARD_DASHBOARD_PORT": str(free_port()),
+        "ASGARD_API_PORT": str(free_port()),
+        "RAY_AUTH_MODE": "token",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment of the suite's private embedded stack (started by ``stack``), stopped at the end."""
+    env = stack_environment(tmp_path_factory.mktemp("stack"))
+    yield env
+    asgard(env, "down", timeout=180)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str]) -> dict[str, str]:
+    """The private stack, up."""
+    result = asgard(stack_env, "up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return stack_env
+
+
+def api_url(env: dict[str, str]) -> str:
+    """Base URL of the stack's control API."""
+    return f"http://127.0.0.1:{env['ASGARD_API_PORT']}"
+
+
+def dashboard_url(env: dict[str, str]) -> str:
+    """The stack's Ray dashboard / Jobs API."""
+    return f"http://127.0.0.1:{env['ASGARD_DASHBOARD_PORT']}"
+
+
+def token_path(env: dict[str, str]) -> Path:
+    """The stack's Ray auth token file."""
+    return Path(env["ASGARD_HOME"]) / "ray" / "auth_token"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's token folder."""
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)

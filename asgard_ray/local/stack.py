@@ -1,31 +1,57 @@
 """The embedded stack: a Ray head, an S3 server and an MLflow server on loopback, plus the Serve API.
 
-``up`` is idempotent (a service already healthy is left alone), ``down`` stops only the processes
-that ``up`` started (each is spawned as a session leader and recorded in ``<home>/run``), and state
-survives ``down``/``up``: S3 objects under ``<home>/s3``, the MLflow database ``<home>/mlflow.db``,
-and the Feast registry, which lives on S3.
+``up`` is idempotent and supervises: a healthy service is left alone, a dead one (its recorded pid
+gone) is cleaned up and started again, and the pid file of a live session is never overwritten. Each
+child is watched while it starts: if it exits before it is ready, ``up`` stops at once, names the
+service, its exit code and the last lines of its log, and stops everything that this call started.
+A port held by a foreign process is reported as exactly that before anything starts on it.
+
+``down`` stops the whole tree of every service (see ``procs``) and nothing else. State survives
+``down``/``up``: S3 objects under ``<home>/s3``, the MLflow database ``<home>/mlflow.db``, the Feast
+registry (on S3), and the Ray auth token ``<home>/ray/auth_token``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+import psutil
 
 from asgard_ray.config import Settings
-from asgard_ray.local.procs import PidFiles, port_open, spawn, stop_session, wait_until
+from asgard_ray.local.procs import (
+    ChildExited,
+    PidFiles,
+    port_holder,
+    port_open,
+    spawn,
+    stack_processes,
+    stop_processes,
+    tail,
+    wait_ready,
+)
+from asgard_ray.runtime import ensure_token
 
-__all__ = ["ServiceStatus", "down", "service_env", "status", "up"]
+__all__ = ["PortInUse", "ServiceStatus", "StackError", "down", "service_env", "status", "up"]
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("s3", "mlflow", "ray")
+State = Literal["up", "down", "starting", "orphan"]
+
+
+class StackError(RuntimeError):
+    """The embedded stack could not be started; the message says which service and why."""
+
+
+class PortInUse(StackError):
+    """A port the stack needs is held by a process the stack did not start."""
 
 
 @dataclass
@@ -33,31 +59,34 @@ class ServiceStatus:
     """One service of the stack as ``asgard status`` shows it."""
 
     name: str
-    running: bool
+    state: State
     url: str
-    pids: list[int]
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        """Whether the service is up (its own process runs and answers)."""
+        return self.state == "up"
+
+
+@dataclass(frozen=True)
+class _Service:
+    name: str
+    ports: tuple[int, ...]
+    command: Callable[[], list[str]]
+    ready: Callable[[], bool]
+    timeout: float
 
 
 def _bin(name: str) -> str:
     """A console script of this interpreter's environment (venv-safe)."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+    return str(Path(sys.executable).parent / name)
 
 
 def service_env(settings: Settings) -> dict[str, str]:
-    """Environment for the stack's processes: the caller's, plus every setting, absolute paths."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(exclude={"s3_endpoint", "tracking_uri", "dashboard_url", "api_url"}).items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            env[name.upper()] = json.dumps(value)
-        elif isinstance(value, Path):
-            env[name.upper()] = str(value.absolute())
-        else:
-            env[name.upper()] = str(getattr(value, "value", value))
-    env.update(settings.worker_env())
-    env["RAY_AUTH_MODE"] = env.get("RAY_AUTH_MODE", "token")
+    """Environment for the stack's processes: the caller's, plus every setting with secrets as values."""
+    env = {**os.environ, **settings.to_env(), **settings.worker_env()}
+    env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "token")
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # `ray job submit -- python jobs/x.py` runs `python` from the raylet's PATH: make it this environment's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -74,8 +103,11 @@ def _free_port() -> int:
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-        return 200 <= resp.status < 300
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return 200 <= resp.status < 300
+    except OSError:
+        return False
 
 
 def _ray_temp_dir(settings: Settings) -> str:
@@ -83,112 +115,176 @@ def _ray_temp_dir(settings: Settings) -> str:
     return f"/tmp/asgard-ray-{settings.asgard_ray_port}"
 
 
-def _start_s3(settings: Settings, pids: PidFiles, env: dict[str, str]) -> None:
-    if pids.alive("s3") and port_open(settings.asgard_s3_port):
-        return
-    data_dir = (settings.asgard_home / "s3").absolute()
-    cmd = [sys.executable, "-m", "asgard_ray.local.s3server", "--port", str(settings.asgard_s3_port), "--data-dir", str(data_dir)]
-    spawn("s3", cmd, env, pids)
-    wait_until(lambda: port_open(settings.asgard_s3_port), 60, "the S3 server")
-    wait_until(lambda: (data_dir / "objects").exists(), 60, "the S3 restore")
+def _services(settings: Settings) -> list[_Service]:
+    home = settings.asgard_home.absolute()
+    s3_port, mlflow_port = settings.asgard_s3_port, settings.asgard_mlflow_port
+    ray_port, dash_port = settings.asgard_ray_port, settings.asgard_dashboard_port
 
+    def s3() -> list[str]:
+        return [sys.executable, "-m", "asgard_ray.local.s3server", "--port", str(s3_port), "--data-dir", str(home / "s3")]
 
-def _start_mlflow(settings: Settings, pids: PidFiles, env: dict[str, str]) -> None:
-    health = f"http://127.0.0.1:{settings.asgard_mlflow_port}/health"
-    if pids.alive("mlflow") and port_open(settings.asgard_mlflow_port):
-        return
-    db = (settings.asgard_home / "mlflow.db").absolute()
-    cmd = [
-        _bin("mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{db}",
-        "--artifacts-destination", settings.s3_uri("mlflow-artifacts"),
-        "--host", "127.0.0.1", "--port", str(settings.asgard_mlflow_port),
-        "--workers", "2",
+    def mlflow() -> list[str]:
+        return [
+            _bin("mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination", settings.s3_uri("mlflow-artifacts"),
+            "--host", "127.0.0.1", "--port", str(mlflow_port),
+            "--workers", "2",
+        ]  # fmt: skip
+
+    def ray() -> list[str]:
+        cmd = [
+            _bin("ray"), "start", "--head", "--block",
+            "--node-ip-address", "127.0.0.1",
+            "--port", str(ray_port),
+            "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dash_port),
+            "--temp-dir", _ray_temp_dir(settings),
+            "--ray-client-server-port", str(ray_port + 1),
+            # a free agent port, so a second stack (tests) on this machine does not collide on 52365
+            "--dashboard-agent-listen-port", str(_free_port()),
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        if settings.asgard_num_cpus:
+            cmd += ["--num-cpus", str(settings.asgard_num_cpus)]
+        return cmd
+
+    return [
+        # the S3 server opens its port only once its restore from disk is complete
+        _Service("s3", (s3_port,), s3, lambda: port_open(s3_port), 60),
+        _Service("mlflow", (mlflow_port,), mlflow, lambda: _http_ok(f"http://127.0.0.1:{mlflow_port}/health"), 120),
+        _Service("ray", (ray_port, dash_port), ray, lambda: port_open(dash_port) and port_open(ray_port), 120),
     ]
-    spawn("mlflow", cmd, env, pids)
-    wait_until(lambda: _http_ok(health), 120, "the MLflow server")
 
 
-def _start_ray(settings: Settings, pids: PidFiles, env: dict[str, str]) -> None:
-    if pids.alive("ray") and port_open(settings.asgard_ray_port) and port_open(settings.asgard_dashboard_port):
+def _service_state(svc: _Service, pids: PidFiles) -> State:
+    alive = bool(pids.alive(svc.name))
+    answering = svc.ready()
+    if alive:
+        return "up" if answering else "starting"
+    return "orphan" if answering else "down"
+
+
+def _start(svc: _Service, settings: Settings, pids: PidFiles, env: dict[str, str], started: list[str]) -> None:
+    """Start ``svc`` unless it is up; clean up a dead session of ours first; refuse foreign ports."""
+    if pids.alive(svc.name):
+        # a live session of ours: never replace it; wait for it if it is still starting
+        wait_ready(svc.name, svc.ready, None, pids.log(svc.name), svc.timeout)
         return
-    cmd = [
-        _bin("ray"), "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(settings.asgard_ray_port),
-        "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(settings.asgard_dashboard_port),
-        "--temp-dir", _ray_temp_dir(settings),
-        "--ray-client-server-port", str(settings.asgard_ray_port + 1),
-        # a free agent port, so a second stack (tests) on this machine does not collide on 52365
-        "--dashboard-agent-listen-port", str(_free_port()),
-        "--disable-usage-stats",
-    ]
-    if settings.asgard_num_cpus:
-        cmd += ["--num-cpus", str(settings.asgard_num_cpus)]
-    spawn("ray", cmd, env, pids)
-    wait_until(lambda: port_open(settings.asgard_dashboard_port), 120, "the Ray dashboard")
+    leftovers = stack_processes(pids.home, pids.read(svc.name)) if pids.read(svc.name) else []
+    if leftovers:  # the leader died (kill -9) but its children still hold the ports
+        log.warning("%s: leader is dead; stopping %d leftover processes of its session", svc.name, len(leftovers))
+        stop_processes(leftovers, timeout=10)
+    pids.remove(svc.name)
+    for port in svc.ports:
+        if port_open(port):
+            raise PortInUse(
+                f"port {port} for {svc.name} is already in use by {port_holder(port)}, which this stack did not start; "
+                f"stop that process or choose another port (see ASGARD_*_PORT)"
+            )
+    proc = spawn(svc.name, svc.command(), env, pids)
+    started.append(svc.name)
+    wait_ready(svc.name, svc.ready, proc, pids.log(svc.name), svc.timeout)
 
 
-def _deploy_serve(settings: Settings, env: dict[str, str]) -> None:
+def _deploy_serve(settings: Settings, pids: PidFiles, env: dict[str, str]) -> None:
     health = f"http://127.0.0.1:{settings.asgard_api_port}/mlops/health"
-    try:
-        if _http_ok(health):
-            return
-    except OSError:
-        pass
-    logs = (settings.asgard_home / "logs").absolute()
-    with open(logs / "serve-deploy.log", "ab") as logf:
-        subprocess.run(
-            [sys.executable, "-m", "asgard_ray.api.deploy"], env=env, stdout=logf,
-            stderr=subprocess.STDOUT, check=True, timeout=300,
+    if _http_ok(health):
+        return
+    if port_open(settings.asgard_api_port):
+        raise PortInUse(
+            f"port {settings.asgard_api_port} for the Serve API is already in use by {port_holder(settings.asgard_api_port)}; "
+            "stop that process or set ASGARD_API_PORT"
         )
-    wait_until(lambda: _http_ok(health), 180, "the Serve API")
+    log_path = pids.log("serve-deploy")
+    pids.logs.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as logf:
+        result = subprocess.run(
+            [sys.executable, "-m", "asgard_ray.api.deploy"], env=env, stdout=logf,
+            stderr=subprocess.STDOUT, check=False, timeout=300,
+        )
+    if result.returncode != 0:
+        raise ChildExited("the Serve API deployment", result.returncode, log_path)
+    wait_ready("the Serve API", lambda: _http_ok(health), None, log_path, 180)
 
 
 def up(settings: Settings, *, serve: bool = True) -> list[ServiceStatus]:
-    """Start every service that is not running yet; return the stack's status."""
+    """Start every service that is not running yet; return the stack's status.
+
+    Raises:
+        StackError: A service exited before it was ready, a port is taken, or a service timed out.
+            Everything this call started has been stopped by then.
+    """
     from asgard_ray.local import bootstrap  # the bootstrap imports Feast: only pay for it here
 
-    settings.asgard_home.mkdir(parents=True, exist_ok=True)
-    pids = PidFiles(settings.asgard_home.absolute())
+    home = settings.asgard_home.absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    if settings.token_path:
+        ensure_token(settings.token_path)
+    pids = PidFiles(home)
     env = service_env(settings)
-    _start_s3(settings, pids, env)
-    bootstrap.prepare_storage(settings)
-    _start_mlflow(settings, pids, env)
-    _start_ray(settings, pids, env)
-    bootstrap.prepare_feast_repo(settings)
-    if serve:
-        _deploy_serve(settings, env)
+    services = {svc.name: svc for svc in _services(settings)}
+    started: list[str] = []
+    try:
+        _start(services["s3"], settings, pids, env, started)
+        bootstrap.prepare_storage(settings)
+        _start(services["mlflow"], settings, pids, env, started)
+        _start(services["ray"], settings, pids, env, started)
+        bootstrap.prepare_feast_repo(settings)
+        if serve:
+            _deploy_serve(settings, pids, env)
+    except BaseException as exc:
+        if started:
+            log.error("up failed (%s); stopping what this call started: %s", type(exc).__name__, ", ".join(started))
+            _stop(settings, reversed(started))
+        if isinstance(exc, ChildExited | TimeoutError):
+            raise StackError(str(exc)) from exc
+        raise
     return status(settings)
 
 
-def down(settings: Settings) -> list[str]:
-    """Stop what ``up`` started (Ray first, S3 last so its final sync sees every write)."""
+def _stop(settings: Settings, names: Iterable[str]) -> list[str]:
     pids = PidFiles(settings.asgard_home.absolute())
     stopped = []
-    for name in ("ray", "mlflow", "s3"):
-        for pid in pids.read(name):
-            if stop_session(pid):
-                stopped.append(name)
+    for name in names:
+        leaders = pids.read(name)
+        procs = stack_processes(pids.home, leaders) if leaders else []
+        # only this service's tree: its session, and marked processes whose session is one of its leaders
+        if stop_processes([p for p in procs if _in_tree(p, leaders)], leaders):
+            stopped.append(name)
         pids.remove(name)
     return stopped
 
 
+def _in_tree(proc: psutil.Process, leaders: list[int]) -> bool:
+    try:
+        return os.getsid(proc.pid) in leaders or any(parent.pid in leaders for parent in proc.parents())
+    except (OSError, psutil.Error):
+        return False
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what ``up`` started (Ray first, S3 last), then anything else still marked as this stack's."""
+    stopped = _stop(settings, ("ray", "mlflow", "s3"))
+    home = settings.asgard_home.absolute()
+    rest = stack_processes(home)
+    if rest:  # e.g. job drivers that started a session of their own
+        log.info("stopping %d more processes of the stack at %s", len(rest), home)
+        stop_processes(rest, timeout=10)
+    return stopped
+
+
 def status(settings: Settings) -> list[ServiceStatus]:
-    """Report each service: its pids, whether it answers, and where to look."""
+    """Report each service: up, down, starting, or orphan (something answers, but not our process)."""
     pids = PidFiles(settings.asgard_home.absolute())
-
-    def check(url: str) -> bool:
-        try:
-            return _http_ok(url)
-        except OSError:
-            return False
-
-    api = settings.api_url
-    return [
-        ServiceStatus("s3", port_open(settings.asgard_s3_port), settings.s3_endpoint or "aws", pids.alive("s3")),
-        ServiceStatus("mlflow", check(f"{settings.tracking_uri}/health"), settings.tracking_uri, pids.alive("mlflow")),
-        ServiceStatus("ray", port_open(settings.asgard_dashboard_port), settings.dashboard_url, pids.alive("ray")),
-        ServiceStatus("api", check(f"{api}/mlops/health"), f"{api}/docs", []),
+    services = _services(settings)
+    rows = [
+        ServiceStatus(svc.name, _service_state(svc, pids), url, pids.alive(svc.name))
+        for svc, url in zip(services, (settings.s3_endpoint or "aws", settings.tracking_uri, settings.dashboard_url), strict=True)
     ]
+    api = settings.api_url
+    ray_up = rows[-1].state == "up"
+    answering = _http_ok(f"{api}/mlops/health")
+    api_state: State = ("up" if ray_up else "orphan") if answering else "down"
+    rows.append(ServiceStatus("api", api_state, f"{api}/docs", rows[-1].pids if answering and ray_up else []))
+    return rows

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SEED_FEATURE_SPEC
-from tests.e2e.conftest import dashboard_url
+from tests.e2e.conftest import dashboard_url, token_path
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +20,9 @@ def submit(env: dict[str, str], entrypoint: str, timeout: float = 600) -> str:
     """Submit ``entrypoint`` with the repo as working dir; wait; return the logs (fails on job failure)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    os.environ["RAY_AUTH_MODE"] = "token"
-    client = JobSubmissionClient(dashboard_url(env))
+    # the stack's own token, as a user's `eval "$(asgard token --env)"` would give it
+    headers = {"Authorization": f"Bearer {token_path(env).read_text().strip()}"}
+    client = JobSubmissionClient(dashboard_url(env), headers=headers)
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

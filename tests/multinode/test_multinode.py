@@ -20,11 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_workflow_on_head_and_two_workers(settings: Settings, tmp_path: Path) -> None:
     from asgard_ray.local.stack import service_env
+    from asgard_ray.runtime import ensure_token
 
     # a home no other process shares: nothing may depend on a local folder shared between nodes
     env = service_env(settings.model_copy(update={"asgard_home": tmp_path / "mn_home", "feast_repo_path": tmp_path / "mn_feast"}))
     env["MN_DASHBOARD_PORT"] = str(free_port())
-    env["RAY_AUTH_MODE"] = "token"
+    ensure_token(Path(env["RAY_AUTH_TOKEN_PATH"]))  # the cluster this test starts has a token of its own
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "tests.multinode.workflow"], cwd=REPO, env=env,

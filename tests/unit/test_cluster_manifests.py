@@ -245,6 +245,7 @@ def test_configmap_is_a_valid_production_settings(
     assert all(isinstance(v, str) for v in data.values()), "ConfigMap values must be strings"
     for key, value in data.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-kubernetes-secret")  # production refuses the default
     settings = Settings()
     assert settings.asgard_mode.value == "production" and not settings.embedded
     assert settings.s3_endpoint is None  # production without S3_ENDPOINT_URL means AWS S3

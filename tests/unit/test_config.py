@@ -44,6 +44,7 @@ def test_embedded_defaults_are_loopback(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_production_without_endpoint_means_aws(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("ASGARD_MODE", "production")
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "a-real-secret")
     s = Settings()
     assert s.s3_endpoint is None
     assert "S3_ENDPOINT_URL" not in s.worker_env()
@@ -63,3 +64,33 @@ def test_bad_port_is_rejected(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("TRINO_PORT", "not-a-port")
     with pytest.raises(ValueError, match="trino_port"):
         Settings()
+
+
+def test_production_refuses_the_default_s3_secret(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ASGARD_MODE", "production")
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
+        Settings()
+
+
+def test_to_env_carries_secret_values_not_masks(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    clean_env.setenv("ASGARD_API_KEY", "s3cret-key-123")
+    clean_env.setenv("ASGARD_API_READ_KEYS", '["ro-1", "ro-2"]')
+    env = Settings(asgard_home=Path("rel-home")).to_env()
+    assert env["ASGARD_API_KEY"] == "s3cret-key-123"
+    assert json.loads(env["ASGARD_API_READ_KEYS"]) == ["ro-1", "ro-2"]
+    assert "*" not in json.dumps(env)
+    assert Path(env["ASGARD_HOME"]).is_absolute()
+    assert env["RAY_AUTH_TOKEN_PATH"] == str((Path("rel-home") / "ray" / "auth_token").absolute())
+    # a child that reads this environment gets the same settings back, secrets included
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    child = Settings()
+    assert child.asgard_api_key is not None and child.asgard_api_key.get_secret_value() == "s3cret-key-123"
+    assert [k.get_secret_value() for k in child.asgard_api_read_keys] == ["ro-1", "ro-2"]
+
+
+def test_token_path_lives_under_home_in_embedded_mode(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert Settings(asgard_home=tmp_path).token_path == tmp_path / "ray" / "auth_token"
+    assert Settings(asgard_mode="production", aws_secret_access_key="x").token_path is None

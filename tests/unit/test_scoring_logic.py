@@ -53,7 +53,7 @@ def test_output_path_rules() -> None:
     for bad, needle in [("s3://other/x", "not allowed"), ("s3://my-bucket", "whole bucket"), ("gs://b/x", "scheme"), ("relative/dir", "absolute")]:
         with pytest.raises(InvalidRequest, match=needle):
             check_output_path(s, bad)
-    prod = Settings(asgard_mode=Mode.PRODUCTION, asgard_output_buckets=["my-bucket"])
+    prod = Settings(asgard_mode=Mode.PRODUCTION, aws_secret_access_key="real", asgard_output_buckets=["my-bucket"])
     with pytest.raises(InvalidRequest, match="embedded"):
         check_output_path(prod, "/tmp/out")
 
