@@ -1,9 +1,10 @@
-# The two set-up commands of the README. Both work on a fresh machine with Python 3.11.
+# The two set-up commands of the README (`make demo`, `make test`) work on a fresh machine with Python 3.11.
+# `make test-fast` is the developer's quick tier (unit tests only); `make lint` is what CI checks.
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test down bench
+.PHONY: install demo test test-fast down bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,6 +18,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -q
 
 down:
 	$(BIN)/asgard down
