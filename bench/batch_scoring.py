@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import ray
 
     from asgard_ray.config import Settings
+    from asgard_ray.runtime import prepare_auth
     from asgard_ray.storage import delete_prefix, ensure_buckets
 
     s3_proc, s3_url = start_s3()
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         df = make_data(args.rows, args.features)
         write_input(settings, df, "s3://asgard/bench/input", args.files)
         version, est = register_model(settings, df, cols, args.trees)
+        prepare_auth(settings, create=True)  # a token of its own under the bench's home, never ~/.ray
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": settings.worker_env()})
         time.sleep(2)  # let the worker pool finish starting: "warm cluster"

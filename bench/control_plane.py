@@ -79,7 +79,7 @@ def main() -> None:
     settings = Settings()
     _wait(f"{settings.api_url}/mlops/health")
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = {**os.environ, **settings.to_env(), "RAY_AUTH_MODE": "token"}  # the stack's token path, as `asgard up` gives it
     proc = subprocess.Popen([sys.executable, "-c", UVICORN_APP.format(port=port)], env=env)
     try:
         plain = f"http://127.0.0.1:{port}"

@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = Settings(asgard_home=home, s3_endpoint_url=f"http://127.0.0.1:{port}", asgard_s3_port=port,
                         mlflow_tracking_uri="http://127.0.0.1:9")
     ensure_buckets(settings, [settings.s3_bucket])
+    from asgard_ray.runtime import prepare_auth
+
+    prepare_auth(settings, create=True)  # a token of its own under the bench's home, never ~/.ray
     ray.init(num_cpus=2, include_dashboard=False, namespace=settings.ray_namespace, log_to_driver=False,
              runtime_env={"env_vars": settings.worker_env()})
     results: dict[str, Any] = {"machine": {"cpus_for_ray": 2}}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -62,7 +61,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs the local Ray offers (the trials run this many at once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     fixed, name, values = GRIDS[args.framework]
     values = (values * ((args.trials + len(values) - 1) // len(values)))[: args.trials]
@@ -73,8 +71,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     sequential_scores = [fit_and_score(spec, data, {**fixed, name: v})[1]["roc_auc"] for v in values]
     sequential_s = time.perf_counter() - start
 
+    import tempfile
+
     import ray
 
+    from asgard_ray.config import Settings
+    from asgard_ray.runtime import prepare_auth
+
+    prepare_auth(Settings(asgard_home=tempfile.mkdtemp(prefix="asgard-bench-")), create=True)  # its own token
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         start = time.perf_counter()
