@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -24,6 +24,7 @@ __all__ = [
     "PidFiles",
     "port_holder",
     "port_open",
+    "service_processes",
     "spawn",
     "stack_processes",
     "stop_processes",
@@ -164,19 +165,34 @@ def spawn(name: str, cmd: Sequence[str], env: dict[str, str], pids: PidFiles, cw
     return proc
 
 
-def stack_processes(home: Path, leaders: Iterable[int] = ()) -> list[psutil.Process]:
-    """Every live process of the stack at ``home``: marked with ``ASGARD_STACK``, or in a leader's session."""
-    me = os.getpid()
-    mine = {me, *(p.pid for p in psutil.Process(me).parents())}
-    sessions = set(leaders)
+def _others() -> Iterator[psutil.Process]:
+    """Every process but this one and its ancestors (a CLI run from a stack process must not stop itself)."""
+    me = psutil.Process()
+    mine = {me.pid, *(p.pid for p in me.parents())}
+    return (p for p in psutil.process_iter() if p.pid not in mine)
+
+
+def service_processes(leaders: Iterable[int]) -> list[psutil.Process]:
+    """The live processes of one service: its leaders' sessions, and their descendants wherever they went."""
+    leaders = set(leaders)
     out = []
-    for proc in psutil.process_iter():
-        if proc.pid in mine:
-            continue
+    for proc in _others():
         try:
-            if os.getsid(proc.pid) in sessions or proc.environ().get(STACK_ENV) == str(home):
+            if os.getsid(proc.pid) in leaders or any(parent.pid in leaders for parent in proc.parents()):
                 out.append(proc)
-        except (ProcessLookupError, psutil.Error):
+        except (OSError, psutil.Error):
+            continue
+    return out
+
+
+def stack_processes(home: Path) -> list[psutil.Process]:
+    """Every live process marked as part of the stack at ``home`` (``ASGARD_STACK``)."""
+    out = []
+    for proc in _others():
+        try:
+            if proc.environ().get(STACK_ENV) == str(home):
+                out.append(proc)
+        except psutil.Error:
             continue
     return out
 

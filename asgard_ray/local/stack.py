@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -23,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import psutil
-
 from asgard_ray.config import Settings
 from asgard_ray.local.procs import (
     ChildExited,
     PidFiles,
     port_holder,
     port_open,
+    service_processes,
     spawn,
     stack_processes,
     stop_processes,
@@ -171,7 +171,7 @@ def _start(svc: _Service, settings: Settings, pids: PidFiles, env: dict[str, str
         # a live session of ours: never replace it; wait for it if it is still starting
         wait_ready(svc.name, svc.ready, None, pids.log(svc.name), svc.timeout)
         return
-    leftovers = stack_processes(pids.home, pids.read(svc.name)) if pids.read(svc.name) else []
+    leftovers = service_processes(pids.read(svc.name))
     if leftovers:  # the leader died (kill -9) but its children still hold the ports
         log.warning("%s: leader is dead; stopping %d leftover processes of its session", svc.name, len(leftovers))
         stop_processes(leftovers, timeout=10)
@@ -248,19 +248,10 @@ def _stop(settings: Settings, names: Iterable[str]) -> list[str]:
     stopped = []
     for name in names:
         leaders = pids.read(name)
-        procs = stack_processes(pids.home, leaders) if leaders else []
-        # only this service's tree: its session, and marked processes whose session is one of its leaders
-        if stop_processes([p for p in procs if _in_tree(p, leaders)], leaders):
+        if stop_processes(service_processes(leaders), leaders):
             stopped.append(name)
         pids.remove(name)
     return stopped
-
-
-def _in_tree(proc: psutil.Process, leaders: list[int]) -> bool:
-    try:
-        return os.getsid(proc.pid) in leaders or any(parent.pid in leaders for parent in proc.parents())
-    except (OSError, psutil.Error):
-        return False
 
 
 def down(settings: Settings) -> list[str]:
@@ -271,6 +262,7 @@ def down(settings: Settings) -> list[str]:
     if rest:  # e.g. job drivers that started a session of their own
         log.info("stopping %d more processes of the stack at %s", len(rest), home)
         stop_processes(rest, timeout=10)
+    shutil.rmtree(_ray_temp_dir(settings), ignore_errors=True)  # Ray's sockets and session logs
     return stopped
 
 
