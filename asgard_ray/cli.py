@@ -45,7 +45,7 @@ def up(serve: bool = typer.Option(True, help="Deploy the Serve control API too."
         with console.status("starting the embedded stack (Ray, S3, MLflow, Serve)..."):
             rows = stack_up(settings, serve=serve)
     except StackError as exc:
-        console.print(f"[red]asgard up failed:[/] {exc}", markup=True, highlight=False)
+        typer.echo(f"asgard up failed: {exc}", err=True)  # plain text: paths and log lines stay unwrapped
         raise typer.Exit(1) from None
     _print_status(rows)
 
@@ -98,7 +98,7 @@ def demo() -> None:
     try:
         run_demo(_settings(), console)
     except StackError as exc:
-        console.print(f"[red]the embedded stack did not start:[/] {exc}", highlight=False)
+        typer.echo(f"the embedded stack did not start: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
