@@ -13,7 +13,17 @@ from typing import Any
 
 from asgard_ray.monitoring.schemas import MonitoringRecord
 
-__all__ = ["render_dashboard"]
+__all__ = ["embed_json", "render_dashboard"]
+
+# JSON allows \uXXXX for any character: with no '<', '>' or '&' left, no text in the data (metric names,
+# alert messages) can close the script element or switch the HTML tokenizer's script states ('<!--').
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def embed_json(payload: Any) -> str:
+    """Serialize ``payload`` for a ``<script type='application/json'>`` element; ``JSON.parse`` reads it back unchanged."""
+    return json.dumps(payload, allow_nan=False).translate(_SCRIPT_SAFE)
+
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:20px;color:#222;background:#fafafa}
@@ -105,7 +115,7 @@ def render_dashboard(versions: dict[tuple[str, str], list[MonitoringRecord]], ti
     alerts.sort(key=lambda r: r.timestamp, reverse=True)
     payload["alerts"] = [{"timestamp": r.timestamp, "model_name": r.model_name, "model_version": r.model_version,
                           "metric_type": r.metric_type, "alerts": r.alerts} for r in alerts[:max_alerts]]
-    data = json.dumps(payload).replace("</", "<\\/")
+    data = embed_json(payload)
     empty = "" if versions else '<p class="muted">No monitoring records yet: POST /mlops/monitoring or compute drift.</p>'
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title>"

@@ -17,6 +17,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from tenacity import RetryCallState, Retrying, wait_exponential
+
 from asgard_ray.config import Settings
 from asgard_ray.monitoring.schemas import MonitoringRecord
 
@@ -51,6 +53,7 @@ class MlflowMirror:
         self._experiment_id: str | None = None
         self._runs: dict[tuple[str, str], str] = {}
         self._steps: dict[tuple[str, str], int] = {}
+        self._until: dict[tuple[str, str], str] = {}
         # ordered by (timestamp, id): resumed and live records reach MLflow in time order
         self._queue: queue.PriorityQueue[tuple[str, int, MonitoringRecord]] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -91,6 +94,7 @@ class MlflowMirror:
             if found:
                 run = found[0]
                 self._steps[key] = int(run.data.tags.get(TAG_MIRRORED_COUNT, "0"))
+                self._until[key] = run.data.tags.get(TAG_MIRRORED_UNTIL, "")
             else:
                 run = self.client.create_run(exp, run_name=f"monitoring-{model_name}-v{model_version}",
                                              tags={TAG_MODEL: model_name, TAG_VERSION: model_version, "asgard.kind": "monitoring"})
@@ -123,16 +127,24 @@ class MlflowMirror:
             self._thread = threading.Thread(target=self._run, args=(records or [],), name="monitoring-mlflow-mirror", daemon=True)
             self._thread.start()
 
+    def _retrying(self, what: str) -> Retrying:
+        """Retry until it works or the mirror stops: MLflow may be down for a while; the S3 log keeps everything."""
+        def note(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning("monitoring mirror: %s failed (try %d, retry in %.0fs): %s", what, state.attempt_number, wait, exc)
+
+        return Retrying(wait=wait_exponential(multiplier=1, min=1, max=30), stop=lambda _: self._stop.is_set(),
+                        sleep=self._stop.wait, before_sleep=note, reraise=True)
+
     def _run(self, records: list[MonitoringRecord]) -> None:
-        backoff = 1.0
-        while records and not self._stop.is_set():
+        if records:
             try:
-                self.resume(records)
-                break
-            except Exception as exc:  # noqa: BLE001 - MLflow may be down; the S3 log keeps everything
-                log.warning("monitoring mirror could not resume (retry in %.0fs): %s", backoff, exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                for attempt in self._retrying("resume"):
+                    with attempt:
+                        self.resume(records)
+            except Exception:  # noqa: BLE001 - only when stopped; what is left is resumed on restart
+                return
         self._loop()
 
     def enqueue(self, record: MonitoringRecord) -> None:
@@ -168,24 +180,19 @@ class MlflowMirror:
         return batch
 
     def _loop(self) -> None:
-        backoff = 1.0
-        pending: list[MonitoringRecord] = []
         while not self._stop.is_set():
-            if not pending:
-                try:
-                    first = self._queue.get(timeout=0.5)[2]
-                except queue.Empty:
-                    self._idle.set()
-                    continue
-                pending = self._drain(first)
             try:
-                self._log(pending)
-                pending = []
-                backoff = 1.0
-            except Exception as exc:  # noqa: BLE001 - MLflow may be down; keep the records and retry
-                log.warning("monitoring mirror to MLflow failed (%d records kept, retry in %.0fs): %s", len(pending), backoff, exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                first = self._queue.get(timeout=0.5)[2]
+            except queue.Empty:
+                self._idle.set()
+                continue
+            pending = self._drain(first)
+            try:
+                for attempt in self._retrying(f"logging {len(pending)} records"):
+                    with attempt:
+                        self._log(pending)
+            except Exception:  # noqa: BLE001 - only when stopped; the records stay in the S3 log
+                return
 
     def _log(self, records: list[MonitoringRecord]) -> None:
         _ = self.client  # imports mlflow under the lock: two threads importing it at once break its init
@@ -194,8 +201,12 @@ class MlflowMirror:
         by_key: dict[tuple[str, str], list[MonitoringRecord]] = defaultdict(list)
         for r in records:
             by_key[(r.model_name, r.model_version)].append(r)
-        for key, recs in by_key.items():
+        for key, all_recs in by_key.items():
             run_id = self.run_id(*key)
+            # a retry after a partial failure skips the versions already logged
+            recs = [r for r in all_recs if _order_key(r) > self._until.get(key, "")]
+            if not recs:
+                continue
             step = self._steps[key]
             metrics: list[Metric] = []
             for r in recs:
@@ -208,4 +219,5 @@ class MlflowMirror:
             tags = [RunTag(TAG_MIRRORED_UNTIL, _order_key(recs[-1])), RunTag(TAG_MIRRORED_COUNT, str(step))]
             self.client.log_batch(run_id, tags=tags)
             self._steps[key] = step
+            self._until[key] = _order_key(recs[-1])
             self.mirrored += len(recs)

@@ -11,11 +11,12 @@ then the defaults; a rule named like a default replaces it (and may give only a 
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from asgard_ray.monitoring.schemas import ALLOWED_METRIC_TYPES
+from asgard_ray.types import FiniteFloat
 
 __all__ = ["DEFAULT_RULES", "AlertRule", "RuleSet", "effective_rules", "evaluate"]
 
@@ -24,11 +25,12 @@ class AlertRule(BaseModel):
     """One threshold rule."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    patterns: list[str] | None = Field(default=None, description="Glob patterns on metric names (case-insensitive).")
+    patterns: list[Annotated[str, Field(min_length=1, max_length=250)]] | None = Field(
+        default=None, max_length=50, description="Glob patterns on metric names (case-insensitive).")
     op: Literal["gt", "lt"] | None = Field(default=None, description="gt: alert when above; lt: alert when below.")
-    threshold: float | None = None
+    threshold: FiniteFloat | None = Field(default=None, description="A finite number (NaN and Infinity are refused).")
     metric_types: list[str] | None = Field(default=None, description="Only for these metric types; default all.")
-    label: str | None = Field(default=None, description="Words in the alert message, e.g. 'drift detected'.")
+    label: str | None = Field(default=None, max_length=200, description="Words in the alert message, e.g. 'drift detected'.")
     enabled: bool = True
 
     @field_validator("metric_types")
@@ -61,7 +63,7 @@ class AlertRule(BaseModel):
 class RuleSet(BaseModel):
     """Rules stored for one scope (global or one model)."""
 
-    rules: list[AlertRule] = Field(default_factory=list)
+    rules: list[AlertRule] = Field(default_factory=list, max_length=200)
 
 
 DEFAULT_RULES: list[AlertRule] = [

@@ -7,11 +7,15 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+
+from asgard_ray.types import ModelName, check_bounded_json, check_model_name, check_utc_datetime
 
 __all__ = [
+    "BoundedData",
+    "BoundedTags",
     "ALLOWED_METRIC_TYPES",
     "ComputeRequest",
     "HistoryRequest",
@@ -23,13 +27,38 @@ __all__ = [
     "MonitoringResponse",
     "format_ts",
     "new_monitoring_id",
-    "check_name",
+    "check_version",
     "parse_ts",
 ]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 MAX_METRICS = 2000
+MAX_TAGS = 100
+"""Most tags on one record."""
+MAX_TAG_CHARS = 1000
+"""Longest tag key or value."""
+
+
+def _bounded_dict(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else check_bounded_json(value, "the value")
+
+
+def _bounded_tags(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if len(value) > MAX_TAGS:
+        raise ValueError(f"holds {len(value)} tags; send at most {MAX_TAGS}")
+    for key, text in value.items():
+        if not key or len(key) > MAX_TAG_CHARS or len(text) > MAX_TAG_CHARS:
+            raise ValueError(f"tag {key[:40]!r}: keys must be non-empty and keys and values at most {MAX_TAG_CHARS} characters")
+    return value
+
+
+BoundedData = Annotated[dict[str, Any] | None, AfterValidator(_bounded_dict)]
+"""``reference_data`` / ``current_data``: a JSON object within the shared depth, key-count and size limits."""
+BoundedTags = Annotated[dict[str, str] | None, AfterValidator(_bounded_tags)]
+"""``tags``: at most ``MAX_TAGS`` string pairs of bounded length."""
 
 
 class MetricType(StrEnum):
@@ -56,6 +85,9 @@ def parse_ts(value: str | datetime | None, what: str = "timestamp") -> datetime 
         return None
     if isinstance(value, datetime):
         ts = value
+    elif not isinstance(value, str):
+        # a bare number would be read as seconds since the epoch; callers mean a calendar time
+        raise ValueError(f"{what} must be an ISO-8601 time such as 2025-10-17T23:59:59Z, not {type(value).__name__} {value!r}")
     else:
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -66,7 +98,10 @@ def parse_ts(value: str | datetime | None, what: str = "timestamp") -> datetime 
             raise ValueError(
                 f"{what} {value!r} is not an ISO-8601 time; write e.g. 2025-10-17T23:59:59Z or 2025-10-17T23:59:59+02:00"
             ) from exc
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return check_utc_datetime(ts)
+    except ValueError as exc:
+        raise ValueError(f"{what} {value!s}: {exc}") from None
 
 
 def format_ts(ts: datetime) -> str:
@@ -74,9 +109,9 @@ def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def check_name(value: str, what: str) -> str:
-    """Return a model name or version unchanged if it is safe in S3 keys and MLflow filters, else raise ValueError."""
-    if not _NAME.match(value):
+def check_version(value: str, what: str = "model_version") -> str:
+    """Return a model version unchanged if it is safe in S3 keys and MLflow filters, else raise ValueError."""
+    if not _VERSION.match(value):
         raise ValueError(f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
     return value
 
@@ -86,28 +121,23 @@ class MonitoringRequest(BaseModel):
 
     model_config = {"protected_namespaces": ()}
 
-    model_name: str
+    model_name: ModelName
     model_version: str = Field(description="Model version (a number as text, e.g. '1').")
     metric_type: str = Field(description=f"One of {', '.join(ALLOWED_METRIC_TYPES)}.")
-    metrics: dict[str, Any] = Field(description="Metric name -> number; at least one.")
-    reference_data: dict[str, Any] | None = None
-    current_data: dict[str, Any] | None = None
-    tags: dict[str, str] | None = None
+    metrics: dict[str, Any] = Field(description="Metric name -> finite number; at least one.")
+    reference_data: BoundedData = Field(default=None, description="Free-form JSON (at most 32 levels deep, 10,000 keys, 1 MiB).")
+    current_data: BoundedData = Field(default=None, description="Free-form JSON (same limits as reference_data).")
+    tags: BoundedTags = Field(default=None, description=f"String tags (at most {MAX_TAGS}).")
     monitoring_id: str | None = Field(
         default=None, description="Optional client-chosen id; a retry with the same id returns the stored record."
     )
-
-    @field_validator("model_name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v, "model_name")
 
     @field_validator("model_version", mode="before")
     @classmethod
     def _version(cls, v: Any) -> str:
         if isinstance(v, bool) or not isinstance(v, str | int):
             raise ValueError("model_version must be a version number such as '1'")
-        return check_name(str(v), "model_version")
+        return check_version(str(v))
 
     @field_validator("metric_type")
     @classmethod
@@ -165,9 +195,21 @@ class MonitoringResponse(BaseModel):
 class MonitoringRecord(MonitoringResponse):
     """A stored record: the response fields plus the data the client sent with it."""
 
-    reference_data: dict[str, Any] | None = None
-    current_data: dict[str, Any] | None = None
-    tags: dict[str, str] | None = None
+    reference_data: BoundedData = None
+    current_data: BoundedData = None
+    tags: BoundedTags = None
+
+    @field_validator("model_name")
+    @classmethod
+    def _stored_name(cls, v: str) -> str:
+        return check_model_name(v)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
+        if not all(math.isfinite(x) for x in v.values()):
+            raise ValueError("a stored metric is NaN or Infinity")
+        return v
 
     @property
     def ts(self) -> datetime:
@@ -180,7 +222,7 @@ class HistoryRequest(BaseModel):
 
     model_config = {"protected_namespaces": ()}
 
-    model_name: str
+    model_name: ModelName
     model_version: str | None = None
     metric_type: str | None = None
     start_date: datetime | None = None

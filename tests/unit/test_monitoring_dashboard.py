@@ -43,3 +43,29 @@ def test_drift_report_png() -> None:
     png = render_png({"a": (rng.normal(0, 1, 500), rng.normal(0.5, 1, 800), {"psi": 0.2, "ks_statistic": 0.2, "ks_pvalue": 1e-5}),
                       "b": (np.array([]), rng.normal(0, 1, 10), {})}, "test")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+HOSTILE = ["<!--<script>", "</script><script>alert(1)</script>", "</SCRIPT >", "<!--", "-->", "&lt;b&gt;", "\u2028x", "]]>"]
+
+
+def test_hostile_metric_names_and_alerts_cannot_break_the_page() -> None:
+    records = [MonitoringRecord(monitoring_id=f"mon-h{i}", model_name="m", model_version="1", metric_type="custom",
+                                metrics={name: 0.5, "psi": 0.2}, alert_triggered=True, alerts=[f"{name} drift detected: 0.5"],
+                                timestamp=f"2026-01-01T00:0{i}:00.000000Z")
+               for i, name in enumerate(HOSTILE)]
+    page = render_dashboard({("m", "1"): records}, title="<b>t</b>")
+    # exactly the two script elements the page itself opens and closes
+    assert page.lower().count("<script") == 2 and page.lower().count("</script") == 2
+    assert "<b>t</b>" not in page and "&lt;b&gt;t&lt;/b&gt;" in page
+    match = re.search(r"<script type='application/json' id='monitoring-data'>(.*?)</script>", page, re.S)
+    assert match is not None
+    raw = match.group(1)
+    # no character that the HTML tokenizer acts on inside script data survives in the embedded JSON
+    assert not set(raw) & {"<", ">", "&", "\u2028", "\u2029"}
+    data = json.loads(raw)  # and JSON.parse gives the exact strings back
+    names = {m for v in data["versions"] for r in v["records"] for m in r["metrics"]}
+    assert names == {*HOSTILE, "psi"}
+    assert {a for row in data["alerts"] for a in row["alerts"]} == {f"{n} drift detected: 0.5" for n in HOSTILE}
+    # the script writes names with textContent / createTextNode / setAttribute only, never innerHTML with data
+    script = re.findall(r"<script>(.*?)</script>", page, re.S)[0]
+    assert "innerHTML = '<i style=\"background:' + COLORS" in script and script.count("innerHTML") == 1
