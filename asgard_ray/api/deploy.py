@@ -6,7 +6,7 @@ import logging
 
 from ray import serve
 
-from asgard_ray.api.security import check_bind
+from asgard_ray.api.security import check_bind, check_serve_bind
 from asgard_ray.api.serve import build_app
 from asgard_ray.config import Settings
 from asgard_ray.runtime import connect
@@ -21,6 +21,7 @@ def deploy(settings: Settings) -> str:
     check_bind(settings)
     connect(settings)
     serve.start(http_options={"host": settings.asgard_api_host, "port": settings.asgard_api_port})
+    check_serve_bind(settings)  # a controller already running keeps its own http_options
     serve.run(build_app(), name=APP_NAME, route_prefix="/", blocking=False)
     log.info("Asgard API deployed at %s", settings.api_url)
     return settings.api_url

@@ -1,8 +1,17 @@
-"""API keys with read/write scopes, and the request-body size limit, as one ASGI middleware.
+"""The HTTP edge of the control API: keys and scopes, the Host rule, the body limit, the bind rule.
 
 Serve has no auth of its own, and Ray's docs warn that the dashboard and Jobs API run arbitrary code,
 so the control API checks ``Authorization: Bearer <key>`` itself once any key is configured. Keys are
 compared with ``hmac.compare_digest`` and never logged or echoed.
+
+Without keys the API trusts every loopback process, so it must only ever be reachable from this
+machine: ``check_bind`` refuses a Serve proxy bound beyond loopback (reading the proxy's real
+``http_options`` from the running Serve controller, not only the environment), and the middleware
+answers only to ``Host: 127.0.0.1``, ``localhost`` or ``[::1]``, which closes DNS rebinding (a web page
+whose own name resolves to 127.0.0.1 and then calls the API from the user's browser).
+
+The body limit holds for chunked uploads too: the middleware reads the body itself, up to the
+limit, before the app sees it, so an oversized body is a 413 however it was framed.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,7 +28,17 @@ from typing import Any, Literal
 from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest
 
-__all__ = ["ApiKeys", "SecurityMiddleware", "check_bind", "load_keys"]
+__all__ = [
+    "LOOPBACK_NAMES",
+    "ApiKeys",
+    "SecurityMiddleware",
+    "check_bind",
+    "check_serve_bind",
+    "host_allowed",
+    "is_loopback",
+    "load_keys",
+    "serve_http_host",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +47,15 @@ OPEN_PATHS = frozenset({"/mlops/health"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POST routes that only read (queries with a body); read-only keys may call them
 READ_POSTS = frozenset({"/mlops/monitoring/history"})
+# The Host names a keyless API answers to: loopback literals and the one name that is loopback by
+# definition (RFC 6761). Any other name could be an attacker's domain rebound to 127.0.0.1.
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_HOST = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?")  # name or [v6], then an optional port
 
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +67,7 @@ class ApiKeys:
 
     @property
     def enabled(self) -> bool:
+        """Whether any key is configured (then every route but health needs one)."""
         return bool(self.write or self.read)
 
     def scope_of(self, presented: str) -> Scope | None:
@@ -72,22 +99,91 @@ def load_keys(settings: Settings) -> ApiKeys:
     return ApiKeys(write=tuple(k.encode() for k in write if k), read=tuple(k.encode() for k in read if k))
 
 
-def check_bind(settings: Settings, keys: ApiKeys | None = None) -> None:
-    """Refuse to serve beyond loopback without an API key."""
-    keys = keys or load_keys(settings)
-    host = settings.asgard_api_host
+# --- the bind rule ---------------------------------------------------------------------------------
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a bind address only accepts connections from this machine (``None``: no proxy at all)."""
+    if host is None:
+        return True
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
-        loopback = False
-    if not loopback and not keys.enabled:
+        return False  # a DNS name, "0.0.0.0", "::", "": reachable from elsewhere, or unknowable
+
+
+def check_bind(settings: Settings, keys: ApiKeys | None = None, *, host: str | None = None) -> None:
+    """Refuse to serve beyond loopback without an API key.
+
+    Args:
+        settings: Where the keys come from (and ``ASGARD_API_HOST`` when ``host`` is not given).
+        keys: Already loaded keys, to skip reading them again.
+        host: The address actually bound (a Serve proxy's ``http_options.host``); default the setting.
+
+    Raises:
+        InvalidRequest: The host is not loopback and no key is configured.
+    """
+    keys = keys or load_keys(settings)
+    host = settings.asgard_api_host if host is None else host
+    if not is_loopback(host) and not keys.enabled:
         raise InvalidRequest(
-            f"refusing to bind the API to {host} without an API key; set ASGARD_API_KEY (or ASGARD_API_KEY_FILE) "
-            "or bind 127.0.0.1"
+            f"refusing to serve the API on {host!r} without an API key: anyone who can reach it could run "
+            "jobs and write models; set ASGARD_API_KEY (or ASGARD_API_KEY_FILE) on every Ray node, or bind "
+            "http_options.host to 127.0.0.1"
         )
 
 
-async def _reply(send: Callable[[Message], Awaitable[None]], status: int, error: str, headers: dict[str, str] | None = None) -> None:
+def serve_http_host() -> str | None:
+    """The host the running Serve controller's HTTP proxies bind, or ``None`` without Ray or Serve.
+
+    Never starts Ray: building the app outside a cluster (a unit test, ``serve run`` before it
+    connects) leaves the check to the replica, which always runs under the controller.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    # Ray's documented view of this is ServeInstanceDetails.http_options (GET /api/serve/applications/
+    # on the dashboard); inside the cluster the controller client carries the same HTTPOptions.
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    host: str | None = client.http_config.host
+    return host
+
+
+def check_serve_bind(settings: Settings, keys: ApiKeys | None = None) -> None:
+    """Apply ``check_bind`` to the environment's host and to the Serve proxies' real host.
+
+    ``serve.start`` keeps the options of a controller that is already running, and ``serve deploy``
+    takes them from the config file, so ``ASGARD_API_HOST`` alone can say 127.0.0.1 while the proxy
+    listens on 0.0.0.0.
+
+    Raises:
+        InvalidRequest: Either host is beyond loopback and no key is configured.
+    """
+    keys = keys or load_keys(settings)
+    check_bind(settings, keys)
+    real = serve_http_host()
+    if real is not None:
+        check_bind(settings, keys, host=real)
+
+
+# --- the middleware --------------------------------------------------------------------------------
+
+
+def host_allowed(value: str | None) -> bool:
+    """Whether a ``Host`` header names loopback: ``127.0.0.1``, ``localhost`` or ``[::1]``, any port."""
+    match = _HOST.fullmatch((value or "").strip().lower())
+    return match is not None and match.group(1) in LOOPBACK_NAMES
+
+
+async def _reply(send: Send, status: int, error: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"error": error, "detail": None}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -95,32 +191,37 @@ async def _reply(send: Callable[[Message], Awaitable[None]], status: int, error:
     await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class SecurityMiddleware:
-    """Authenticate, authorise by scope, and cap the request body."""
+    """Check the Host (keyless mode), authenticate, authorise by scope, and cap the request body."""
 
     def __init__(self, app: ASGIApp, keys: ApiKeys, max_body_bytes: int) -> None:
         self.app = app
         self.keys = keys
         self.max_body = max_body_bytes
 
-    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
-        headers = {k.decode().lower(): v.decode(errors="replace") for k, v in scope.get("headers", [])}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+        if not self.keys.enabled and not host_allowed(headers.get("host")):
+            shown = (headers.get("host") or "")[:80]
+            log.warning("refused Host %r on %s %s (keyless mode)", shown, method, path)
+            await _reply(send, 421, f"Host header {shown!r} is not allowed: without an API key the API only answers "
+                                    "to Host 127.0.0.1, localhost or [::1] (with any port); set ASGARD_API_KEY to serve "
+                                    "other names")
+            return
 
         if self.keys.enabled and path not in OPEN_PATHS:
             auth = headers.get("authorization", "")
             kind, _, token = auth.partition(" ")
             granted = self.keys.scope_of(token.strip()) if kind.lower() == "bearer" and token else None
             if granted is None:
-                await _reply(send, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'", {"WWW-Authenticate": 'Bearer realm="asgard"'})
+                await _reply(send, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                             {"WWW-Authenticate": 'Bearer realm="asgard"'})
                 return
             mutating = method not in READ_METHODS and path not in READ_POSTS
             if mutating and granted != "write":
@@ -128,31 +229,36 @@ class SecurityMiddleware:
                 return
 
         length = headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_body:
-            await _reply(send, 413, f"request body of {length} bytes exceeds the {self.max_body}-byte limit; "
-                                    "for large entity sets use entities_source (Parquet on S3)")
+        if length and length.strip().isdigit() and int(length) > self.max_body:
+            await _reply(send, 413, f"request body of {int(length)} bytes exceeds the {self.max_body}-byte limit "
+                                    "(ASGARD_MAX_BODY_BYTES); for large entity sets use entities_source (Parquet on S3)")
             return
 
+        # Read the whole body here, up to the limit, whatever its framing (chunked has no length): an
+        # error raised inside the app's own read would reach FastAPI as a 400 "error parsing the body".
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away before the body ended
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body:
+                await _reply(send, 413, f"request body exceeds the {self.max_body}-byte limit (ASGARD_MAX_BODY_BYTES); "
+                                        "for large entity sets use entities_source (Parquet on S3)")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _reply(send, 413, f"request body exceeds the {self.max_body}-byte limit")
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: http.disconnect, for streaming responses
+
+        await self.app(scope, replay, send)

@@ -14,7 +14,7 @@ from ray import serve
 from ray.serve import Application
 
 from asgard_ray.api.app import create_app
-from asgard_ray.api.security import check_bind
+from asgard_ray.api.security import check_serve_bind
 from asgard_ray.config import Settings
 
 __all__ = ["DEPLOYMENT_NAME", "build_app"]
@@ -28,7 +28,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     """Build the Serve application (``args`` may override ``num_replicas``)."""
     args = args or {}
     settings = Settings()
-    check_bind(settings)  # `serve run`/`serve deploy` bind too: no key, loopback only
+    # `serve run`/`serve deploy` bind too: no key, loopback only. Under `serve deploy` this runs in the
+    # controller's build task, so the proxies' real http_options are checked, not only the environment.
+    check_serve_bind(settings)
     fastapi_app = create_app(settings)
 
     @serve.deployment(
@@ -46,6 +48,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
         def __init__(self) -> None:
             logging.basicConfig(level=logging.INFO)
+            # The replica always runs under the controller: the last word on where its proxies listen
+            # (`serve run module:build_app` builds the app before it has even connected to Ray).
+            check_serve_bind(settings)
             log.info("Asgard API replica up (mode %s)", settings.asgard_mode.value)
 
         def check_health(self) -> None:

@@ -32,7 +32,7 @@ def client(settings: Settings, ray_session: None, customer_features: str) -> Ite
         MlflowClient(settings.tracking_uri).get_model_version("churn_predictor", "1")
     except Exception:
         register_churn_model(settings, "churn_predictor")
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:  # keyless API: loopback Host only
         yield c
 
 

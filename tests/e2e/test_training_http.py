@@ -33,7 +33,7 @@ def seed_body(framework: str, model_name: str, params: dict[str, Any]) -> dict[s
 
 @pytest.fixture(scope="module")
 def client(settings: Settings, ray_session: None, customer_features: str) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:  # keyless API: loopback Host only
         yield c
 
 

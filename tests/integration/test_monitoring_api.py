@@ -27,7 +27,7 @@ SEED_HISTORY = {
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, ray_session: None) -> TestClient:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:  # keyless API: loopback Host only
         yield client
 
 

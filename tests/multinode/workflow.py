@@ -35,7 +35,7 @@ def main() -> None:
     head_id = cluster.head_node.node_id
     out: dict = {"worker_node_ids": sorted(worker_ids), "head_node_id": head_id}
     try:
-        http = TestClient(create_app(settings))
+        http = TestClient(create_app(settings), base_url="http://127.0.0.1")  # keyless API: loopback Host only
 
         def call(method: str, path: str, body: dict | None = None) -> dict:
             r = http.request(method, path, json=body)
