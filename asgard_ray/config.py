@@ -107,6 +107,26 @@ class Settings(BaseSettings):
     asgard_max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body accepted; larger gets 413 (point big entity sets at ``entities_source``)."""
 
+    # --- training work limits (checked before a training job starts; 422 past them) -------------------
+    asgard_max_trials: int = Field(default=200, ge=1)
+    """Most trials one training request may run, counted after the grid product (samples x grid combinations)."""
+    asgard_max_estimators: int = Field(default=5000, ge=1)
+    """Largest tree or boosting-round count per fit (n_estimators, max_iter, n_estimators x num_parallel_tree)."""
+    asgard_max_tree_depth: int = Field(default=64, ge=1)
+    """Largest max_depth a training request may set or tune."""
+    asgard_max_leaves: int = Field(default=4096, ge=2)
+    """Largest leaf count per tree (num_leaves, max_leaves, max_leaf_nodes)."""
+    asgard_max_bins: int = Field(default=1024, ge=2)
+    """Largest histogram bin count (xgboost max_bin)."""
+
+    # --- monitoring memory and retention ---------------------------------------------------------
+    asgard_monitoring_retention_days: int = Field(default=365, ge=0)
+    """Days of monitoring records kept on S3; older date partitions are deleted (0 keeps everything)."""
+    asgard_monitoring_memory_records: int = Field(default=100_000, ge=1)
+    """Most records the monitoring actor holds in memory; older history is paged from S3."""
+    asgard_monitoring_memory_mb: int = Field(default=256, ge=1)
+    """Most serialized megabytes of records the monitoring actor holds in memory (with the record cap)."""
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def s3_endpoint(self) -> str | None:

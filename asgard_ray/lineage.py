@@ -6,8 +6,18 @@ writer and the readers cannot drift apart.
 
 from __future__ import annotations
 
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, Field
+
 __all__ = [
+    "MAX_USER_TAGS",
+    "MAX_USER_TAG_KEY",
+    "MAX_USER_TAG_VALUE",
     "MODEL_ARTIFACT",
+    "RESERVED_TAG_PREFIX",
+    "UserTags",
+    "check_user_tags",
     "PROFILE_ARTIFACT",
     "TAG_ENTITY_HASH",
     "TAG_FEATURE_COLUMNS",
@@ -49,3 +59,41 @@ TAG_GIT_COMMIT = "asgard.git_commit"
 """Commit of the code that trained the model, when known."""
 TAG_CLASSES = "asgard.classes"
 """JSON list of class labels (classification), in predict_proba column order."""
+
+
+RESERVED_TAG_PREFIX: Final = "asgard."
+"""Tags under this prefix are written by the platform only; scoring and monitoring trust them."""
+MAX_USER_TAGS: Final = 100
+"""Most user tags one request may set."""
+MAX_USER_TAG_KEY: Final = 250
+"""Longest tag key (MLflow's own limit)."""
+MAX_USER_TAG_VALUE: Final = 5000
+"""Longest tag value (below MLflow's limits for run and model-version tags)."""
+
+
+def check_user_tags(tags: dict[str, str], what: str = "tags") -> dict[str, str]:
+    """Return ``tags`` if a user may set them, else raise ValueError naming the problem.
+
+    A user tag may not start with ``asgard.`` (any case, leading blanks ignored): those are the
+    lineage tags that training writes and scoring trusts, so a user must not set or overwrite them.
+    """
+    if len(tags) > MAX_USER_TAGS:
+        raise ValueError(f"{what} has {len(tags)} entries; at most {MAX_USER_TAGS} are accepted")
+    reserved = sorted(k for k in tags if k.strip().lower().startswith(RESERVED_TAG_PREFIX))
+    if reserved:
+        raise ValueError(
+            f"{what} {', '.join(repr(k) for k in reserved)} use the reserved prefix {RESERVED_TAG_PREFIX!r}; "
+            "lineage tags are set by the platform only, so rename them"
+        )
+    for key, value in tags.items():
+        if not key.strip():
+            raise ValueError(f"{what} keys must not be empty")
+        if len(key) > MAX_USER_TAG_KEY:
+            raise ValueError(f"{what} key {key[:40]!r}... is longer than {MAX_USER_TAG_KEY} characters")
+        if len(value) > MAX_USER_TAG_VALUE:
+            raise ValueError(f"{what} value of {key!r} is longer than {MAX_USER_TAG_VALUE} characters")
+    return tags
+
+
+UserTags = Annotated[dict[str, str], AfterValidator(check_user_tags), Field(examples=[{"team": "data-science"}])]
+"""Tags a request may set: bounded, and never under the reserved ``asgard.`` prefix."""

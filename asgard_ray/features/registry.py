@@ -1,4 +1,20 @@
-"""Register, list, get and delete feature views in the Feast registry."""
+"""Register, list, get and delete feature views in the Feast registry.
+
+Writes are serialised through one named, detached Ray actor (``asgard-feast-registry-writer``).
+Feast's file registry is one ``registry.pb`` on S3, and ``apply`` reads it, changes it and writes
+it back whole, with no lock: two registrations of different views at the same time can each write
+a registry without the other's view. Every writer (each Serve replica, each ``ray job submit``
+driver) is on the Ray cluster, so the actor is the one place that sees them all; it runs one
+registration or deletion at a time (``max_concurrency=1``), and each reads the registry fresh
+(``cache_ttl_seconds: 0``), so none is lost. The check "identical spec -> unchanged, different
+spec -> 409" runs inside the actor too, so it cannot race either.
+
+Why not a conditional write (``If-Match`` on the registry object, retried on 412): Feast offers no
+hook for it short of replacing its S3 registry store, and the embedded S3 server (moto) checks
+``If-Match`` and then writes in two steps without a lock, so two racing writes can both pass the
+check. The actor needs neither. A process that is not connected to Ray (a plain script, a unit
+test) writes directly, unserialised; the platform's own writers are always connected.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import Conflict, InvalidRequest, NotFound
+from asgard_ray.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from asgard_ray.features.sources import table_schema, table_uri
 from asgard_ray.features.specs import (
     FeastStatus,
@@ -24,11 +40,14 @@ from asgard_ray.features.store import feature_store
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
-__all__ = ["FeatureRegistry", "SPEC_TAG", "feast_type", "registry_version"]
+__all__ = ["WRITER_ACTOR", "FeatureRegistry", "SPEC_TAG", "feast_type", "registry_version"]
 
 log = logging.getLogger(__name__)
 
 SPEC_TAG = "asgard.spec"
+WRITER_ACTOR = "asgard-feast-registry-writer"
+"""Name of the detached actor that performs every Feast registry write, one at a time."""
+_WRITE_TIMEOUT_S = 300.0
 
 _COMPATIBLE = {
     "int64": pa.types.is_integer,
@@ -120,6 +139,66 @@ def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
     )
 
 
+class RegistryWriter:
+    """The body of the writer actor: one registry write at a time, with the caller's settings."""
+
+    def register(self, settings: Settings, spec: FeatureViewSpec) -> RegisterFeaturesResponse:
+        """Create or confirm a feature view (see ``FeatureRegistry.register``)."""
+        return FeatureRegistry(settings).register_here(spec)
+
+    def delete(self, settings: Settings, name: str) -> FeatureViewInfo:
+        """Remove a feature view (see ``FeatureRegistry.delete``)."""
+        return FeatureRegistry(settings).delete_here(name)
+
+
+_writers: dict[str, Any] = {}
+
+
+def _writer(settings: Settings, *, fresh: bool = False) -> Any:
+    """The writer actor's handle (created on first use; detached, restarted by Ray if it dies)."""
+    import ray
+
+    key = settings.ray_namespace
+    if fresh or key not in _writers:
+        _writers[key] = ray.remote(RegistryWriter).options(  # type: ignore[attr-defined]
+            name=WRITER_ACTOR, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True,
+            max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1,
+            runtime_env={"env_vars": settings.worker_env()},
+        ).remote()
+    return _writers[key]
+
+
+def _serialised(settings: Settings, method: str, *args: Any) -> Any:
+    """Run a write in the writer actor when this process is on the Ray cluster, else here (None)."""
+    import ray
+    from ray import exceptions as rex
+
+    for attempt in (1, 2):
+        try:
+            handle = _writer(settings, fresh=attempt == 2)
+            return ray.get(getattr(handle, method).remote(settings, *args), timeout=_WRITE_TIMEOUT_S)
+        except rex.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        except rex.RayActorError as exc:
+            if attempt == 2:
+                raise ServiceUnavailable("the Feast registry writer is restarting; retry in a few seconds",
+                                         detail={"actor": WRITER_ACTOR}) from exc
+            log.warning("Feast registry writer unavailable; getting it again for %s", method)
+        except rex.GetTimeoutError as exc:
+            raise ServiceUnavailable(f"the Feast registry writer did not answer in {_WRITE_TIMEOUT_S:.0f}s",
+                                     detail={"actor": WRITER_ACTOR}) from exc
+    raise AssertionError("unreachable")
+
+
+def _on_ray() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 class FeatureRegistry:
     """The feature-store service behind ``/feast/*``."""
 
@@ -139,7 +218,17 @@ class FeatureRegistry:
             raise NotFound(f"feature view {name!r} is not registered") from exc
 
     def register(self, spec: FeatureViewSpec) -> RegisterFeaturesResponse:
-        """Create or confirm a feature view; an identical spec is a no-op, a different one a conflict."""
+        """Create or confirm a feature view; an identical spec is a no-op, a different one a conflict.
+
+        Runs in the writer actor when this process is on the Ray cluster, so parallel registrations
+        (from any replica or job driver) never lose one another's views.
+        """
+        if _on_ray():
+            return _serialised(self.settings, "register", spec)
+        return self.register_here(spec)
+
+    def register_here(self, spec: FeatureViewSpec) -> RegisterFeaturesResponse:
+        """``register`` in this process, unserialised (the writer actor's body)."""
         from feast import Entity, FeatureView, Field, FileSource
         from feast.errors import FeatureViewNotFoundException
 
@@ -211,7 +300,13 @@ class FeatureRegistry:
         return _info(self._get_view(name), self.settings)
 
     def delete(self, name: str) -> FeatureViewInfo:
-        """Remove a feature view (its entities stay); return what was removed."""
+        """Remove a feature view (its entities stay); return what was removed (through the writer actor)."""
+        if _on_ray():
+            return _serialised(self.settings, "delete", name)
+        return self.delete_here(name)
+
+    def delete_here(self, name: str) -> FeatureViewInfo:
+        """``delete`` in this process, unserialised (the writer actor's body)."""
         info = self.get(name)
         self.store.delete_feature_view(name)
         log.info("deleted feature view %s", name)

@@ -1,17 +1,32 @@
-"""Request and response models of the feature store (the seed's ``POST /feast/features`` body)."""
+"""Request and response models of the feature store (the seed's ``POST /feast/features`` body).
+
+Also the one check of inline entity rows (``check_entity_columns``), shared by training's
+``data_source.entities`` and scoring's ``entities_df``: ids must fit an int64 column or be short
+strings, and ``event_timestamp`` values must be times that Python and Arrow can hold, so a hostile
+id or date is a 422 at the edge instead of an overflow deep inside pandas or Arrow.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from asgard_ray.lineage import UserTags
+from asgard_ray.types import INT64_MAX, INT64_MIN, UtcDatetime
 
 __all__ = [
     "DTYPES",
+    "EVENT_TIMESTAMP_KEY",
+    "MAX_ENTITY_ID_CHARS",
+    "MAX_TTL_SECONDS",
     "SEED_EXAMPLE",
+    "EntityColumns",
+    "check_entity_columns",
+    "check_event_times",
     "FeatureField",
     "FeatureSourceSpec",
     "FeatureViewSpec",
@@ -25,6 +40,59 @@ Dtype = Literal["int64", "int32", "float64", "float32", "string", "bool", "bytes
 DTYPES: tuple[str, ...] = Dtype.__args__  # type: ignore[attr-defined]
 _ALIASES = {"int": "int64", "integer": "int64", "float": "float64", "double": "float64", "str": "string", "boolean": "bool", "timestamp": "unix_timestamp"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+MAX_TTL_SECONDS: Final = 100 * 366 * 86_400
+"""Longest feature view TTL (about 100 years): far inside what ``timedelta`` and Feast's protobuf hold."""
+MAX_ENTITY_ID_CHARS: Final = 256
+"""Longest string entity id."""
+EVENT_TIMESTAMP_KEY: Final = "event_timestamp"
+"""The optional per-row as-of time among inline entity columns."""
+_MAX_ENTITY_KEYS = 64
+_TIME = TypeAdapter(UtcDatetime)
+
+
+def check_event_times(values: list[Any], what: str = "event_timestamp") -> list[Any]:
+    """Return ``values`` if each is an ISO-8601 time that Python and Arrow can hold, else raise ValueError."""
+    for i, value in enumerate(values):
+        if not isinstance(value, str | datetime):
+            raise ValueError(f"{what}[{i}] must be an ISO-8601 time such as 2025-10-17T00:00:00Z, not {type(value).__name__}")
+        try:
+            _TIME.validate_python(value)
+        except ValueError as exc:
+            reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+            raise ValueError(f"{what}[{i}] {str(value)[:64]!r} is not a usable time: {reason}") from None
+    return values
+
+
+def check_entity_columns(columns: dict[str, list[Any]], what: str = "entities") -> dict[str, list[Any]]:
+    """Return inline entity columns if every id fits int64 or is a short string, else raise ValueError.
+
+    ``event_timestamp`` (when present) must hold ISO-8601 times in range. Nulls, booleans and floats
+    are refused later, with the join keys known (``build_entity_df``); this check guards the ranges.
+    """
+    if len(columns) > _MAX_ENTITY_KEYS:
+        raise ValueError(f"{what} has {len(columns)} columns; at most {_MAX_ENTITY_KEYS} are accepted")
+    for key, values in columns.items():
+        if not _NAME.match(key) or len(key) > 128:
+            raise ValueError(f"{what} key {key[:64]!r} must be a column name (letters, digits and _)")
+        if key == EVENT_TIMESTAMP_KEY:
+            check_event_times(values, f"{what}.{key}")
+            continue
+        for i, value in enumerate(values):
+            if isinstance(value, bool):
+                raise ValueError(f"{what}.{key}[{i}] is a boolean; ids are integers or strings")
+            if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                raise ValueError(f"{what}.{key}[{i}] = {value} does not fit a signed 64-bit integer id")
+            if isinstance(value, float):
+                raise ValueError(f"{what}.{key}[{i}] = {value!r} is a float; ids are integers or strings")
+            if isinstance(value, str) and len(value) > MAX_ENTITY_ID_CHARS:
+                raise ValueError(f"{what}.{key}[{i}] is longer than {MAX_ENTITY_ID_CHARS} characters")
+    return columns
+
+
+EntityColumns = Annotated[dict[str, list[Any]], AfterValidator(check_entity_columns)]
+"""Inline entity rows ``{join_key: [ids...]}`` (optionally ``event_timestamp``), range-checked."""
 
 
 def _check_name(value: str, what: str) -> str:
@@ -92,9 +160,12 @@ class FeatureViewSpec(BaseModel):
     entities: list[str] = Field(min_length=1, description="Join keys (entity columns of the table).")
     features: list[FeatureField] = Field(min_length=1, description="Feature columns with their types.")
     source: FeatureSourceSpec
-    ttl_seconds: int | None = Field(default=None, ge=1, description="How far back a feature value stays valid; none = forever.")
-    description: str = ""
-    tags: dict[str, str] = Field(default_factory=dict)
+    ttl_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_TTL_SECONDS,
+        description="How far back a feature value stays valid, at most about 100 years; none = forever.",
+    )
+    description: str = Field(default="", max_length=10_000)
+    tags: UserTags = Field(default_factory=dict, description="User tags (the `asgard.` prefix is reserved).")
 
     @field_validator("name")
     @classmethod

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from asgard_ray.lineage import UserTags
+from asgard_ray.types import ModelName
 
 __all__ = [
     "AliasRequest",
@@ -23,10 +26,13 @@ class RegisterModelRequest(BaseModel):
     """Register a finished training run's model as a new version (the seed's body)."""
 
     model_config = ConfigDict(extra="forbid")
-    model_name: str = Field(min_length=1, max_length=256, examples=["churn_predictor"])
-    run_id: str = Field(min_length=1, examples=["abc123def456"])
-    description: str | None = Field(default=None, examples=["Churn prediction model v1"])
-    tags: dict[str, str] = Field(default_factory=dict, examples=[{"validated": "true"}])
+    model_name: ModelName
+    run_id: str = Field(min_length=1, max_length=64, examples=["abc123def456"])
+    description: str | None = Field(default=None, max_length=5000, examples=["Churn prediction model v1"])
+    tags: UserTags = Field(
+        default_factory=dict, examples=[{"validated": "true"}],
+        description="Tags of the new version; `asgard.` tags are lineage, copied from the run, and cannot be set here.",
+    )
 
 
 class RegisterModelResponse(BaseModel):
@@ -84,7 +90,15 @@ class AliasRequest(BaseModel):
     """Point an alias (e.g. ``champion``) at a version."""
 
     model_config = ConfigDict(extra="forbid")
-    version: str | int = Field(examples=["1"])
+    version: str | int = Field(examples=["1"], description="A version number (a string of digits or an integer).")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: object) -> object:
+        text = str(v).strip()
+        if isinstance(v, bool) or not text.isdigit() or len(text) > 19 or int(text) > 2**63 - 1:
+            raise ValueError("version must be a version number such as 1")
+        return v
 
 
 class AliasResponse(BaseModel):

@@ -3,7 +3,19 @@
 MLflow's ``register_model`` is not idempotent: the same run registered twice becomes two versions.
 ``ModelRegistry.register`` first looks for a version of that run and returns it instead. Each new
 version carries the run's lineage tags (feature columns, views, label, classes...), so scoring and
-monitoring can read them from the version alone.
+monitoring can read them from the version alone; user tags can never overwrite them.
+
+Concurrent registrations of one run (several Serve replicas, CLI, ``ray job submit`` drivers) are
+made safe without a lock, so nothing depends on one process: MLflow allocates version numbers in one
+transaction each (``max + 1``, retried on a clash), so when version *v* exists every lower version is
+already committed and visible. After creating its version, a request lists the run's versions; the
+lowest one wins. A request whose own version is not the lowest deletes exactly that version (the
+only thing it created) and answers ``already_registered`` with the winner. So N parallel requests
+end with one version; a loser's version exists only for the moment between its create and delete
+(its number stays unused, as MLflow never reuses a deleted version number). The first creation of
+the registered model is raced the same way: ``RESOURCE_ALREADY_EXISTS`` means another request won,
+and this one proceeds. A failed request removes the registered model only if it created it and the
+model still has no version at all, so it never deletes another request's work.
 """
 
 from __future__ import annotations
@@ -17,7 +29,8 @@ from typing import Any, NamedTuple
 
 from asgard_ray import lineage
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest, NotFound
+from asgard_ray.errors import Conflict, InvalidRequest, NotFound
+from asgard_ray.types import check_model_name
 from asgard_ray.registry.schemas import (
     AliasResponse,
     ModelDetail,
@@ -65,13 +78,17 @@ def _mlflow_errors(what: str) -> Iterator[None]:
             raise NotFound(f"{what} not found") from exc
         if exc.error_code == "INVALID_PARAMETER_VALUE":
             raise InvalidRequest(f"{what}: {exc.message}") from exc
+        if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+            raise Conflict(f"{what} already exists") from exc
         raise
 
 
 def _check_name(name: str) -> str:
-    if not _SAFE.match(name):
-        raise InvalidRequest(f"model name {name!r} may not contain quotes or backslashes")
-    return name
+    """The one ``ModelName`` rule (shared with scoring and monitoring), as a 422."""
+    try:
+        return check_model_name(name)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _ts(ms: int | None) -> datetime | None:
@@ -160,31 +177,70 @@ class ModelRegistry:
         if run.info.status != "FINISHED":
             raise InvalidRequest(f"run {request.run_id} is {run.info.status}; only a FINISHED training run can be registered")
         source, model_id = self._model_source(run)
-        existing = client.search_model_versions(f"name='{name}' and run_id='{request.run_id}'")
+        existing = self._run_versions(name, request.run_id)
         if existing:
-            mv = min(existing, key=lambda v: int(v.version))
+            mv = existing[0]
             log.info("run %s already registered as %s v%s", request.run_id, name, mv.version)
-            return RegisterModelResponse(model_name=name, version=str(mv.version), run_id=request.run_id,
-                                         status="already_registered", model_uri=f"models:/{name}/{mv.version}", source=mv.source)
-        created_model = False
-        with _mlflow_errors(f"model name {name!r}"):
-            try:
-                client.get_registered_model(name)
-            except Exception:
-                client.create_registered_model(name, description=request.description)
-                created_model = True
-        tags = {**_lineage_tags(run), **request.tags}
+            return self._answer(name, request.run_id, mv, "already_registered")
+        created_model = self._ensure_model(name, request.description)
+        # lineage last: a user tag can never replace what scoring and monitoring trust
+        tags = {**request.tags, **_lineage_tags(run)}
         try:
             with _mlflow_errors(f"model {name!r}"):
                 mv = client.create_model_version(name, source=source, run_id=request.run_id, tags=tags,
                                                  description=request.description, model_id=model_id)
         except Exception:
-            if created_model:  # leave no empty registered model behind
-                client.delete_registered_model(name)
+            if created_model:
+                self._drop_if_empty(name)
             raise
+        winner = next(iter(self._run_versions(name, request.run_id)), mv)
+        if int(winner.version) < int(mv.version):
+            # a parallel request registered this run first: remove only the version this request made
+            log.info("run %s: v%s of %s lost to v%s registered in parallel; deleting v%s",
+                     request.run_id, mv.version, name, winner.version, mv.version)
+            client.delete_model_version(name, str(mv.version))
+            return self._answer(name, request.run_id, winner, "already_registered")
         log.info("registered run %s as %s v%s", request.run_id, name, mv.version)
-        return RegisterModelResponse(model_name=name, version=str(mv.version), run_id=request.run_id,
-                                     status="registered", model_uri=f"models:/{name}/{mv.version}", source=mv.source)
+        return self._answer(name, request.run_id, mv, "registered")
+
+    def _run_versions(self, name: str, run_id: str) -> list[Any]:
+        """The run's versions of the model, lowest version first."""
+        found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        return sorted(found, key=lambda v: int(v.version))
+
+    @staticmethod
+    def _answer(name: str, run_id: str, mv: Any, status: str) -> RegisterModelResponse:
+        return RegisterModelResponse(model_name=name, version=str(mv.version), run_id=run_id, status=status,  # type: ignore[arg-type]
+                                     model_uri=f"models:/{name}/{mv.version}", source=mv.source)
+
+    def _ensure_model(self, name: str, description: str | None) -> bool:
+        """Create the registered model unless it exists; True only if this call created it."""
+        client = self.client
+        try:
+            with _mlflow_errors(f"model {name!r}"):
+                client.get_registered_model(name)
+            return False
+        except NotFound:
+            pass
+        try:
+            with _mlflow_errors(f"model {name!r}"):
+                client.create_registered_model(name, description=description)
+        except Conflict:  # created by a parallel request between our get and create: use it
+            log.info("model %s was created by a parallel request", name)
+            return False
+        return True
+
+    def _drop_if_empty(self, name: str) -> None:
+        """Undo this request's creation of the registered model, unless another request added a version."""
+        client = self.client
+        try:
+            if client.search_model_versions(f"name='{name}'"):
+                log.info("model %s keeps versions registered by other requests; not removed", name)
+                return
+            client.delete_registered_model(name)
+            log.info("removed the empty model %s this request created", name)
+        except Exception:  # the original error matters more; an empty model is harmless
+            log.warning("could not remove the empty model %s", name, exc_info=True)
 
     def _summary(self, rm: Any, versions: list[Any]) -> dict[str, Any]:
         latest = max(versions, key=lambda v: int(v.version)) if versions else None

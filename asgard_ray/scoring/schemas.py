@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from asgard_ray.features.specs import EntityColumns
+from asgard_ray.types import ModelName
+
 __all__ = [
     "MAX_INLINE_ENTITIES",
     "BatchJobList",
@@ -68,10 +71,10 @@ class BatchScoreRequest(BaseModel):
             }
         },
     )
-    model_name: str = Field(description="Registered model name.")
+    model_name: ModelName = Field(description="Registered model name.")
     model_version: str = Field(default="latest", description="A version number, an alias such as 'champion', or 'latest'.")
-    feature_views: list[str] | None = Field(default=None, description="Feature views to read; default the ones the model was trained on.")
-    entities_df: dict[str, list[Any]] | None = Field(
+    feature_views: list[str] | None = Field(default=None, max_length=64, description="Feature views to read; default the ones the model was trained on.")
+    entities_df: EntityColumns | None = Field(
         default=None,
         description=f"Inline entity ids per join key (optionally 'event_timestamp' per row); at most {MAX_INLINE_ENTITIES:,} rows.",
     )
@@ -86,7 +89,10 @@ class BatchScoreRequest(BaseModel):
     def _version(cls, v: Any) -> str:
         if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).strip():
             raise ValueError("model_version must be a version number, an alias or 'latest'")
-        return str(v).strip()
+        text = str(v).strip()
+        if len(text) > 256 or (text.isdigit() and int(text) > 2**63 - 1):
+            raise ValueError("model_version must be a version number that fits 64 bits, an alias or 'latest'")
+        return text
 
     @field_validator("job_id")
     @classmethod

@@ -4,6 +4,12 @@ Every fit runs on one thread (``n_jobs=1``): trials run side by side, one per CP
 pools left at their default oversubscribe the node (LightGBM slows 18x after xgboost in the same
 process). The MLflow ``log_model`` call sits here, once, because its arguments change between
 MLflow releases (``name=`` replaced ``artifact_path=`` in MLflow 3; sklearn now saves with skops).
+
+``check_param_bounds`` bounds the parameters that size the work or break a fit (tree counts, depth,
+leaves, bins, learning rate, seeds), fixed or tuned, per framework, before any job starts. The work
+limits are settings (``ASGARD_MAX_ESTIMATORS``, ``ASGARD_MAX_TREE_DEPTH``, ``ASGARD_MAX_LEAVES``,
+``ASGARD_MAX_BINS``); the validity ranges (learning rate and fractions in (0, 1], seeds in
+[0, 2**31-1]) are properties of the algorithms, so they are constants here.
 """
 
 from __future__ import annotations
@@ -11,17 +17,25 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from asgard_ray.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from asgard_ray.config import Settings
+    from asgard_ray.training.schemas import SearchDimension
 
 __all__ = [
     "DEFAULT_RANDOM_STATE",
     "SKLEARN_ESTIMATORS",
     "THREAD_PARAMS",
+    "ParamBound",
     "build_estimator",
+    "check_param_bounds",
     "estimator_class",
     "log_model",
+    "param_bounds",
     "resolve_params",
 ]
 
@@ -104,6 +118,115 @@ def resolve_params(
     if "random_state" in known and "random_state" not in fixed and "random_state" not in (tuned or []):
         fixed["random_state"] = DEFAULT_RANDOM_STATE
     return fixed, warnings
+
+
+@dataclass(frozen=True)
+class ParamBound:
+    """The accepted range of one numeric estimator parameter."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    none_ok: bool = False
+    setting: str | None = None
+
+    def describe(self) -> str:
+        """The range in words, for error messages."""
+        low = f"above {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        text = f"a number {low} and at most {self.high:g}"
+        if self.none_ok:
+            text += " (or null)"
+        if self.setting:
+            text += f"; the upper limit is the setting {self.setting}"
+        return text
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is refused, or None if it is in range."""
+        if value is None:
+            return None if self.none_ok else "must not be null"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be {self.describe()}"
+        below = value <= self.low if self.low_open else value < self.low
+        if below or value > self.high:
+            return f"= {value!r} is out of range: use {self.describe()}"
+        return None
+
+
+_SEED_MAX = 2**31 - 1
+_UNIT = ParamBound(0.0, 1.0, low_open=True, none_ok=True)
+
+
+def param_bounds(framework: str, settings: Settings) -> dict[str, ParamBound]:
+    """The bounds of a framework's known parameters under these settings."""
+    trees = ParamBound(1, settings.asgard_max_estimators, none_ok=framework == "xgboost", setting="ASGARD_MAX_ESTIMATORS")
+    seed = ParamBound(0, _SEED_MAX, none_ok=True)
+    depth_low = {"sklearn": 1, "xgboost": 0, "lightgbm": -1}.get(framework, 1)  # xgboost 0 / lightgbm -1: no limit
+    depth = ParamBound(depth_low, settings.asgard_max_tree_depth, none_ok=framework != "lightgbm",
+                       setting="ASGARD_MAX_TREE_DEPTH")
+    leaves_setting = "ASGARD_MAX_LEAVES"
+    common = {"n_estimators": trees, "max_depth": depth, "random_state": seed,
+              "learning_rate": ParamBound(0.0, 1.0, low_open=True, none_ok=framework == "xgboost")}
+    if framework == "sklearn":
+        return {**common, "max_iter": ParamBound(1, settings.asgard_max_estimators, setting="ASGARD_MAX_ESTIMATORS"),
+                "max_leaf_nodes": ParamBound(2, settings.asgard_max_leaves, none_ok=True, setting=leaves_setting)}
+    if framework == "xgboost":
+        return {**common, "eta": common["learning_rate"], "seed": seed,
+                "num_parallel_tree": trees,
+                "max_leaves": ParamBound(0, settings.asgard_max_leaves, none_ok=True, setting=leaves_setting),
+                "max_bin": ParamBound(2, settings.asgard_max_bins, none_ok=True, setting="ASGARD_MAX_BINS"),
+                **{k: _UNIT for k in ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")}}
+    if framework == "lightgbm":
+        return {**common, "num_leaves": ParamBound(2, settings.asgard_max_leaves, setting=leaves_setting),
+                **{k: _UNIT for k in ("subsample", "colsample_bytree", "feature_fraction", "bagging_fraction")}}
+    return common
+
+
+def _largest(name: str, params: dict[str, Any], space: dict[str, SearchDimension], default: float) -> float:
+    if name in params:
+        value = params[name]
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    dim = space.get(name)
+    if dim is None:
+        return default
+    if dim.type in ("choice", "grid"):
+        numbers = [v for v in dim.values or [] if isinstance(v, int | float) and not isinstance(v, bool)]
+        return float(max(numbers, default=default))
+    return float(dim.upper() or default)
+
+
+def check_param_bounds(
+    framework: str, params: dict[str, Any], search_space: dict[str, SearchDimension] | None, settings: Settings
+) -> None:
+    """Refuse known parameters out of range, whether fixed in ``params`` or tuned in ``search_space``.
+
+    Raises:
+        InvalidRequest: Every out-of-range parameter, named, with its accepted range.
+    """
+    bounds = param_bounds(framework, settings)
+    space = search_space or {}
+    problems: list[str] = []
+    for name, value in params.items():
+        bound = bounds.get(name)
+        why = bound.problem(value) if bound else None
+        if why:
+            problems.append(f"{name} {why}")
+    for name, dim in space.items():
+        bound = bounds.get(name)
+        if bound is None:
+            continue
+        values = list(dim.values or []) if dim.type in ("choice", "grid") else [dim.low, dim.upper()]
+        for value in values:
+            why = bound.problem(value)
+            if why:
+                problems.append(f"search_space.{name} {why}")
+                break
+    if framework == "xgboost" and not problems:
+        trees = _largest("n_estimators", params, space, 100) * _largest("num_parallel_tree", params, space, 1)
+        if trees > settings.asgard_max_estimators:
+            problems.append(f"n_estimators x num_parallel_tree can reach {trees:g} trees, over the limit "
+                            f"{settings.asgard_max_estimators} (setting ASGARD_MAX_ESTIMATORS)")
+    if problems:
+        raise InvalidRequest("; ".join(problems), detail={"problems": problems})
 
 
 def build_estimator(framework: str, model_type: str, estimator: str | None, params: dict[str, Any]) -> Any:

@@ -18,7 +18,7 @@ from asgard_ray.errors import InvalidRequest
 from asgard_ray.features import TrainingFrame, build_training_frame
 from asgard_ray.jobs import JobStore
 from asgard_ray.training.data import PreparedData, entity_hash, prepare_data
-from asgard_ray.training.estimators import log_model, resolve_params
+from asgard_ray.training.estimators import check_param_bounds, log_model, resolve_params
 from asgard_ray.training.metrics import evaluate, positive_score
 from asgard_ray.training.plots import model_figures
 from asgard_ray.training.schemas import (
@@ -30,16 +30,29 @@ from asgard_ray.training.schemas import (
     metric_mode,
 )
 from asgard_ray.training.tracking import JobProgress, TrialRunLogger, ensure_experiment, git_commit, mlflow_client, run_url
-from asgard_ray.training.trials import DEFAULT_NUM_TRIALS, TrialSpec, fit_and_score, param_space, run_trials
+from asgard_ray.training.trials import (
+    DEFAULT_NUM_TRIALS,
+    TrialSpec,
+    check_trial_cap,
+    fit_and_score,
+    param_space,
+    run_trials,
+)
 
 __all__ = ["plan_trials", "run_training", "selection_metric", "train_on_frame", "validate_request"]
 
 log = logging.getLogger(__name__)
 
 
-def validate_request(request: TrainRequest) -> tuple[dict[str, Any], list[str]]:
-    """Check what can be checked without data: estimator, parameter names and the metric."""
+def validate_request(request: TrainRequest, settings: Settings | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Check what can be checked without data: estimator, parameter names and bounds, trial cap, metric.
+
+    Without ``settings`` the work limits take their defaults (``Settings`` field defaults).
+    """
     hp = request.hyperparameters
+    limits = settings or Settings.model_construct()
+    check_trial_cap(hp.search_space, hp.num_trials, limits)
+    check_param_bounds(request.framework, hp.params, hp.search_space, limits)
     fixed, warnings = resolve_params(
         request.framework, request.model_type, request.estimator, hp.params, list(hp.search_space or {})
     )
@@ -115,7 +128,7 @@ def _lineage_tags(request: TrainRequest, frame: Any, data: PreparedData) -> dict
 def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) -> dict[str, Any]:
     """Train as the request asks and return the ``TrainResponse`` as a dict (the Ray task's result)."""
     request = TrainRequest.model_validate(request_json)
-    validate_request(request)
+    validate_request(request, settings)
     ds = request.data_source
     frame = build_training_frame(settings, ds.feature_views, ds.entities, event_timestamps=ds.event_timestamps, label=ds.target_column)
     return train_on_frame(settings, request, frame, job_id)
@@ -126,7 +139,7 @@ def train_on_frame(settings: Settings, request: TrainRequest, frame: TrainingFra
 
     The job record ``job_id`` must exist (``JobStore.create``); its progress is updated as trials end.
     """
-    fixed, warnings = validate_request(request)
+    fixed, warnings = validate_request(request, settings)
     num_samples, total, plan_warnings = plan_trials(request)
     warnings += plan_warnings
     data = prepare_data(frame, request.model_type, request.split)

@@ -1,15 +1,27 @@
-"""Request and response models of training (the seed's ``POST /mlops/models`` body and answer)."""
+"""Request and response models of training (the seed's ``POST /mlops/models`` body and answer).
+
+Every number that comes in is finite and in range here (search-space bounds, fixed parameters,
+choice values, split fraction and seed), ids fit int64 and timestamps are in range, so hostile input
+is a 422 at the edge. Work limits that depend on settings (trial cap, estimator parameter bounds)
+are checked by ``asgard_ray.training.estimators.check_work_limits`` before a job starts.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from asgard_ray.features.specs import EntityColumns, check_event_times
+from asgard_ray.lineage import UserTags
+from asgard_ray.types import INT64_MAX, INT64_MIN, FiniteFloat, ModelName, check_bounded_json
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "MAX_SEARCH_VALUES",
     "REGRESSION_METRICS",
+    "SEED_MAX",
     "DataSource",
     "Framework",
     "Hyperparameters",
@@ -31,6 +43,39 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 _MINIMISED = {"log_loss", "rmse", "mae"}
 
 
+MAX_SEARCH_VALUES = 1000
+"""Most values one choice or grid dimension may list."""
+SEED_MAX = 2**31 - 1
+"""Largest seed / random_state every framework accepts."""
+
+
+def _check_json_numbers(value: Any, what: str) -> Any:
+    """Bounded JSON whose integers fit int64 (floats are already finite by ``check_bounded_json``)."""
+    check_bounded_json(value, what, max_depth=8, max_keys=5000, max_bytes=256 * 1024)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and not INT64_MIN <= item <= INT64_MAX:
+            raise ValueError(f"{what} holds the integer {item}, which does not fit 64 bits")
+    return value
+
+
+def _params(value: dict[str, Any]) -> dict[str, Any]:
+    return _check_json_numbers(value, "params")
+
+
+def _values(value: list[Any] | None) -> list[Any] | None:
+    return None if value is None else _check_json_numbers(value, "values")
+
+
+ParamValues = Annotated[dict[str, Any], AfterValidator(_params)]
+"""Fixed estimator parameters: bounded JSON, finite numbers, int64 integers."""
+
+
 def metric_mode(metric: str) -> Literal["min", "max"]:
     """Whether a metric is better low (losses, errors) or high."""
     return "min" if metric.removeprefix("train_") in _MINIMISED else "max"
@@ -43,9 +88,9 @@ class SearchDimension(BaseModel):
     type: Literal["choice", "uniform", "loguniform", "randint", "grid"] = Field(
         description="choice/grid take `values`; uniform/loguniform take `low` < `high`; randint takes integers `low` <= x < `high`."
     )
-    values: list[Any] | None = None
-    low: float | None = None
-    high: float | None = None
+    values: Annotated[list[Any] | None, AfterValidator(_values)] = Field(default=None, max_length=MAX_SEARCH_VALUES)
+    low: FiniteFloat | None = None
+    high: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SearchDimension:
@@ -59,16 +104,25 @@ class SearchDimension(BaseModel):
             raise ValueError(f"`low` ({self.low}) must be below `high` ({self.high})")
         if self.type == "loguniform" and self.low <= 0:
             raise ValueError("a loguniform dimension needs `low` > 0")
-        if self.type == "randint" and (self.low != int(self.low) or self.high != int(self.high)):
-            raise ValueError("a randint dimension needs integer `low` and `high`")
+        if self.type == "randint":
+            if self.low != int(self.low) or self.high != int(self.high):
+                raise ValueError("a randint dimension needs integer `low` and `high`")
+            if not (INT64_MIN <= self.low and self.high <= INT64_MAX):
+                raise ValueError("a randint dimension needs `low` and `high` within signed 64-bit integers")
         return self
+
+    def upper(self) -> float | None:
+        """The largest value this dimension can produce, when numeric (randint's `high` is exclusive)."""
+        if self.type == "randint" and self.high is not None:
+            return self.high - 1
+        return self.high
 
 
 class Hyperparameters(BaseModel):
     """Fixed parameters (the seed) and an optional search space run as Ray Tune trials."""
 
     model_config = ConfigDict(extra="forbid")
-    params: dict[str, Any] = Field(default_factory=dict, description="Fixed estimator parameters, used by every trial.")
+    params: ParamValues = Field(default_factory=dict, description="Fixed estimator parameters, used by every trial.")
     search_space: dict[str, SearchDimension] | None = Field(
         default=None, description="Tuned parameters; without it one trial runs with `params`."
     )
@@ -95,29 +149,34 @@ class SplitSpec(BaseModel):
     strategy: Literal["auto", "stratified", "random", "time"] = Field(
         default="auto", description="auto: stratified for classification, random for regression; time: the latest rows validate."
     )
-    validation_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
-    seed: int = 42
+    validation_fraction: FiniteFloat = Field(default=0.2, gt=0.0, lt=0.9)
+    seed: int = Field(default=42, ge=0, le=SEED_MAX)
 
 
 class DataSource(BaseModel):
     """Where the training rows come from: Feast feature views, entity ids and the label column."""
 
     model_config = ConfigDict(extra="forbid")
-    feature_views: list[str] = Field(min_length=1, examples=[["customer_features"]])
-    entities: dict[str, list[Any]] = Field(
+    feature_views: list[str] = Field(min_length=1, max_length=64, examples=[["customer_features"]])
+    entities: EntityColumns = Field(
         description="`{join_key: [ids...]}`, optionally with `event_timestamp` (one per row).",
         examples=[{"customer_id": [1, 2, 3, 4, 5]}],
     )
     target_column: str = Field(examples=["churned"])
     event_timestamps: list[Any] | None = Field(default=None, description="One timestamp per entity row (default: now).")
 
+    @field_validator("event_timestamps")
+    @classmethod
+    def _times(cls, v: list[Any] | None) -> list[Any] | None:
+        return None if v is None else check_event_times(v, "event_timestamps")
+
 
 class TrainRequest(BaseModel):
     """The seed's training request, plus search space, split, estimator choice and async mode."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    experiment_name: str = Field(min_length=1, examples=["customer_churn"])
-    model_name: str = Field(min_length=1, examples=["churn_predictor"])
+    experiment_name: str = Field(min_length=1, max_length=256, examples=["customer_churn"])
+    model_name: ModelName
     framework: Framework = "sklearn"
     model_type: ModelType = "classification"
     estimator: str | None = Field(
@@ -126,7 +185,7 @@ class TrainRequest(BaseModel):
     data_source: DataSource
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     split: SplitSpec = Field(default_factory=SplitSpec)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: UserTags = Field(default_factory=dict, description="Tags of the MLflow run (the `asgard.` prefix is reserved).")
     async_: bool = Field(default=False, alias="async", description="Answer 202 with a job id instead of waiting.")
 
     @field_validator("framework", mode="before")

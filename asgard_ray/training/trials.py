@@ -16,14 +16,28 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from asgard_ray.errors import InvalidRequest
 from asgard_ray.training.data import PreparedData
 from asgard_ray.training.estimators import build_estimator
 from asgard_ray.training.metrics import evaluate
 from asgard_ray.training.schemas import SearchDimension
 
-__all__ = ["DEFAULT_NUM_TRIALS", "TrialResult", "TrialSpec", "TrialsOutcome", "fit_and_score", "param_space", "run_trials"]
+if TYPE_CHECKING:
+    from asgard_ray.config import Settings
+
+__all__ = [
+    "DEFAULT_NUM_TRIALS",
+    "TrialResult",
+    "TrialSpec",
+    "TrialsOutcome",
+    "check_trial_cap",
+    "count_trials",
+    "fit_and_score",
+    "param_space",
+    "run_trials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +122,33 @@ def param_space(search_space: dict[str, SearchDimension] | None) -> tuple[dict[s
         else:
             space[name] = tune.randint(int(dim.low), int(dim.high))  # type: ignore[arg-type]
     return space, sampled
+
+
+def count_trials(search_space: dict[str, SearchDimension] | None, num_trials: int | None) -> tuple[int, list[int], int]:
+    """Tune's ``num_samples``, the size of each grid dimension, and the total trials (samples x grid product)."""
+    dims = list((search_space or {}).values())
+    grid = [len(d.values or []) for d in dims if d.type == "grid"]
+    sampled = any(d.type != "grid" for d in dims)
+    samples = (num_trials or DEFAULT_NUM_TRIALS) if sampled else 1
+    return samples, grid, samples * math.prod(grid)
+
+
+def check_trial_cap(search_space: dict[str, SearchDimension] | None, num_trials: int | None, settings: Settings) -> int:
+    """Return the total trial count, or refuse a request whose grid product exceeds ``ASGARD_MAX_TRIALS``.
+
+    Raises:
+        InvalidRequest: The total (samples x every grid dimension) is over the cap; the message names both.
+    """
+    samples, grid, total = count_trials(search_space, num_trials)
+    cap = settings.asgard_max_trials
+    if total > cap:
+        factors = " x ".join(str(n) for n in ([samples] if samples > 1 else []) + grid) or str(total)
+        raise InvalidRequest(
+            f"the search space makes {factors} = {total:,} trials, over the cap of {cap:,} trials per request "
+            f"(setting ASGARD_MAX_TRIALS); use fewer grid values, or sample with num_trials instead of a grid",
+            detail={"trials": total, "max_trials": cap, "grid": grid, "samples": samples},
+        )
+    return total
 
 
 def _better(a: float, b: float, mode: str) -> bool:
