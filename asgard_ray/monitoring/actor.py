@@ -114,10 +114,11 @@ class MonitoringClient:
             self._handle = cls.remote(self.settings, self.prefix, self.mirror)
         return self._handle
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         for attempt in (1, 2):
             try:
-                return ray.get(getattr(self.handle, method).remote(*args), timeout=self.timeout_s)
+                return ray.get(getattr(self.handle, method).remote(*args), timeout=timeout)
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, AsgardError):
@@ -127,10 +128,13 @@ class MonitoringClient:
                 # the actor is gone for good (killed without restart): get-or-create it again once
                 self._handle = None
                 if attempt == 2:
-                    raise ServiceUnavailable(f"the monitoring actor {self.name!r} is unavailable: {exc}") from exc
+                    # the cause (a traceback, with terminal colour codes) goes to the log, never to a response body
+                    log.error("monitoring actor %s is unavailable for %s: %s", self.name, method, exc)
+                    raise ServiceUnavailable(f"the monitoring actor {self.name!r} is unavailable; "
+                                             "the server log has the cause") from None
                 log.warning("monitoring actor %s died; creating it again for %s", self.name, method)
             except ray.exceptions.GetTimeoutError as exc:
-                raise ServiceUnavailable(f"the monitoring actor {self.name!r} did not answer in {self.timeout_s:.0f}s") from exc
+                raise ServiceUnavailable(f"the monitoring actor {self.name!r} did not answer in {timeout:.0f}s") from exc
         raise AssertionError("unreachable")
 
     def log(self, request: MonitoringRequest) -> MonitoringResponse:
@@ -169,6 +173,6 @@ class MonitoringClient:
         """Wait until MLflow has every record."""
         return self._call("flush_mirror", timeout)
 
-    def stats(self) -> dict[str, Any]:
-        """Counts."""
-        return self._call("stats")
+    def stats(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Counts: records, records in memory, quarantined records, rebuild time."""
+        return self._call("stats", timeout_s=timeout_s)

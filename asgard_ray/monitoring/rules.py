@@ -24,6 +24,8 @@ __all__ = ["DEFAULT_RULES", "AlertRule", "RuleSet", "effective_rules", "evaluate
 class AlertRule(BaseModel):
     """One threshold rule."""
 
+    model_config = {"extra": "forbid"}
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     patterns: list[Annotated[str, Field(min_length=1, max_length=250)]] | None = Field(
         default=None, max_length=50, description="Glob patterns on metric names (case-insensitive).")
@@ -62,6 +64,8 @@ class AlertRule(BaseModel):
 
 class RuleSet(BaseModel):
     """Rules stored for one scope (global or one model)."""
+
+    model_config = {"extra": "forbid"}
 
     rules: list[AlertRule] = Field(default_factory=list, max_length=200)
 

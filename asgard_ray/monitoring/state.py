@@ -1,42 +1,52 @@
-"""The monitoring state as a plain class: durable log, in-memory index, rules, history queries.
+"""The monitoring state as a plain class: durable log, bounded memory, summaries, rules, history queries.
 
 ``MonitoringActor`` (``asgard_ray.monitoring.actor``) wraps one instance in a named Ray actor; tests
 use it directly. Writes use group commit: the first caller to find no commit in flight becomes the
 committer and writes everything queued meanwhile (one PUT per model and date), then every waiter is
-acknowledged. No record is acknowledged, indexed or mirrored before its PUT returned.
+acknowledged. No record is acknowledged, held or mirrored before its PUT returned.
+
+Memory is bounded: the newest records (``ASGARD_MONITORING_MEMORY_RECORDS`` / ``_MB``) plus one small
+summary per model and date. A rebuild reads the stored summaries, the objects no summary covers, and
+the newest days up to the memory cap; a background pass summarises and compacts closed days and
+deletes days past ``ASGARD_MONITORING_RETENTION_DAYS``. Unreadable records are quarantined, never fatal.
 """
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest, NotFound, ServiceUnavailable
+from asgard_ray.monitoring.history import query_history
 from asgard_ray.monitoring.mirror import MlflowMirror
 from asgard_ray.monitoring.rules import DEFAULT_RULES, AlertRule, RuleSet, effective_rules, evaluate
 from asgard_ray.monitoring.schemas import (
     HistoryRequest,
     HistoryResponse,
-    HistorySummary,
     MonitoringRecord,
     MonitoringRequest,
     MonitoringResponse,
     format_ts,
     new_monitoring_id,
 )
-from asgard_ray.monitoring.store import RecordStore
+from asgard_ray.monitoring.store import Partition, RecordStore
+from asgard_ray.monitoring.summary import PartitionSummary
+from asgard_ray.monitoring.window import MemoryWindow, day_bounds
 
-__all__ = ["MonitoringState"]
+__all__ = ["COMPACT_OBJECTS", "MonitoringState"]
 
 log = logging.getLogger(__name__)
-_MAX_KEY = "\U0010ffff"
+
+COMPACT_OBJECTS = 16
+"""A closed day with more objects than this is merged into one (fewer objects, faster rebuilds)."""
+_MAINTENANCE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -46,46 +56,136 @@ class _Pending:
     error: Exception | None = None
 
 
-class MonitoringState:
-    """Monitoring records and rules for every model, durable on S3 and indexed in memory."""
+def _today() -> str:
+    return format_ts(datetime.now(UTC))[:10]
 
-    def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True, compact: bool = True) -> None:
+
+class MonitoringState:
+    """Monitoring records and rules for every model, durable on S3, the newest held in memory."""
+
+    def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True, compact: bool = True,
+                 memory_records: int | None = None, memory_mb: float | None = None) -> None:
         self.settings = settings
         self.store = RecordStore(settings, prefix)
+        self.retention_days = settings.asgard_monitoring_retention_days
         self._lock = threading.Lock()
-        self._keys: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        self._recs: dict[str, list[MonitoringRecord]] = defaultdict(list)
-        self._by_id: dict[str, MonitoringRecord] = {}
+        self.window = MemoryWindow(memory_records or settings.asgard_monitoring_memory_records,
+                                   int((memory_mb or settings.asgard_monitoring_memory_mb) * 1024 * 1024))
+        self._summaries: dict[Partition, PartitionSummary] = {}
+        self._objects: dict[Partition, list[str]] = defaultdict(list)
+        self._clean: set[Partition] = set()  # closed days whose stored summary matches their objects
         self._pending: dict[str, _Pending] = {}
         self._queue: list[_Pending] = []
         self._committing = False
+        self._stop = threading.Event()
+        self.maintenance_done = threading.Event()
         self.global_rules, self.model_rules = self.store.load_rules()
-        records = self.store.load_all()
-        for r in records:
-            self._index(r)
+        self.rebuild_s = self._rebuild()
+        self.store.count_quarantine()
         if compact:
-            today = format_ts(datetime.now(UTC))[:10]
-            threading.Thread(target=self._compact, args=(records, today), name="monitoring-compact", daemon=True).start()
+            threading.Thread(target=self._maintain, name="monitoring-maintenance", daemon=True).start()
+        else:
+            self.maintenance_done.set()
         self.mirror = MlflowMirror(settings) if mirror else None
         if self.mirror is not None:
-            self.mirror.start(records)  # resumes in its thread: MLflow being slow or down never blocks monitoring
-        log.info("monitoring state ready: %d records, %d models (prefix %s)", len(self._by_id), len(self._recs), prefix)
+            self.mirror.start(self.window.records())  # resumes in its thread: MLflow being down never blocks monitoring
+        log.info("monitoring state ready in %.2fs: %d records (%d in memory), %d models, %d quarantined (prefix %s)",
+                 self.rebuild_s, self.count(), len(self.window), len(self.models()), self.store.quarantined_records, prefix)
 
-    def _compact(self, records: list[MonitoringRecord], before_date: str) -> None:
-        try:
-            self.store.compact(records, before_date)
-        except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; the log stays valid
-            log.warning("monitoring compaction under %s failed: %s", self.store.records_uri, exc)
+    # --- rebuild and maintenance ---------------------------------------------------------------
+    def _cutoff(self) -> str | None:
+        if self.retention_days <= 0:
+            return None
+        return (datetime.now(UTC) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d")
+
+    def _rebuild(self) -> float:
+        started = time.perf_counter()
+        listing = self.store.list_partitions()
+        stored = self.store.read_summaries()
+        cutoff = self._cutoff()
+        held = 0
+        for part in sorted(set(listing) | set(stored), key=lambda p: p[1], reverse=True):
+            summary = stored.get(part)
+            paths = [p for p in listing.get(part, []) if summary is None or p not in summary.replaced]
+            if cutoff is not None and part[1] < cutoff:
+                self._objects[part] = paths  # deleted by the maintenance pass
+                continue
+            extra = [p for p in paths if summary is None or p not in summary.objects]
+            if held < self.window.max_records and self.window.bytes < self.window.max_bytes:
+                records = self.store.read_partition(paths)  # the newest days are held in memory
+                fresh = PartitionSummary(part[0], part[1])
+                for r in records:
+                    fresh.add(r)
+                    self.window.add(r, len(r.model_dump_json()))
+                held += len(records)
+                clean = summary is not None and not extra and fresh.total == summary.total
+                summary = fresh
+            else:
+                self.window.forget_through(day_bounds(part[1])[1])  # this day is read from S3 when asked for
+                clean = summary is not None and not extra
+                summary = summary or PartitionSummary(part[0], part[1])
+                for r in self.store.read_partition(extra):
+                    summary.add(r)
+            paths = self.store.current_paths(paths)
+            summary.objects = set(paths)
+            self._objects[part] = paths
+            if clean:
+                self._clean.add(part)
+            if paths:
+                self._summaries[part] = summary
+        return time.perf_counter() - started
+
+    def _maintain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.maintain()
+            except Exception as exc:  # noqa: BLE001 - maintenance is an optimisation; the log stays valid
+                log.warning("monitoring maintenance under %s failed: %s", self.store.records_uri, exc)
+            self.maintenance_done.set()
+            self._stop.wait(_MAINTENANCE_EVERY_S)
+
+    def maintain(self) -> dict[str, int]:
+        """Delete days past retention, then summarise (and merge, when fragmented) closed days; return counts."""
+        cutoff = self._cutoff()
+        closed_before = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")  # a day's late commits land first
+        deleted = summarised = 0
+        with self._lock:
+            parts = {p: list(paths) for p, paths in self._objects.items()}
+        for part, paths in sorted(parts.items(), key=lambda kv: kv[0][1]):
+            if cutoff is not None and part[1] < cutoff:
+                self.store.delete_partition(part, paths)
+                with self._lock:
+                    self._summaries.pop(part, None)
+                    self._objects.pop(part, None)
+                    self._clean.discard(part)
+                    self.window.forget_through(day_bounds(part[1])[1], move_horizon=False)
+                deleted += 1
+            elif part[1] < closed_before and part not in self._clean and paths:
+                if len(paths) > COMPACT_OBJECTS:
+                    summary = self.store.compact(part, paths)
+                else:
+                    with self._lock:
+                        summary = self._summaries.get(part) or PartitionSummary(part[0], part[1])
+                    summary.objects = set(paths)
+                    self.store.write_summary(summary)
+                with self._lock:
+                    self._summaries[part] = summary
+                    self._objects[part] = sorted(summary.objects)
+                    self._clean.add(part)
+                summarised += 1
+        if deleted or summarised:
+            log.info("monitoring maintenance under %s: %d days past retention deleted, %d closed days summarised",
+                     self.store.records_uri, deleted, summarised)
+        return {"deleted": deleted, "summarised": summarised}
+
+    def close(self) -> None:
+        """Stop the background threads (state on S3 is complete at every moment)."""
+        self._stop.set()
+        if self.mirror is not None:
+            self.mirror.stop()
+        self.store.close()
 
     # --- writes --------------------------------------------------------------------------------
-    def _index(self, record: MonitoringRecord) -> None:
-        key = (record.ts, record.monitoring_id)
-        keys, recs = self._keys[record.model_name], self._recs[record.model_name]
-        i = bisect.bisect_right(keys, key)
-        keys.insert(i, key)
-        recs.insert(i, record)
-        self._by_id[record.monitoring_id] = record
-
     def rules_for(self, model_name: str) -> list[AlertRule]:
         """The effective rules of a model."""
         model = self.model_rules.get(model_name)
@@ -94,12 +194,14 @@ class MonitoringState:
     def log(self, request: MonitoringRequest, monitoring_id: str | None = None) -> MonitoringResponse:
         """Evaluate the rules, store the record durably, and return the seed's response.
 
-        A call with an id that is already stored (or being stored) returns that record: retries are safe.
+        A call with an id that is held in memory (or being stored) returns that record: retries are safe
+        (a retry comes seconds after its first try, well inside the memory window).
         """
         mid = monitoring_id or request.monitoring_id or new_monitoring_id()
         with self._lock:
-            if mid in self._by_id:
-                return MonitoringResponse.of(self._by_id[mid])
+            held = self.window.get(mid)
+            if held is not None:
+                return MonitoringResponse.of(held)
             pending = self._pending.get(mid)
             if pending is None:
                 alerts = evaluate(request.metric_type, request.metrics, self.rules_for(request.model_name))
@@ -132,19 +234,26 @@ class MonitoringState:
                 if not batch:
                     self._committing = False
                     return
-            groups: dict[tuple[str, str], list[_Pending]] = defaultdict(list)
+            groups: dict[Partition, list[_Pending]] = defaultdict(list)
             for p in batch:
                 groups[(p.record.model_name, p.record.timestamp[:10])].append(p)
             try:
-                errors = self.store.write_groups({k: [p.record for p in v] for k, v in groups.items()})
+                results = self.store.write_groups({k: [p.record for p in v] for k, v in groups.items()})
             except Exception as exc:  # noqa: BLE001 - never leave waiters hanging or the committer flag set
-                errors = dict.fromkeys(groups, exc)
+                results = dict.fromkeys(groups, exc)
             with self._lock:
                 for key, members in groups.items():
+                    result = results[key]
+                    if isinstance(result, str):
+                        self._objects[key].append(result)
+                        self._clean.discard(key)
+                        summary = self._summaries.setdefault(key, PartitionSummary(key[0], key[1]))
                     for p in members:
-                        p.error = errors[key]
-                        if p.error is None:
-                            self._index(p.record)
+                        if isinstance(result, Exception):
+                            p.error = result
+                        else:
+                            summary.add(p.record)
+                            self.window.add(p.record, len(p.record.model_dump_json()))
                         self._pending.pop(p.record.monitoring_id, None)
             for p in batch:
                 if p.error is None and self.mirror is not None:
@@ -154,20 +263,37 @@ class MonitoringState:
     # --- reads ---------------------------------------------------------------------------------
     def models(self) -> dict[str, list[str]]:
         """Every monitored model with its versions."""
+        out: dict[str, set[str]] = defaultdict(set)
         with self._lock:
-            return {m: sorted({r.model_version for r in recs}) for m, recs in sorted(self._recs.items()) if recs}
+            for (model, _), summary in self._summaries.items():
+                out[model] |= summary.versions()
+        return {m: sorted(v) for m, v in sorted(out.items()) if v}
 
     def count(self) -> int:
-        """How many records are stored."""
+        """How many records are stored (within retention)."""
         with self._lock:
-            return len(self._by_id)
+            return sum(s.total for s in self._summaries.values())
 
     def get(self, monitoring_id: str) -> MonitoringRecord:
-        """One record by id."""
+        """One record by id (among those held in memory: the newest ones)."""
         with self._lock:
-            if monitoring_id not in self._by_id:
-                raise NotFound(f"no monitoring record {monitoring_id!r}")
-            return self._by_id[monitoring_id]
+            record = self.window.get(monitoring_id)
+        if record is None:
+            raise NotFound(f"no monitoring record {monitoring_id!r} among the {len(self.window)} newest; "
+                           "older records are in POST /mlops/monitoring/history with their model and dates")
+        return record
+
+    def _day(self, model: str, date: str) -> list[MonitoringRecord]:
+        with self._lock:
+            if self.window.covers(date):
+                return list(self.window.day(model, date))
+            paths = list(self._objects.get((model, date), []))
+        records = self.store.read_partition(paths)
+        moved = self.store.current_paths(paths)
+        if moved != paths:  # an object was quarantined on the way: its readable records moved to a new object
+            with self._lock:
+                self._objects[(model, date)] = moved
+        return records
 
     def history(self, query: HistoryRequest) -> HistoryResponse:
         """Records of one model (exact name), newest first, filtered and paged, with a summary.
@@ -176,54 +302,19 @@ class MonitoringState:
         filters match nothing is an empty result.
         """
         with self._lock:
-            keys, recs = self._keys.get(query.model_name), self._recs.get(query.model_name)
-            if not recs or keys is None:
-                close = difflib.get_close_matches(query.model_name, list(self._recs), n=3, cutoff=0.5)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise NotFound(f"no monitoring records for model {query.model_name!r}{hint}")
-            lo = 0 if query.start_date is None else bisect.bisect_left(keys, (query.start_date, ""))
-            hi = len(keys) if query.end_date is None else bisect.bisect_right(keys, (query.end_date, _MAX_KEY))
-            window = recs[lo:hi]
-        total = alerts = 0
-        types: set[str] = set()
-        first: MonitoringRecord | None = None
-        last: MonitoringRecord | None = None
-        page: list[MonitoringRecord] = []
-        for r in reversed(window):
-            if query.model_version is not None and r.model_version != query.model_version:
-                continue
-            if query.metric_type is not None and r.metric_type != query.metric_type:
-                continue
-            if query.alerts_only and not r.alert_triggered:
-                continue
-            if query.offset <= total < query.offset + query.limit:
-                page.append(r)
-            total += 1
-            alerts += len(r.alerts)
-            types.add(r.metric_type)
-            last = last or r
-            first = r
-        date_range = {
-            "start": format_ts(query.start_date) if query.start_date else (first.timestamp if first else None),
-            "end": format_ts(query.end_date) if query.end_date else (last.timestamp if last else None),
-        }
-        return HistoryResponse(
-            model_name=query.model_name, model_version=query.model_version, total_records=total, records=page,
-            summary=HistorySummary(total_alerts=alerts, metric_types=sorted(types), date_range=date_range),
-            limit=query.limit, offset=query.offset, has_more=query.offset + len(page) < total,
-        )
+            parts = {d: s for (m, d), s in self._summaries.items() if m == query.model_name and s.total}
+            names = {m for (m, _), s in self._summaries.items() if s.total}
+        if not parts:
+            close = difflib.get_close_matches(query.model_name, sorted(names), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise NotFound(f"no monitoring records for model {query.model_name!r}{hint}")
+        return query_history(query, parts, lambda date: self._day(query.model_name, date))
 
     def recent(self, model_name: str | None = None, per_version: int = 200) -> dict[tuple[str, str], list[MonitoringRecord]]:
-        """The newest records of each model version (oldest first), for the dashboard."""
-        out: dict[tuple[str, str], list[MonitoringRecord]] = defaultdict(list)
+        """The newest held records of each model version (oldest first), for the dashboard."""
         with self._lock:
-            names = [model_name] if model_name else list(self._recs)
-            for name in names:
-                for r in reversed(self._recs.get(name, [])):
-                    bucket = out[(name, r.model_version)]
-                    if len(bucket) < per_version:
-                        bucket.append(r)
-        return {k: v[::-1] for k, v in out.items()}
+            names = [model_name] if model_name else sorted({r.model_name for r in self.window.records()})
+            return {(name, v): rs for name in names for v, rs in self.window.newest(name, per_version).items()}
 
     # --- rules ---------------------------------------------------------------------------------
     def get_rules(self, model_name: str | None = None) -> dict[str, Any]:
@@ -267,10 +358,18 @@ class MonitoringState:
         return True if self.mirror is None else self.mirror.flush(timeout)
 
     def stats(self) -> dict[str, Any]:
-        """Counts for health checks."""
+        """Counts for health checks and ``/mlops/status``."""
+        with self._lock:
+            held, held_bytes, horizon = len(self.window), self.window.bytes, self.window.horizon
         return {
             "records": self.count(),
-            "models": len(self._recs),
+            "models": len(self.models()),
+            "records_in_memory": held,
+            "memory_bytes": held_bytes,
+            "memory_horizon": horizon[0] if horizon else None,
+            "quarantined_objects": self.store.quarantined_objects,
+            "quarantined_records": self.store.quarantined_records,
+            "rebuild_s": round(self.rebuild_s, 3),
             "mirror_backlog": self.mirror.backlog() if self.mirror else 0,
             "mirrored": self.mirror.mirrored if self.mirror else 0,
             "prefix": self.store.prefix,

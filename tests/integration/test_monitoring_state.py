@@ -107,21 +107,112 @@ def test_rules_are_durable_and_apply_per_model(base_settings: Settings, prefix: 
     assert restarted.get_rules("strict_model")["effective"][0]["threshold"] == 0.01
 
 
-def test_closed_partitions_are_compacted_without_loss(base_settings: Settings, prefix: str) -> None:
+def _old_records(n: int, days_ago: list[int], model: str = "churn_predictor") -> list:
     from asgard_ray.monitoring.schemas import MonitoringRecord
+
+    out = []
+    for i in range(n):
+        day = (datetime.now(UTC) - timedelta(days=days_ago[i % len(days_ago)])).strftime("%Y-%m-%d")
+        out.append(MonitoringRecord(monitoring_id=f"mon-old-{i}", model_name=model, model_version=str(1 + i % 2),
+                                    metric_type="custom", metrics={"x": float(i)}, alert_triggered=i % 3 == 0,
+                                    alerts=["x above threshold"] if i % 3 == 0 else [],
+                                    timestamp=f"{day}T00:{i // 60 % 60:02d}:{i % 60:02d}.000000Z"))
+    return out
+
+
+def test_closed_partitions_are_summarised_and_compacted_without_loss(base_settings: Settings, prefix: str) -> None:
+    from asgard_ray.monitoring.state import COMPACT_OBJECTS
     from asgard_ray.monitoring.store import RecordStore
 
     store = RecordStore(base_settings, prefix)
-    old = [MonitoringRecord(monitoring_id=f"mon-old-{i}", model_name="churn_predictor", model_version="1",
-                            metric_type="custom", metrics={"x": float(i)}, alert_triggered=False, alerts=[],
-                            timestamp=f"2025-10-0{1 + i % 2}T00:00:0{i}.000000Z") for i in range(6)]
-    for r in old:
+    n = 2 * (COMPACT_OBJECTS + 2)
+    for r in _old_records(n, [3, 4]):
         store.write_group("churn_predictor", r.timestamp[:10], [r])  # one object per record, as single POSTs do
     state = MonitoringState(base_settings, prefix=prefix, mirror=False)
     state.log(req())  # today's partition stays open
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(list_files(base_settings, store.records_uri)) > 3:
-        time.sleep(0.2)
-    assert len(list_files(base_settings, store.records_uri)) == 3  # two closed dates merged, today's untouched
+    assert state.maintenance_done.wait(60)
+    files = list_files(base_settings, store.records_uri)
+    assert len(files) == 3  # two closed dates merged, today's untouched
+    summaries = list_files(base_settings, base_settings.s3_uri(prefix, "summaries"))
+    assert len(summaries) == 2
     again = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
-    assert again.count() == 7
+    assert again.count() == n + 1
+    full = again.history(HistoryRequest(model_name="churn_predictor", limit=10_000))
+    assert len({r.monitoring_id for r in full.records}) == n + 1 == full.total_records
+
+
+def test_memory_is_capped_and_older_history_is_paged_from_s3(base_settings: Settings, prefix: str) -> None:
+    from asgard_ray.monitoring.store import RecordStore
+
+    store = RecordStore(base_settings, prefix)
+    old = _old_records(40, [2, 5, 9])
+    for day in {r.timestamp[:10] for r in old}:
+        store.write_group("churn_predictor", day, [r for r in old if r.timestamp[:10] == day])
+    everything = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
+    capped = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False, memory_records=5)
+    assert capped.stats()["records_in_memory"] == 5 and everything.stats()["records_in_memory"] == 40
+    for _ in range(3):
+        capped.log(req())  # new records push older ones out; the cap holds
+    assert capped.stats()["records_in_memory"] == 5 and capped.count() == 43
+    reference = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
+    queries = [
+        {}, {"limit": 7, "offset": 3}, {"limit": 5, "offset": 30}, {"model_version": "2"}, {"alerts_only": True},
+        {"metric_type": "custom", "limit": 4, "offset": 10},
+        {"start_date": old[2].timestamp, "end_date": old[1].timestamp[:10] + "T00:00:20Z"},  # partial edge days
+        {"start_date": old[2].timestamp[:10] + "T00:00:00Z", "limit": 3, "offset": 2, "model_version": "1"},
+    ]
+    for q in queries:
+        query = HistoryRequest(model_name="churn_predictor", **q)
+        got, want = capped.history(query), reference.history(query)
+        assert got.model_dump() == want.model_dump(), q
+    assert capped.history(HistoryRequest(model_name="churn_predictor", limit=10_000)).total_records == 43
+    with pytest.raises(NotFound, match="among the 5 newest"):
+        capped.get("mon-old-0")
+
+
+def test_days_past_retention_are_deleted(base_settings: Settings, prefix: str) -> None:
+    from asgard_ray.monitoring.store import RecordStore
+
+    store = RecordStore(base_settings, prefix)
+    old = _old_records(6, [1, 30, 400])
+    for r in old:
+        store.write_group("churn_predictor", r.timestamp[:10], [r])
+    kept = base_settings.model_copy(update={"asgard_monitoring_retention_days": 60})
+    state = MonitoringState(kept, prefix=prefix, mirror=False)
+    assert state.maintenance_done.wait(60)
+    assert state.count() == 4
+    dates = {f.split("date=")[1][:10] for f in list_files(base_settings, store.records_uri)}
+    assert dates == {r.timestamp[:10] for r in old[:2]}  # the 400-day-old partition is gone
+
+
+POISON = [
+    ('{"monitoring_id": "mon-deep", "reference_data": ' + "[" * 210 + "]" * 210 + "}").encode(),
+    b"this is not json",
+    b'{"monitoring_id": 5, "model_name": ["x"], "metrics": "high"}',
+    b"\xff\xfe not utf-8",
+]
+
+
+@pytest.mark.parametrize("poison", POISON, ids=["deep", "not-json", "wrong-types", "not-utf8"])
+def test_one_unreadable_record_is_quarantined_and_never_stops_a_rebuild(
+        base_settings: Settings, prefix: str, poison: bytes) -> None:
+    from asgard_ray.storage import write_bytes
+
+    state = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
+    good = state.log(req())
+    today = good.timestamp[:10]
+    line = state.get(good.monitoring_id).model_dump_json().replace(good.monitoring_id, "mon-salvaged").encode()
+    write_bytes(base_settings, base_settings.s3_uri(prefix, "records", "model=churn_predictor", f"date={today}", "0000000000000-poison.jsonl"),
+                line + b"\n" + poison + b"\n")
+    write_bytes(base_settings, base_settings.s3_uri(prefix, "rules", "model=poisoned.json"), poison)
+    restarted = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
+    stats = restarted.stats()
+    assert stats["quarantined_records"] >= 2 and stats["quarantined_objects"] == 2
+    ids = {r.monitoring_id for r in restarted.history(HistoryRequest(model_name="churn_predictor")).records}
+    assert ids == {good.monitoring_id, "mon-salvaged"}  # the readable line of the poisoned object is kept
+    assert restarted.log(req()).monitoring_id
+    quarantined = list_files(base_settings, base_settings.s3_uri(prefix, "quarantine"))
+    assert sum(f.endswith(".reason.json") for f in quarantined) == 2
+    # the next start reads no poison: it is out of the record prefix, and still counted
+    again = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
+    assert again.stats()["quarantined_objects"] == 2 and again.count() == 3
