@@ -29,8 +29,8 @@ from asgard_ray.monitoring.schemas import (
     MonitoringRecord,
     MonitoringRequest,
     MonitoringResponse,
-    check_name,
 )
+from asgard_ray.types import check_model_name
 
 __all__ = ["router"]
 
@@ -115,7 +115,7 @@ def get_model_rules(model_name: str, monitoring: MonitoringDep) -> dict[str, Any
 def put_model_rules(model_name: str, body: RuleSet, monitoring: MonitoringDep) -> dict[str, Any]:
     """Replace one model's rules."""
     try:
-        check_name(model_name, "model_name")
+        check_model_name(model_name, "model_name")
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     return monitoring.set_rules(model_name, body)
