@@ -24,7 +24,7 @@ def test_up_register_down_up_keeps_state(stack: dict[str, str]) -> None:
     assert r.status_code in (200, 201), r.text
     assert r.json()["name"] == "customer_features"
     status = httpx.get(f"{api}/mlops/status", timeout=60).json()
-    assert {c["name"]: c["healthy"] for c in status["components"]} == {"ray": True, "mlflow": True, "s3": True, "feast": True}
+    assert {c["name"]: c["healthy"] for c in status["components"]} == {"ray": True, "mlflow": True, "s3": True, "feast": True, "monitoring": True}
     assert pids_before == (Path(stack["ASGARD_HOME"]) / "run" / "ray.pid").read_text()
 
     stopped = asgard(stack, "down", timeout=120)

@@ -6,11 +6,11 @@ import time
 import urllib.request
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from asgard_ray import __version__
-from asgard_ray.api.deps import FeaturesDep, SettingsDep
+from asgard_ray.api.deps import FeaturesDep, SettingsDep, service
 
 router = APIRouter(prefix="/mlops", tags=["health"])
 
@@ -38,6 +38,8 @@ class PlatformStatus(BaseModel):
     status: Literal["healthy", "degraded"]
     components: list[ComponentStatus]
     links: dict[str, str]
+    monitoring_quarantined_records: int | None = None
+    """Monitoring records that could not be read back from storage and were moved to quarantine."""
 
 
 @router.get("/health", response_model=Health)
@@ -56,7 +58,7 @@ def _timed(name: str, url: str | None, check) -> ComponentStatus:  # noqa: ANN00
 
 
 @router.get("/status", response_model=PlatformStatus)
-def platform_status(settings: SettingsDep, features: FeaturesDep) -> PlatformStatus:
+def platform_status(settings: SettingsDep, features: FeaturesDep, request: Request) -> PlatformStatus:
     """Check Ray, MLflow, Feast and S3 and report each."""
     import ray
 
@@ -84,14 +86,25 @@ def platform_status(settings: SettingsDep, features: FeaturesDep) -> PlatformSta
             raise RuntimeError(st.error or "unhealthy")
         return f"{st.feature_views} feature view(s), registry {st.registry_version}"
 
+    monitoring_stats: dict = {}
+
+    def monitoring_check() -> str:
+        from asgard_ray.monitoring.actor import MonitoringClient
+
+        monitoring_stats.update(service(request, "monitoring", MonitoringClient).stats(timeout_s=10))  # type: ignore[attr-defined]
+        return (f"{monitoring_stats['records']} record(s), {monitoring_stats['records_in_memory']} in memory, "
+                f"{monitoring_stats['quarantined_records']} quarantined")
+
     components = [
         _timed("ray", settings.dashboard_url, ray_check),
         _timed("mlflow", settings.tracking_uri, mlflow_check),
         _timed("s3", settings.s3_endpoint, s3_check),
         _timed("feast", settings.s3_uri("feast", "registry.pb"), feast_check),
+        _timed("monitoring", None, monitoring_check),
     ]
     return PlatformStatus(
         status="healthy" if all(c.healthy for c in components) else "degraded",
         components=components,
         links={"docs": f"{settings.api_url}/docs", "dashboard": settings.dashboard_url, "mlflow": settings.tracking_uri},
+        monitoring_quarantined_records=monitoring_stats.get("quarantined_records"),
     )
