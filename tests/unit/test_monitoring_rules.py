@@ -83,3 +83,58 @@ def test_timezone_aware_dates_z_and_offsets() -> None:
         HistoryRequest(model_name="m", start_date="yesterday")
     with pytest.raises(ValidationError, match="after end_date"):
         HistoryRequest(model_name="m", start_date="2025-10-02T00:00:00Z", end_date="2025-10-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("threshold", ["NaN", "Infinity", "-Infinity"])
+def test_rules_refuse_non_finite_thresholds(threshold: str) -> None:
+    from asgard_ray.monitoring.rules import RuleSet
+
+    with pytest.raises(ValidationError, match="finite"):
+        RuleSet.model_validate_json('{"rules": [{"name": "drift", "threshold": %s}]}' % threshold)
+
+
+@pytest.mark.parametrize("value", [12345, 1.5, True, "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"])
+def test_history_dates_outside_what_can_be_stored_are_422_not_500(value: object) -> None:
+    with pytest.raises(ValidationError) as err:
+        HistoryRequest(model_name="m", start_date=value)
+    assert "start_date" in str(err.value) and ("ISO-8601" in str(err.value) or "outside the range" in str(err.value))
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("reference_data", _nested(33), "deeper than 32"),
+    ("current_data", {f"k{i}": i for i in range(10_001)}, "more than 10000 keys"),
+    ("reference_data", {"blob": "x" * (1024 * 1024 + 1)}, "byte limit"),
+    ("tags", {f"t{i}": "v" for i in range(101)}, "at most 100"),
+    ("tags", {"k": "v" * 1001}, "at most 1000 characters"),
+    ("model_name", "a..b", "no '..'"),
+    ("metrics", {"psi": float("inf")}, "finite"),
+])
+def test_free_form_json_and_names_are_bounded(field: str, value: object, needle: str) -> None:
+    body = {"model_name": "m", "model_version": "1", "metric_type": "custom", "metrics": {"x": 1.0}, field: value}
+    with pytest.raises(ValidationError) as err:
+        MonitoringRequest.model_validate(body)
+    assert needle in str(err.value) and field in str(err.value)
+
+
+def test_limits_still_accept_what_the_seed_sends() -> None:
+    req = MonitoringRequest.model_validate({
+        "model_name": "churn_predictor", "model_version": "1", "metric_type": "prediction_drift",
+        "metrics": {"drift_score": 0.15}, "reference_data": _nested(32), "tags": {"deployment": "production"}})
+    assert req.reference_data is not None and req.tags == {"deployment": "production"}
+
+
+def test_a_stored_record_is_held_to_the_same_limits() -> None:
+    from asgard_ray.monitoring.schemas import MonitoringRecord
+
+    line = ('{"monitoring_id": "mon-1", "model_name": "m", "model_version": "1", "metric_type": "custom", '
+            '"metrics": {"x": 1}, "alert_triggered": false, "alerts": [], "timestamp": "2026-01-01T00:00:00.000000Z", '
+            '"reference_data": ' + "[" * 210 + "]" * 210 + "}")
+    with pytest.raises(ValidationError):
+        MonitoringRecord.model_validate_json(line)
