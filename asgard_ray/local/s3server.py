@@ -135,6 +135,9 @@ def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        if hasattr(chunks, "close"):  # a generator holding moto's key lock lets go of it now
+            chunks.close()
     _fsync_dir(path.parent)
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,25 @@ def test_deleted_bucket_and_overwrite_survive_kill9(server: S3Process) -> None:
     assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"v2 after the restore"
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {BUCKET}
     assert not DiskStore(server.data_dir).bucket_dir("short-lived").exists()
+
+
+def test_concurrent_writers_leave_disk_equal_to_memory(server: S3Process) -> None:
+    s3 = server.client()
+
+    def writer(n: int) -> None:
+        for i in range(15):
+            key = f"hot/{(n + i) % 3}"
+            if i % 5 == 4:
+                s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": key}]})
+            else:
+                s3.put_object(Bucket=BUCKET, Key=key, Body=f"writer {n} write {i}".encode() * (1 + 500 * (i % 3)))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, range(8)))
+    seen = {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in _keys(s3)}
+    server.restart()
+    s3 = server.client()
+    assert {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in _keys(s3)} == seen
 
 
 def test_port_opens_only_after_the_restore(server: S3Process) -> None:
