@@ -86,10 +86,10 @@ def _monitoring_state(s3: Any, bucket: str) -> dict[str, Any]:
 
 def _register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     """Train a small classifier on the demo data, log it the way training does, register version 1."""
+    import lightgbm as lgb
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
-    from sklearn.ensemble import RandomForestClassifier
 
     from asgard_ray import lineage
     from asgard_ray.local.demo_data import customer_aggregates
@@ -98,17 +98,17 @@ def _register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     cols = ["total_orders", "avg_order_value", "days_since_last_order"]
     gold = customer_aggregates()
     train = gold[gold["event_timestamp"] == gold["event_timestamp"].max()]
-    est = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0, n_jobs=1).fit(train[cols], train["churned"])
+    est = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, n_jobs=1, verbose=-1).fit(train[cols], train["churned"])
     mlflow.set_tracking_uri(tracking)
     mlflow.set_experiment("security-suite")
     with mlflow.start_run() as run:
-        info = mlflow.sklearn.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(train[cols], est.predict(train[cols])))
+        info = mlflow.lightgbm.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(train[cols], est.predict(train[cols])))
         mlflow.set_tags({
             lineage.TAG_FEATURE_COLUMNS: json.dumps(cols),
             lineage.TAG_FEATURE_VIEWS: json.dumps(["customer_features"]),
             lineage.TAG_JOIN_KEYS: json.dumps(["customer_id"]),
             lineage.TAG_LABEL: "churned",
-            lineage.TAG_FRAMEWORK: "sklearn",
+            lineage.TAG_FRAMEWORK: "lightgbm",
             lineage.TAG_MODEL_TYPE: "classification",
             lineage.TAG_CLASSES: json.dumps([int(c) for c in est.classes_]),
             lineage.TAG_FEAST_REGISTRY_VERSION: "security-suite",
