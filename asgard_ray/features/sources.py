@@ -8,19 +8,29 @@ settings. Reading Iceberg metadata through pyiceberg/Trino is not wired yet.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import NotFound
-from asgard_ray.storage import list_files, resolve
+from asgard_ray.errors import InvalidRequest, NotFound
+from asgard_ray.storage import Access, list_files, resolve, resolve_location
 
 __all__ = ["table_schema", "table_uri"]
 
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
 
 def table_uri(settings: Settings, table_name: str) -> str:
-    """The S3 prefix of a gold table."""
-    return settings.gold_uri(table_name)
+    """The S3 prefix of a gold table, through the storage resolver (read allow-list).
+
+    Raises:
+        InvalidRequest: The name does not resolve to a readable location (``..``, slashes, encodings).
+    """
+    if not isinstance(table_name, str) or not _TABLE.match(table_name):
+        raise InvalidRequest(f"table name {str(table_name)[:100]!r} is not valid; use letters, digits and '_'")
+    return resolve_location(settings, settings.gold_uri(table_name), access=Access.READ, field="table_name").uri
 
 
 def table_schema(settings: Settings, table_name: str) -> pa.Schema:

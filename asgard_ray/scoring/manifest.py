@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import NotFound
-from asgard_ray.storage import exists, parse_uri, read_json, write_json
+from asgard_ray.errors import InvalidRequest, NotFound
+from asgard_ray.storage import Access, exists, read_json, resolve_location, write_json
 
 __all__ = ["Manifest", "ManifestFile", "manifest_uri", "read_manifest", "read_scored_rows", "write_manifest"]
 
@@ -59,6 +59,11 @@ class Manifest(BaseModel):
     output_path: str
     partitioning: dict[str, Any] = Field(default_factory=dict)
     files: list[ManifestFile] = Field(default_factory=list)
+    replaced_job_id: str | None = None
+    """The job whose committed output this one replaced (``overwrite``)."""
+    replaced_files: list[str] = Field(default_factory=list)
+    """That output's files, deleted after this commit; listed so a crash before the deletion
+    leaves them the platform's (a later overwrite removes them) rather than foreign."""
     total_rows: int
     scored_at: datetime
     started_at: datetime
@@ -79,14 +84,18 @@ def write_manifest(settings: Settings, manifest: Manifest) -> str:
 
 
 def read_manifest(settings: Settings, output_path_or_job_id: str) -> Manifest:
-    """Read a completed job's manifest, by output prefix (``s3://...`` or a local path) or by job id.
+    """Read a completed job's manifest, by output prefix or by job id.
+
+    A prefix passes the storage resolver (read allow-list); the manifest's files must lie under it.
 
     Raises:
+        InvalidRequest: The prefix is not an allowed location, or the manifest is not the platform's.
         NotFound: No such job, or the job has not committed (still running, failed, or crashed).
     """
     ref = output_path_or_job_id.strip()
-    if "://" in ref or ref.startswith("/"):
-        output_path = parse_uri(ref).uri
+    by_path = "://" in ref or ref.startswith("/")
+    if by_path:
+        output_path = resolve_location(settings, ref, access=Access.READ, field="output_path").uri
     else:
         from asgard_ray.jobs import JobStore
 
@@ -94,12 +103,19 @@ def read_manifest(settings: Settings, output_path_or_job_id: str) -> Manifest:
         found = (record.result or {}).get("output_path") or (record.request or {}).get("output_path")
         if not found:
             raise NotFound(f"batch scoring job {ref!r} has no output path yet (status {record.status})")
-        output_path = parse_uri(str(found)).uri
+        output_path = resolve_location(settings, str(found), access=Access.READ, field="output_path").uri
     uri = manifest_uri(output_path)
     if not exists(settings, uri):
         raise NotFound(f"no committed output at {output_path}: {_NAME} is missing (job running, failed or never run)")
-    manifest = Manifest.model_validate(read_json(settings, uri))
-    if "://" not in ref and not ref.startswith("/") and manifest.job_id != ref:
+    try:
+        manifest = Manifest.model_validate(read_json(settings, uri))
+    except ValueError as exc:
+        raise InvalidRequest(f"{uri} is not a platform manifest; point at a batch scoring output") from exc
+    outside = [f.path for f in manifest.files if not f.path.startswith(output_path.rstrip("/") + "/")]
+    if outside:
+        raise InvalidRequest(f"{uri} lists {len(outside)} file(s) outside {output_path}; it was not written by this platform")
+    manifest = manifest.model_copy(update={"output_path": output_path})
+    if not by_path and manifest.job_id != ref:
         raise NotFound(f"output of job {ref!r} at {output_path} was replaced by job {manifest.job_id!r}")
     return manifest
 

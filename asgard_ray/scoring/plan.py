@@ -2,7 +2,7 @@
 
 All checks that can fail fast run here, on the API replica (or the ``jobs/`` entrypoint) before a
 job is submitted: the model and version (404), the output location (422) and whether it is free
-(409), the feature views (404) and whether they still serve every feature the model was trained on
+(409: leased by another job, foreign files, or another job's output without ``overwrite``), the feature views (404) and whether they still serve every feature the model was trained on
 (422 naming the missing ones), the entity ids (422) and the inline size cap (413).
 """
 
@@ -18,11 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, InvalidRequest, PayloadTooLarge
 from asgard_ray.features.retrieval import EVENT_TIMESTAMP, build_entity_df
-from asgard_ray.scoring.manifest import manifest_uri
 from asgard_ray.scoring.model import ResolvedModel, resolve_model
 from asgard_ray.scoring.schemas import MAX_INLINE_ENTITIES, BatchScoreRequest
-from asgard_ray.scoring.sink import check_output_path, foreign_files
-from asgard_ray.storage import exists, list_files, read_json, resolve
+from asgard_ray.scoring.sink import check_output_path, foreign_conflict, output_state
+from asgard_ray.storage import Access, current_lease, list_files, resolve, resolve_location
 
 __all__ = ["SYNC_MAX_ROWS", "SourcePlan", "ScoringPlan", "ViewPlan", "prepare_plan"]
 
@@ -109,7 +108,12 @@ def _views(settings: Settings, names: list[str], model: ResolvedModel) -> tuple[
 def _source(settings: Settings, request: BatchScoreRequest, join_keys: list[str], model: ResolvedModel) -> tuple[SourcePlan, int, dict[str, str]]:
     spec = request.entities_source
     assert spec is not None
-    uri = settings.gold_uri(spec.table_name) if spec.table_name else spec.path or ""
+    if spec.table_name:
+        from asgard_ray.features import table_uri
+
+        uri = table_uri(settings, spec.table_name)
+    else:
+        uri = resolve_location(settings, spec.path, access=Access.READ, field="entities_source.path").uri
     files = [f for f in list_files(settings, uri) if f.endswith(".parquet") and "/_" not in f and not f.rsplit("/", 1)[-1].startswith(("_", "."))]
     if not files:
         raise InvalidRequest(f"entities_source {uri} holds no Parquet files; write the entity rows there first")
@@ -145,21 +149,25 @@ def _source(settings: Settings, request: BatchScoreRequest, join_keys: list[str]
 
 
 def _check_free(settings: Settings, output_path: str, job_id: str, overwrite: bool) -> None:
-    others = foreign_files(settings, output_path, job_id)
-    if not others or overwrite:
-        return
-    manifest = manifest_uri(output_path)
-    owner = None
-    if exists(settings, manifest):
-        owner = read_json(settings, manifest).get("job_id")
-        if owner == job_id and len(others) == 1:
-            return  # this job's own committed output (a re-run answers from it)
-    raise Conflict(
-        f"output_path {output_path} already holds {len(others)} file(s)"
-        + (f" from job {owner}" if owner else "")
-        + "; choose another output_path or send \"overwrite\": true",
-        detail={"output_path": output_path, "existing_files": len(others), "job_id": owner},
-    )
+    """Fail fast (409) when the prefix is leased by another job, holds foreign files, or holds another
+    job's committed output without ``overwrite``. The job re-checks all of it under its lease."""
+    holder = current_lease(settings, output_path)
+    if holder is not None and holder.job_id != job_id:
+        raise Conflict(
+            f"output_path {output_path} is being written by job {holder.job_id}; wait for that job to finish "
+            "or choose another output_path",
+            detail={"output_path": output_path, "holder_job_id": holder.job_id},
+        )
+    state = output_state(settings, output_path, job_id)
+    if state.foreign:
+        raise foreign_conflict(output_path, state.foreign)
+    owner = state.committed_job_id
+    if owner is not None and owner != job_id and not overwrite:
+        raise Conflict(
+            f"output_path {output_path} already holds the committed output of job {owner}; "
+            "choose another output_path or send \"overwrite\": true to replace it",
+            detail={"output_path": output_path, "job_id": owner},
+        )
 
 
 def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) -> ScoringPlan:

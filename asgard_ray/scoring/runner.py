@@ -1,8 +1,10 @@
 """Run one scoring job end to end: features, predict, write, verify, commit (the manifest), clean up.
 
 This is the body of the Ray task ``batch_scoring:<job_id>`` (``asgard_ray.jobs.submit``) and of
-``jobs/batch_score.py``. It either commits (manifest written last) or removes every file it wrote
-and raises; it never leaves a manifest for a partial output.
+``jobs/batch_score.py``. It holds the output path's lease (one writer per path) from before its
+first write until after its last delete, and either commits (manifest written last) or removes
+every file it wrote and raises; it never leaves a manifest for a partial output. An overwrite
+deletes only the replaced manifest's files, after the new manifest is in place.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from asgard_ray.config import Settings
+from asgard_ray.errors import Conflict
 from asgard_ray.scoring.manifest import Manifest, ManifestFile, manifest_uri, read_manifest, write_manifest
 from asgard_ray.scoring.pipeline import (
     PipelineOptions,
@@ -31,10 +34,11 @@ from asgard_ray.scoring.sink import (
     ProgressPoller,
     count_rows,
     delete_files,
-    foreign_files,
+    foreign_conflict,
     job_files,
+    output_state,
 )
-from asgard_ray.storage import exists, parse_uri, read_json, resolve
+from asgard_ray.storage import OutputLease, exists, parse_uri, read_json, resolve
 
 __all__ = ["load_model_ref", "run_scoring"]
 
@@ -168,20 +172,46 @@ def run_scoring(
             ``plan.flavor`` names its flavor); default: load it here.
         track: Report progress to the job record.
     """
-    from ray.data import DataContext
-
     options = options or PipelineOptions()
-    job_id = plan.job_id
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     done = _committed(settings, plan)
     if done is not None:
         return done
-    stale = job_files(settings, plan.output_path, job_id)
-    if stale:
-        log.warning("job %s: removing %d file(s) of an earlier attempt", job_id, len(stale))
-        delete_files(settings, stale)
+    with OutputLease(settings, plan.output_path, plan.job_id) as lease:
+        return _run_leased(settings, plan, options, model_box, track, lease, started, t0)
+
+
+def _prepare_output(settings: Settings, plan: ScoringPlan) -> tuple[str | None, list[str]]:
+    """Under the lease: re-check the prefix, remove this job's stale files; return what an overwrite replaces.
+
+    Raises:
+        Conflict: Foreign files, or another job's output without ``overwrite``.
+    """
+    state = output_state(settings, plan.output_path, plan.job_id)
+    if state.foreign:
+        raise foreign_conflict(plan.output_path, state.foreign)
+    if state.committed_job_id not in (None, plan.job_id) and not plan.overwrite:
+        raise Conflict(
+            f"output_path {plan.output_path} already holds the committed output of job {state.committed_job_id}; "
+            "send \"overwrite\": true to replace it",
+            detail={"output_path": plan.output_path, "job_id": state.committed_job_id},
+        )
+    if state.own:
+        log.warning("job %s: removing %d file(s) of an earlier attempt", plan.job_id, len(state.own))
+        delete_files(settings, state.own)
+    return state.committed_job_id, state.committed
+
+
+def _run_leased(
+    settings: Settings, plan: ScoringPlan, options: PipelineOptions, model_box: list[Any] | None, track: bool,
+    lease: OutputLease, started: datetime, t0: float,
+) -> dict[str, Any]:
+    from ray.data import DataContext
+
+    job_id = plan.job_id
+    timings: dict[str, float] = {}
+    replaced_job, replaced = _prepare_output(settings, plan)
 
     ctx = DataContext.get_current()
     ctx.target_max_block_size = options.target_block_mib * 1024 * 1024
@@ -209,7 +239,7 @@ def run_scoring(
     )
     layout = OutputLayout.for_job(plan.output_path, plan.model.version, started)
     fs, data_dir = resolve(settings, layout.data_dir)
-    local = parse_uri(plan.output_path).scheme == "file"
+    local = parse_uri(plan.output_path).scheme != "s3"
     try:
         t = time.perf_counter()
         input_ds, index_refs, feature_path = _input(settings, plan, options, num_actors, started)
@@ -250,8 +280,10 @@ def run_scoring(
                       "features": feature_path},
             output_path=plan.output_path, partitioning={**layout.partitioning, "columns_in_files": output_columns(spec, None)},
             files=[ManifestFile(path=f, rows=counts[f]) for f in files], total_rows=total,
+            replaced_job_id=replaced_job if replaced else None, replaced_files=replaced,
             scored_at=started, started_at=started, finished_at=finished, timings=timings,
         )
+        lease.check()  # a job that lost its lease must not commit over the new holder
         uri = write_manifest(settings, manifest)  # the commit
     except BaseException:
         written = job_files(settings, plan.output_path, job_id)
@@ -259,11 +291,9 @@ def run_scoring(
             log.warning("job %s failed: removing its %d file(s)", job_id, len(written))
             delete_files(settings, written)
         raise
-    if plan.overwrite:
-        old = [f for f in foreign_files(settings, plan.output_path, job_id) if not f.endswith("/_manifest.json")]
-        if old:
-            log.info("job %s: removing %d file(s) of the output it replaced", job_id, len(old))
-            delete_files(settings, old)
+    if replaced:  # only files a platform manifest listed (see sink.classify); never anything else
+        log.info("job %s: removing %d file(s) of job %s's output it replaced", job_id, len(replaced), replaced_job)
+        delete_files(settings, replaced)
     _report(settings, job_id, track, rows_done=total)
     log.info("job %s committed %d rows in %d file(s) at %s (%.1fs)", job_id, total, len(files), plan.output_path, timings["total_s"])
     return _result(manifest, uri)

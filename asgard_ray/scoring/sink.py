@@ -15,67 +15,63 @@ task whose file name is fixed by (write uuid, task index), so a retried task rep
 (one S3 PUT) rather than adding another. Before the manifest is written the job's files are listed
 and their Parquet footers summed; the total must equal the entity rows in. A job that fails removes
 its own files; re-running a job id first removes whatever an earlier attempt of that id left.
+
+Ownership: the platform deletes only what it can prove it wrote. A job's own files match the
+layout above exactly; a committed output's files are those its ``_manifest.json`` lists (and the
+files it says it replaced). Anything else under the prefix is *foreign*: never deleted, and a
+reason to refuse the path (409), with or without ``overwrite``. One job at a time writes a prefix:
+it holds ``<output_path>/_lease.json`` (``asgard_ray.storage.lease``) from start to commit.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyarrow.parquet as pq
 from ray.data.datasource import FilenameProvider
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest
-from asgard_ray.storage import list_files, parse_uri, resolve
+from asgard_ray.errors import Conflict
+from asgard_ray.storage import LEASE_NAME, Access, list_files, read_json, resolve, resolve_location, to_uri
 
 __all__ = [
     "MANIFEST_NAME",
     "JobFilenameProvider",
     "OutputLayout",
+    "OutputState",
     "ProgressPoller",
     "check_output_path",
+    "classify",
     "count_rows",
     "delete_files",
+    "foreign_conflict",
+    "is_job_file",
     "job_files",
+    "output_state",
+    "read_platform_manifest",
 ]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_manifest.json"
 
+_JOB_FILE = re.compile(r"^model_version=[^/]+/score_date=\d{4}-\d{2}-\d{2}/[^/]+$")
+_FILE_TAIL = r"_[A-Za-z0-9]+_\d{6}(-\d+)?\.parquet"
+
 
 def check_output_path(settings: Settings, output_path: str) -> str:
-    """Normalise ``output_path`` and check it is an allowed place to write.
-
-    S3 paths must be on one of ``ASGARD_OUTPUT_BUCKETS``; local paths only work in embedded mode.
+    """Normalise ``output_path`` and check it is an allowed place to write (the storage resolver).
 
     Raises:
-        InvalidRequest: Unsupported scheme, bucket not allowed, local path outside embedded mode.
+        InvalidRequest: Not an allowed location (see ``asgard_ray.storage.paths``).
     """
-    raw = output_path.strip()
-    if not raw:
-        raise InvalidRequest("output_path is empty; give an s3://<bucket>/<prefix> location")
-    parsed = parse_uri(raw)
-    if parsed.scheme == "s3":
-        allowed = settings.asgard_output_buckets
-        if parsed.bucket not in allowed:
-            raise InvalidRequest(
-                f"output_path bucket {parsed.bucket!r} is not allowed; write under one of {', '.join(allowed)} "
-                "(configure ASGARD_OUTPUT_BUCKETS)",
-                detail={"output_path": output_path, "allowed_buckets": allowed},
-            )
-        if parsed.path == parsed.bucket:
-            raise InvalidRequest(f"output_path {output_path!r} is a whole bucket; add a prefix such as s3://{parsed.bucket}/predictions/run1")
-        return parsed.uri
-    if not settings.embedded:
-        raise InvalidRequest("local output paths are only allowed in embedded mode; use s3://<bucket>/<prefix>")
-    if not raw.startswith("/") and not raw.startswith("file:"):
-        raise InvalidRequest(f"local output_path {output_path!r} must be absolute")
-    return parsed.path.rstrip("/")
+    return resolve_location(settings, output_path, access=Access.WRITE, field="output_path").uri
 
 
 @dataclass(frozen=True)
@@ -124,23 +120,93 @@ class JobFilenameProvider(FilenameProvider):
         return f"{self.job_id}_{write_uuid}_{task_index:06}.parquet"
 
 
-def _uri(settings: Settings, output_path: str, fs_path: str) -> str:
-    return f"s3://{fs_path}" if parse_uri(output_path).scheme == "s3" else fs_path
+def _rel(output_path: str, uri: str) -> str:
+    return uri[len(output_path.rstrip("/")) + 1 :] if uri.startswith(output_path.rstrip("/") + "/") else uri
+
+
+def is_job_file(output_path: str, uri: str, job_id: str) -> bool:
+    """Whether ``uri`` has exactly the name and place of a data file of ``job_id`` under ``output_path``."""
+    rel = _rel(output_path, uri)
+    if rel == uri or not _JOB_FILE.match(rel):
+        return False
+    return bool(re.fullmatch(re.escape(job_id) + _FILE_TAIL, rel.rsplit("/", 1)[-1]))
 
 
 def job_files(settings: Settings, output_path: str, job_id: str) -> list[str]:
     """The data files under ``output_path`` that belong to ``job_id`` (URIs, sorted)."""
-    files = list_files(settings, output_path)
-    return [_uri(settings, output_path, f) for f in files if f.rsplit("/", 1)[-1].startswith(f"{job_id}_") and f.endswith(".parquet")]
+    uris = [to_uri(settings, output_path, f) for f in list_files(settings, output_path)]
+    return [u for u in uris if is_job_file(output_path, u, job_id)]
 
 
-def foreign_files(settings: Settings, output_path: str, job_id: str) -> list[str]:
-    """Files under ``output_path`` not written by ``job_id`` (other jobs' output, any manifest)."""
-    return [
-        _uri(settings, output_path, f)
-        for f in list_files(settings, output_path)
-        if not f.rsplit("/", 1)[-1].startswith(f"{job_id}_")
-    ]
+@dataclass(frozen=True)
+class OutputState:
+    """Who wrote what under an output prefix."""
+
+    committed_job_id: str | None
+    """The job whose manifest is at the prefix, if any."""
+    committed: list[str]
+    """Files a platform manifest lists (its files and those it replaced) that still exist."""
+    own: list[str]
+    """Data files of this job id (an earlier attempt)."""
+    foreign: list[str]
+    """Everything else: never deleted, and a reason to refuse the path."""
+
+
+def classify(output_path: str, existing: list[str], job_id: str, manifest: dict[str, Any] | None) -> OutputState:
+    """Sort the files under ``output_path`` into committed, own and foreign (pure logic).
+
+    Args:
+        output_path: The canonical output prefix.
+        existing: Every file under it (canonical URIs).
+        job_id: The job about to write.
+        manifest: The parsed ``_manifest.json`` if it is a valid platform manifest, else ``None``
+            (then the manifest file itself counts as foreign).
+    """
+    base = output_path.rstrip("/")
+    control = {f"{base}/{MANIFEST_NAME}", f"{base}/{LEASE_NAME}"} if manifest is not None else {f"{base}/{LEASE_NAME}"}
+    listed: set[str] = set()
+    if manifest is not None:
+        listed = {str(f.get("path")) for f in manifest.get("files", []) if isinstance(f, dict)}
+        listed |= {str(f) for f in manifest.get("replaced_files", [])}
+    committed, own, foreign = [], [], []
+    for uri in existing:
+        if uri in control:
+            continue
+        if uri in listed and uri.startswith(base + "/"):
+            committed.append(uri)
+        elif is_job_file(base, uri, job_id):
+            own.append(uri)
+        else:
+            foreign.append(uri)
+    return OutputState(str(manifest.get("job_id")) if manifest else None, sorted(committed), sorted(own), sorted(foreign))
+
+
+def read_platform_manifest(settings: Settings, output_path: str) -> dict[str, Any] | None:
+    """The manifest at ``output_path`` as a dict, if one exists and has the platform's shape."""
+    uri = f"{output_path.rstrip('/')}/{MANIFEST_NAME}"
+    try:
+        data = read_json(settings, uri)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("job_id"), str) and isinstance(data.get("files"), list)
+    return data if ok else None
+
+
+def output_state(settings: Settings, output_path: str, job_id: str) -> OutputState:
+    """List ``output_path`` and classify its files for ``job_id``."""
+    existing = [to_uri(settings, output_path, f) for f in list_files(settings, output_path)]
+    manifest = read_platform_manifest(settings, output_path) if existing else None
+    return classify(output_path, existing, job_id, manifest)
+
+
+def foreign_conflict(output_path: str, foreign: list[str]) -> Conflict:
+    """The 409 for a prefix holding files the platform did not write."""
+    shown = [_rel(output_path, f) for f in foreign[:3]]
+    return Conflict(
+        f"output_path {output_path} holds {len(foreign)} file(s) the platform did not write (e.g. {', '.join(shown)}); "
+        "overwrite only replaces platform output, so choose another output_path or remove those files",
+        detail={"output_path": output_path, "foreign_files": len(foreign), "examples": shown},
+    )
 
 
 def count_rows(settings: Settings, uris: list[str]) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -23,7 +24,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ParsedUri:
-    """A storage location: ``scheme`` is ``s3`` or ``file``; ``path`` is what pyarrow expects."""
+    """A storage location: ``scheme`` is ``s3``, ``local`` or ``file``; ``path`` is what pyarrow expects.
+
+    For ``local`` the path is relative to ``ASGARD_LOCAL_ROOT``; for ``file`` it is a host path,
+    which :func:`resolve` only opens inside that root (internal listings hand those back).
+    """
 
     scheme: str
     bucket: str | None
@@ -32,17 +37,25 @@ class ParsedUri:
     @property
     def uri(self) -> str:
         """The location as a URI again."""
-        return f"s3://{self.path}" if self.scheme == "s3" else self.path
+        if self.scheme == "s3":
+            return f"s3://{self.path}"
+        return f"local://{self.path}" if self.scheme == "local" else self.path
 
 
 def parse_uri(uri: str) -> ParsedUri:
-    """Split ``s3://bucket/key`` or a local path; reject other schemes."""
+    """Split ``s3://bucket/key``, ``local://key`` or a host path; reject other schemes.
+
+    This is syntax only, for locations the platform built itself. A location a request names goes
+    through :func:`asgard_ray.storage.paths.resolve_location` first.
+    """
     parsed = urlparse(uri)
     if parsed.scheme in ("s3", "s3a"):
         if not parsed.netloc:
             raise InvalidRequest(f"S3 URI {uri!r} has no bucket; write it as s3://<bucket>/<key>")
         key = parsed.path.lstrip("/")
         return ParsedUri("s3", parsed.netloc, f"{parsed.netloc}/{key}".rstrip("/"))
+    if parsed.scheme == "local":
+        return ParsedUri("local", None, uri[len("local://"):].strip("/"))
     if parsed.scheme in ("", "file"):
         path = parsed.path if parsed.scheme == "file" else uri
         return ParsedUri("file", None, path)
@@ -74,7 +87,28 @@ def resolve(settings: Settings, uri: str) -> tuple[pafs.FileSystem, str]:
     parsed = parse_uri(uri)
     if parsed.scheme == "s3":
         return filesystem(settings), parsed.path
-    return pafs.LocalFileSystem(), parsed.path
+    return pafs.LocalFileSystem(), _host_path(settings, parsed)
+
+
+def _host_path(settings: Settings, parsed: ParsedUri) -> str:
+    """A host path, only ever inside ``ASGARD_LOCAL_ROOT`` (realpath-confined)."""
+    from asgard_ray.storage.paths import confine_local
+
+    if parsed.scheme == "local":
+        return confine_local(settings, parsed.path)
+    if settings.asgard_local_root is None:
+        raise InvalidRequest("host paths are refused; use s3://<bucket>/<prefix> (ASGARD_LOCAL_ROOT is unset)")
+    root = os.path.realpath(settings.asgard_local_root)
+    return confine_local(settings, os.path.relpath(os.path.realpath(parsed.path), root))
+
+
+def to_uri(settings: Settings, like: str, fs_path: str) -> str:
+    """Turn a path from a listing of ``like``'s filesystem back into a canonical URI."""
+    scheme = parse_uri(like).scheme
+    if scheme == "s3":
+        return f"s3://{fs_path}"
+    root = os.path.realpath(settings.asgard_local_root or ".")
+    return "local://" + os.path.relpath(fs_path, root).replace(os.sep, "/")
 
 
 def exists(settings: Settings, uri: str) -> bool:

@@ -50,11 +50,12 @@ def test_bad_bodies_are_rejected(change: dict) -> None:
 def test_output_path_rules() -> None:
     s = Settings(asgard_output_buckets=["my-bucket"])
     assert check_output_path(s, "s3://my-bucket/predictions/x.parquet/") == "s3://my-bucket/predictions/x.parquet"
-    for bad, needle in [("s3://other/x", "not allowed"), ("s3://my-bucket", "whole bucket"), ("gs://b/x", "scheme"), ("relative/dir", "absolute")]:
+    for bad, needle in [("s3://other/x", "not an allowed"), ("s3://my-bucket", "whole bucket"), ("gs://b/x", "scheme"),
+                        ("relative/dir", "bare paths"), ("/tmp/out", "bare paths"), ("file:///tmp/out", "scheme 'file'")]:
         with pytest.raises(InvalidRequest, match=needle):
-            check_output_path(s, bad)
+            check_output_path(s, bad)  # host paths are refused in embedded mode too
     prod = Settings(asgard_mode=Mode.PRODUCTION, aws_secret_access_key="real", asgard_output_buckets=["my-bucket"])
-    with pytest.raises(InvalidRequest, match="embedded"):
+    with pytest.raises(InvalidRequest, match="bare paths"):
         check_output_path(prod, "/tmp/out")
 
 
