@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     """S3 endpoint; embedded default is the local server on ``s3_port``. Unset in production means AWS."""
     asgard_output_buckets: list[str] = ["asgard", "my-bucket"]
     """Buckets batch scoring may write to (the seed's examples write to ``my-bucket``)."""
+    asgard_input_buckets: list[str] | None = None
+    """Buckets or ``bucket/prefix`` entries requests may read from (entities_source, scoring outputs); default the platform bucket plus the output buckets."""
+    asgard_local_root: Path | None = None
+    """Development only: a host folder requests may name as ``local://<relative path>`` (confined with realpath); unset refuses every host path."""
+    asgard_output_lease_ttl_s: float = Field(default=60.0, gt=0)
+    """Seconds an output-path lease (``<output_path>/_lease.json``) lives without a heartbeat; a dead job's lease expires after this."""
 
     # --- gold layer (production path: Iceberg through Trino) ----------------------------------
     trino_host: str = "trino.data-platform.svc.cluster.local"

@@ -107,7 +107,9 @@ def _labels(settings: Settings, request: ComputeRequest, manifest: Any, run_tags
         from asgard_ray.features import FeatureRegistry
 
         table = FeatureRegistry(settings).get(views[0]).source.table_name
-    fs, path = resolve(settings, settings.gold_uri(table))
+    from asgard_ray.features import table_uri
+
+    fs, path = resolve(settings, table_uri(settings, table))  # the storage resolver: label_table is request input
     dataset = pads.dataset(path, filesystem=fs, format="parquet")
     keys = list(manifest.join_keys)
     ts = manifest.timestamp_column if manifest.timestamp_column in dataset.schema.names else None
