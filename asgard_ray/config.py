@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     asgard_max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body accepted; larger gets 413 (point big entity sets at ``entities_source``)."""
 
+    # --- job admission (the jobs core) -----------------------------------------------------------
+    asgard_max_running_jobs_training: int = 2
+    """Training jobs running at once; more get 429 with ``Retry-After``."""
+    asgard_max_running_jobs_scoring: int = 4
+    """Batch-scoring jobs running at once; more get 429 with ``Retry-After``."""
+    asgard_max_running_jobs_monitoring: int = 4
+    """Drift (monitoring compute) jobs running at once; more get 429 with ``Retry-After``."""
+
     # --- training work limits (checked before a training job starts; 422 past them) -------------------
     asgard_max_trials: int = Field(default=200, ge=1)
     """Most trials one training request may run, counted after the grid product (samples x grid combinations)."""

@@ -9,6 +9,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
+    "TooManyJobs",
     "Unauthorized",
     "Forbidden",
 ]
@@ -21,6 +22,10 @@ class AsgardError(Exception):
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep ``detail`` (and subclass fields) when the error crosses a Ray process boundary.
+        return (type(self), (self.message,), self.__dict__)
 
 
 class InvalidRequest(AsgardError):
@@ -49,3 +54,11 @@ class Forbidden(AsgardError):
 
 class ServiceUnavailable(AsgardError):
     """A backing service (Ray, MLflow, S3, Feast) cannot be reached (HTTP 503)."""
+
+
+class TooManyJobs(AsgardError):
+    """The admission limit of running jobs of a kind is reached; retry later (HTTP 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, detail: object | None = None, retry_after: int = 5) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after = retry_after

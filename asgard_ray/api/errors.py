@@ -34,6 +34,7 @@ STATUS: dict[type[e.AsgardError], int] = {
     e.Unauthorized: 401,
     e.Forbidden: 403,
     e.ServiceUnavailable: 503,
+    e.TooManyJobs: 429,
 }
 
 from pydantic import BaseModel  # noqa: E402

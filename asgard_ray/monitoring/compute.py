@@ -4,7 +4,8 @@
 (``asgard_ray.monitoring.aggregate``), turns them into per-feature PSI / KS / Jensen-Shannon /
 Wasserstein, prediction drift, data quality and (with labels from the gold table) performance,
 and stores them as monitoring records through the actor, so alerts follow the same rules as
-``POST /mlops/monitoring``. ``submit_compute`` runs it as a tracked job of kind ``monitoring``.
+``POST /mlops/monitoring``. ``DRIFT_JOB`` is its job kind (``monitoring``): the HTTP route, the CLI and
+``jobs/monitor.py`` start it through the jobs core, as the Ray task ``monitoring:<job_id>``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import numpy as np
 from asgard_ray import lineage
 from asgard_ray.config import Settings
 from asgard_ray.errors import AsgardError, InvalidRequest, NotFound
-from asgard_ray.jobs import JobRecord, JobStore, new_job_id, submit
+from asgard_ray.jobs import JobKind, JobRecord, Plan, new_job_id, start_job_sync
 from asgard_ray.monitoring.aggregate import AggregateSpec, ColumnSpec, LabelSpec, combine, file_partials
 from asgard_ray.monitoring.metrics import auc_from_histograms, js_distance, ks_2samp, psi, shares, wasserstein
 from asgard_ray.monitoring.schemas import ComputeRequest, MonitoringRequest
 from asgard_ray.storage import resolve
 
-__all__ = ["aggregate_files", "column_spec", "compute_drift", "drift_metrics", "load_reference_profile", "submit_compute"]
+__all__ = ["DRIFT_JOB", "aggregate_files", "column_spec", "compute_drift", "drift_metrics", "load_reference_profile", "submit_compute"]
 
 log = logging.getLogger(__name__)
 
@@ -259,14 +260,29 @@ def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | Non
     return result
 
 
-def submit_compute(settings: Settings, request: ComputeRequest) -> JobRecord:
-    """Start a tracked drift job (a Ray task named ``monitoring:<job_id>``); answer at once."""
+def _prepare(request: ComputeRequest, settings: Settings, job_id: str) -> Plan:
+    """Fail fast (404 before a job exists) when the scoring output has no manifest."""
     from asgard_ray.scoring.manifest import read_manifest
 
-    read_manifest(settings, request.job_id or request.output_path or "")  # fail fast: 404 before a job exists
-    job_id = new_job_id("drift")
-    record = JobStore(settings).create("monitoring", job_id, request=request.model_dump(mode="json"),
-                                       links={"status": f"/mlops/monitoring/compute/{job_id}"})
-    submit(settings, "monitoring", job_id, compute_drift, settings, request, job_id)
+    read_manifest(settings, request.job_id or request.output_path or "")
+    return Plan(job_id=job_id, settings=settings, payload=request, request=request.model_dump(mode="json"),
+                links={"status": f"/mlops/monitoring/compute/{job_id}"}, wait=request.wait_s > 0)
+
+
+def _run(plan: Plan) -> dict[str, Any]:
+    return compute_drift(plan.settings, plan.payload, plan.job_id)
+
+
+def _view(record: JobRecord) -> JobRecord:
     return record
 
+
+DRIFT_JOB = JobKind(
+    name="monitoring", id_prefix="drift", prepare=_prepare, run=_run, view=_view,
+    limit_setting="asgard_max_running_jobs_monitoring", default_limit=4, max_retries=0, wait_s=600.0,
+)
+
+
+def submit_compute(settings: Settings, request: ComputeRequest) -> JobRecord:
+    """Start a drift job (the Ray task ``monitoring:<job_id>``); answer at once with its record."""
+    return start_job_sync("monitoring", request, settings).record

@@ -1,133 +1,165 @@
-"""The batch-scoring service behind ``/mlops/serve/batch``: validate, submit a tracked job, report.
+"""Batch scoring as a job kind: ``/mlops/serve/batch``, ``jobs/batch_score.py`` and the job views.
 
-``submit`` validates on the caller's thread (fast 4xx), records the job, and runs it as the Ray task
-``batch_scoring:<job_id>`` (visible in the Ray dashboard). Small jobs are awaited, so the answer is
-the seed's ``"status": "completed"``; large ones, or ``"async": true``, answer at once (HTTP 202) and
-are followed with ``GET /mlops/serve/batch/{job_id}``.
+``SCORING_JOB`` declares how a ``BatchScoreRequest`` is prepared (``prepare_plan``: model, output
+path and entities checked on the caller, 4xx before any job exists; the native model is loaded
+there and put in the object store, owned by the jobs supervisor so it outlives the caller), run
+(``run_scoring`` in the Ray task ``batch_scoring:<job_id>``) and viewed. Scoring is exactly-once
+by design (job-named files, manifest last, a re-run removes an earlier attempt's files), so the
+supervisor may retry a crashed task once; a job failed by the reconciler has its partial files
+removed by the sink's cleanup.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Final
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import AsgardError
-from asgard_ray.jobs import JobRecord, JobStore, new_job_id, submit
+from asgard_ray.jobs import (
+    JobKind,
+    JobRecord,
+    Plan,
+    get_job_sync,
+    get_supervisor,
+    list_jobs_sync,
+    submit_job_sync,
+)
 from asgard_ray.scoring.manifest import manifest_uri
 from asgard_ray.scoring.pipeline import PipelineOptions
-from asgard_ray.scoring.plan import ScoringPlan, prepare_plan
-from asgard_ray.scoring.runner import load_model_ref, run_scoring
-from asgard_ray.scoring.schemas import BatchJobList, BatchJobStatus, BatchScoreRequest, BatchScoreResponse
+from asgard_ray.scoring.schemas import (
+    BatchJobList,
+    BatchJobStatus,
+    BatchScoreRequest,
+    BatchScoreResponse,
+)
 
-__all__ = ["KIND", "BatchScoringService", "score_batch"]
+__all__ = ["KIND", "SCORING_JOB", "BatchScoringService", "ScoringInput", "batch_response", "batch_status"]
 
 log = logging.getLogger(__name__)
 
 KIND: Final = "batch_scoring"
-SYNC_WAIT_S = 300.0
-"""How long a synchronous request waits before answering 202 with the job still running."""
 
 
-def score_batch(
-    settings: Settings, plan: ScoringPlan, options: PipelineOptions | None = None, model_box: list[Any] | None = None
-) -> dict[str, Any]:
-    """Job body: run the plan (``run_tracked`` keeps the job record in step)."""
-    return run_scoring(settings, plan, options, model_box)
+@dataclass
+class ScoringInput:
+    """A request plus pipeline knobs (tests and benchmarks tune the pipeline; the API does not)."""
+
+    request: BatchScoreRequest
+    options: PipelineOptions | None = None
 
 
-def _status(record: JobRecord) -> BatchJobStatus:
-    req = record.request or {}
-    res = record.result or {}
-    progress = record.progress or {}
+def _fields(record: JobRecord) -> dict[str, Any]:
+    req, res, progress = record.request or {}, record.result or {}, record.progress or {}
     output = res.get("output_path") or progress.get("output_path") or req.get("output_path")
+    return {
+        "model_name": res.get("model_name") or progress.get("model_name") or req.get("model_name"),
+        "model_version": res.get("model_version") or progress.get("model_version") or req.get("model_version"),
+        "output_path": output,
+        "manifest_path": res.get("manifest_path") or (manifest_uri(output) if record.status == "completed" and output else None),
+        "rows_total": progress.get("rows_total"),
+    }
+
+
+def batch_status(record: JobRecord) -> BatchJobStatus:
+    """``GET /mlops/serve/batch/{job_id}``: a job's state and progress."""
+    res, progress = record.result or {}, record.progress or {}
     return BatchJobStatus(
-        job_id=record.job_id,
-        status=record.status,
-        model_name=res.get("model_name") or req.get("model_name"),
-        model_version=res.get("model_version") or progress.get("model_version") or req.get("model_version"),
-        output_path=output,
+        job_id=record.job_id, status=record.status, **_fields(record),
         rows_done=int(res.get("total_rows") or progress.get("rows_done") or 0),
-        rows_total=progress.get("rows_total"),
-        manifest_path=res.get("manifest_path") or (manifest_uri(output) if record.status == "completed" and output else None),
-        error=record.error,
-        error_type=record.error_type,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        ray_task_name=record.ray_task_name,
-        result=record.result,
+        error=record.error, error_type=record.error_type, created_at=record.created_at, updated_at=record.updated_at,
+        ray_task_name=record.ray_task_name, result=record.result,
     )
 
 
+def batch_response(record: JobRecord) -> BatchScoreResponse:
+    """The answer to ``POST /mlops/serve/batch`` (the seed's shape, plus where to look)."""
+    res, progress = record.result or {}, record.progress or {}
+    fields = _fields(record)
+    return BatchScoreResponse(
+        job_id=record.job_id, status=record.status, model_name=fields["model_name"] or "",
+        model_version=str(fields["model_version"] or ""), output_path=fields["output_path"] or "",
+        alias=res.get("alias") or progress.get("alias"), run_id=res.get("run_id") or progress.get("run_id"),
+        rows_total=fields["rows_total"], total_rows=res.get("total_rows"), manifest_path=fields["manifest_path"],
+        error=record.error, links={"job": f"/mlops/serve/batch/{record.job_id}", "ray_task": f"{KIND}:{record.job_id}"},
+    )
+
+
+def _prepare(request: BatchScoreRequest | ScoringInput, settings: Settings, job_id: str) -> Plan:
+    import cloudpickle
+
+    from asgard_ray.scoring.model import load_native_model
+    from asgard_ray.scoring.plan import prepare_plan
+
+    given = request if isinstance(request, ScoringInput) else ScoringInput(request)
+    plan = prepare_plan(settings, given.request, job_id)
+    # Loaded here, where MLflow is already imported, so the job task and its actors never import it.
+    # It travels as bytes (the supervisor never unpickles it); the task puts it in the object store.
+    plan.flavor, obj = load_native_model(settings, plan.model)
+    return Plan(
+        job_id=job_id, settings=settings, payload=(plan, given.options, cloudpickle.dumps(obj)),
+        request=given.request.model_dump(mode="json", by_alias=True, exclude={"entities_df"}),
+        progress={"rows_total": plan.rows_total, "rows_done": 0, "model_name": plan.model.name,
+                  "model_version": plan.model.version, "output_path": plan.output_path, "alias": plan.model.alias,
+                  "run_id": plan.model.run_id},
+        wait=plan.sync,
+    )
+
+
+def _run(plan: Plan) -> dict[str, Any]:
+    import cloudpickle
+    import ray
+
+    from asgard_ray.scoring.runner import run_scoring
+
+    scoring_plan, options, model_bytes = plan.payload
+    return run_scoring(plan.settings, scoring_plan, options, [ray.put(cloudpickle.loads(model_bytes))])
+
+
+def _cleanup(record: JobRecord, settings: Settings) -> None:
+    """Remove the files a dead job left (the manifest rules ignore them anyway); never a committed output."""
+    from asgard_ray.scoring.sink import delete_files, job_files
+    from asgard_ray.storage import exists, read_json
+
+    output = _fields(record)["output_path"]
+    if not output:
+        return
+    uri = manifest_uri(output)
+    if exists(settings, uri) and read_json(settings, uri).get("job_id") == record.job_id:
+        return
+    stale = job_files(settings, output, record.job_id)
+    if stale:
+        log.warning("job %s: removing %d partial file(s) under %s", record.job_id, len(stale), output)
+        delete_files(settings, stale)
+
+
+SCORING_JOB = JobKind(
+    name="batch_scoring", id_prefix="batch", prepare=_prepare, run=_run, view=batch_status,
+    limit_setting="asgard_max_running_jobs_scoring", default_limit=4, max_retries=1, wait_s=300.0, on_failed=_cleanup,
+)
+
+
 class BatchScoringService:
-    """Submit, follow and list batch-scoring jobs."""
+    """Sync façade over the jobs core for library callers and tests."""
 
     def __init__(self, settings: Settings, options: PipelineOptions | None = None) -> None:
         self.settings = settings
         self.options = options
-        self.store = JobStore(settings)
-
-    def _response(self, plan: ScoringPlan, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> BatchScoreResponse:
-        result = result or {}
-        return BatchScoreResponse(
-            job_id=plan.job_id,
-            model_name=plan.model.name,
-            model_version=plan.model.version,
-            status=status,  # type: ignore[arg-type]
-            output_path=plan.output_path,
-            alias=plan.model.alias,
-            run_id=plan.model.run_id,
-            rows_total=plan.rows_total,
-            total_rows=result.get("total_rows"),
-            manifest_path=result.get("manifest_path"),
-            error=error,
-            links={"job": f"/mlops/serve/batch/{plan.job_id}", "ray_task": f"{KIND}:{plan.job_id}"},
-        )
 
     def submit(self, request: BatchScoreRequest, *, wait: bool | None = None) -> BatchScoreResponse:
         """Validate and start a job; wait for it when small (or ``wait``), else return it running.
 
         Raises:
-            AsgardError: Validation failures (404/409/413/422), or the job's own domain error when awaited.
+            AsgardError: Validation failures (404/409/413/422/429), or the job's own domain error when awaited.
         """
-        import ray
-
-        job_id = request.job_id or new_job_id("batch")
-        if request.job_id and self.store.exists(KIND, job_id):
-            record = self.store.get(KIND, job_id)
-            if record.status == "completed" and record.result:
-                log.info("job %s already completed; answering from its record", job_id)
-                plan = prepare_plan(self.settings, request.model_copy(update={"overwrite": True}), job_id)
-                return self._response(plan, "completed", record.result)
-        plan = prepare_plan(self.settings, request, job_id)
-        # Loaded here, where MLflow is already imported, so the job task and its actors never import it.
-        model_box = [load_model_ref(self.settings, plan)]
-        self.store.create(
-            KIND, job_id, request=request.model_dump(mode="json", by_alias=True, exclude={"entities_df"}),
-            progress={"rows_total": plan.rows_total, "rows_done": 0, "model_version": plan.model.version,
-                      "output_path": plan.output_path, "alias": plan.model.alias},
-        )
-        ref = submit(self.settings, KIND, job_id, score_batch, self.settings, plan, self.options, model_box)
-        log.info("job %s submitted: %s v%s, %d rows -> %s", job_id, plan.model.name, plan.model.version, plan.rows_total, plan.output_path)
-        if not (plan.sync if wait is None else wait):
-            return self._response(plan, "running")
-        try:
-            result = ray.get(ref, timeout=SYNC_WAIT_S)
-        except ray.exceptions.GetTimeoutError:
-            return self._response(plan, "running")
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-            if isinstance(cause, AsgardError):
-                raise cause from None
-            record = self.store.get(KIND, job_id)
-            return self._response(plan, "failed", error=record.error or str(exc).splitlines()[0])
-        return self._response(plan, "completed", result)
+        record = submit_job_sync(KIND, ScoringInput(request, self.options), self.settings, request.job_id, wait)
+        return batch_response(record)
 
     def get(self, job_id: str) -> BatchJobStatus:
         """One job's status and progress (``NotFound`` if unknown)."""
-        return _status(self.store.get(KIND, job_id))
+        return batch_status(get_job_sync(self.settings, job_id, KIND))
 
     def list(self, limit: int = 100) -> BatchJobList:
-        """Recent jobs, newest first."""
-        jobs = [_status(r) for r in self.store.list(KIND, limit=limit)]
+        """Recent jobs, newest first (one page)."""
+        jobs = [batch_status(r) for r in list_jobs_sync(self.settings, KIND, limit)[0]]
         return BatchJobList(jobs=jobs, total=len(jobs))

@@ -1,8 +1,9 @@
-"""The training service behind ``POST /mlops/models`` and ``GET /mlops/jobs/{id}``.
+"""Training as a job kind: ``POST /mlops/models``, ``jobs/train.py`` and ``GET /mlops/jobs/{id}``.
 
-Every request runs as the Ray task ``training:<job_id>``, so it shows in the dashboard and never
-uses the Serve replica's CPU. Synchronous requests wait for the task; ``"async": true`` answers at
-once with the job, whose record on S3 tracks trials done and the best metric so far.
+``TRAINING_JOB`` declares how a ``TrainRequest`` is prepared (validation and the trial plan, on
+the caller: fast 4xx), run (``run_training`` in the Ray task ``training:<job_id>``, owned by the
+jobs supervisor) and viewed (``TrainingJob``). Training is not idempotent (it creates MLflow runs),
+so a crashed task is never retried: the job fails with its cause and may be sent again.
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ import logging
 from typing import Any
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import AsgardError
-from asgard_ray.jobs import JobKind, JobRecord, JobStore, new_job_id, submit
-from asgard_ray.training.pipeline import plan_trials, run_training, validate_request
+from asgard_ray.jobs import (
+    JobFailed,
+    JobKind,
+    JobRecord,
+    Plan,
+    get_job_sync,
+    start_job_sync,
+    wait_job_sync,
+)
 from asgard_ray.training.schemas import TrainingJob, TrainRequest, TrainResponse
 
-__all__ = ["TrainingService", "job_view", "unwrap_task_error"]
+__all__ = ["TRAINING_JOB", "TrainingService", "job_view", "train_answer"]
 
 log = logging.getLogger(__name__)
 
-_KINDS: tuple[JobKind, ...] = ("training", "batch_scoring", "monitoring")
-
-
-def unwrap_task_error(exc: BaseException) -> BaseException:
-    """The domain error a Ray task raised, so the API answers with its status (else ``exc``)."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, AsgardError):
-        return cause
-    return exc
-
 
 def job_view(record: JobRecord) -> TrainingJob:
-    """A job record as the API shows it."""
+    """A job record as ``GET /mlops/jobs/{id}`` shows it (any kind; trial fields for training)."""
     progress = record.progress
     return TrainingJob(
         job_id=record.job_id,
@@ -52,50 +49,60 @@ def job_view(record: JobRecord) -> TrainingJob:
     )
 
 
+def train_answer(record: JobRecord) -> TrainResponse | TrainingJob:
+    """The answer to a train request: the result when completed, the job while it runs.
+
+    Raises:
+        JobFailed: The job failed for a reason other than a domain error (500 with its cause).
+    """
+    if record.status == "completed" and record.result:
+        return TrainResponse.model_validate(record.result)
+    if record.status == "failed":
+        raise JobFailed(record.error or f"training job {record.job_id} failed", detail={"job_id": record.job_id})
+    return job_view(record)
+
+
+def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
+    from asgard_ray.training.pipeline import plan_trials, validate_request
+
+    validate_request(request, settings)
+    _, total, _ = plan_trials(request)
+    body = request.model_dump(mode="json", by_alias=True)
+    return Plan(job_id=job_id, settings=settings, payload=body, request=body,
+                progress={"trials_total": total, "trials_done": 0}, links={"dashboard": settings.dashboard_url},
+                wait=not request.async_)
+
+
+def _run(plan: Plan) -> dict[str, Any]:
+    from asgard_ray.training.pipeline import run_training
+
+    return run_training(plan.settings, plan.payload, plan.job_id)
+
+
+TRAINING_JOB = JobKind(
+    name="training", id_prefix="train", prepare=_prepare, run=_run, view=job_view,
+    limit_setting="asgard_max_running_jobs_training", default_limit=2, max_retries=0, wait_s=3600.0,
+)
+
+
 class TrainingService:
-    """Start training jobs and report on them."""
+    """Sync façade over the jobs core for library callers and tests."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.jobs = JobStore(settings)
 
     def start(self, request: TrainRequest) -> tuple[str, Any]:
-        """Validate the request, record the job and submit its Ray task; return the id and ObjectRef."""
-        from asgard_ray.runtime import connect
-
-        validate_request(request)
-        _, total, _ = plan_trials(request)
-        connect(self.settings)
-        job_id = new_job_id("train")
-        body = request.model_dump(mode="json", by_alias=True)
-        self.jobs.create("training", job_id, request=body, progress={"trials_total": total, "trials_done": 0},
-                         links={"dashboard": self.settings.dashboard_url})
-        ref = submit(self.settings, "training", job_id, run_training, self.settings, body, job_id)
-        log.info("job %s submitted: %s/%s for model %s", job_id, request.framework, request.model_type, request.model_name)
-        return job_id, ref
+        """Validate the request and start its job; return the job id and the task's ObjectRef."""
+        started = start_job_sync("training", request, self.settings)
+        return started.record.job_id, started.ref
 
     def train(self, request: TrainRequest) -> TrainResponse | TrainingJob:
         """Train; wait for the result unless the request is async (then return the pending job)."""
-        import ray
-
-        job_id, ref = self.start(request)
-        if request.async_:
-            return self.job(job_id)
-        try:
-            result = ray.get(ref)
-        except Exception as exc:
-            cause = unwrap_task_error(exc)
-            if cause is exc:
-                raise
-            raise cause from None
-        return TrainResponse.model_validate(result)
+        started = start_job_sync("training", request, self.settings)
+        if started.wait:
+            wait_job_sync(started)
+        return train_answer(get_job_sync(self.settings, started.record.job_id, "training"))
 
     def job(self, job_id: str) -> TrainingJob:
-        """A job's status (training first, then the platform's other job kinds)."""
-        from asgard_ray.errors import NotFound
-
-        kinds = _KINDS if job_id.startswith("train-") else (*_KINDS[1:], _KINDS[0])
-        for kind in kinds:
-            if self.jobs.exists(kind, job_id):
-                return job_view(self.jobs.get(kind, job_id))
-        raise NotFound(f"no job {job_id!r}; use the job_id an async request returned")
+        """A job's status (any kind)."""
+        return job_view(get_job_sync(self.settings, job_id))

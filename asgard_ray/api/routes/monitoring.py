@@ -6,7 +6,6 @@ is visible); a known model whose filters match nothing answers 200 with an empty
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,11 +14,10 @@ from pydantic import ValidationError
 
 from asgard_ray.api.deps import SettingsDep, service
 from asgard_ray.api.errors import ErrorBody
-from asgard_ray import errors
+from asgard_ray import jobs
 from asgard_ray.errors import InvalidRequest
-from asgard_ray.jobs import JobRecord, JobStore
+from asgard_ray.jobs import JobRecord
 from asgard_ray.monitoring.actor import MonitoringClient
-from asgard_ray.monitoring.compute import submit_compute
 from asgard_ray.monitoring.dashboard import render_dashboard
 from asgard_ray.monitoring.rules import RuleSet
 from asgard_ray.monitoring.schemas import (
@@ -122,36 +120,21 @@ def put_model_rules(model_name: str, body: RuleSet, monitoring: MonitoringDep) -
 
 
 @router.post("/compute", response_model=JobRecord, status_code=202, responses={200: {"model": JobRecord}, **_ERRORS})
-def compute(body: ComputeRequest, settings: SettingsDep, response: Response) -> JobRecord:
+async def compute(body: ComputeRequest, settings: SettingsDep, response: Response) -> JobRecord:
     """Start a drift job on a batch scoring output (by job id or output path).
 
-    Answers 202 with the job at once; with ``wait_s`` it waits (in the threadpool, never the event loop)
-    up to that long and answers 200 with the finished job, or the job's own error status if it failed.
+    Answers 202 with the job at once; with ``wait_s`` it waits up to that long (awaiting the job,
+    never blocking the event loop) and answers 200 with the finished job, or the job's own error status.
     """
-    record = submit_compute(settings, body)
-    if body.wait_s <= 0:
-        return record
-    store = JobStore(settings)
-    deadline = time.monotonic() + body.wait_s
-    while time.monotonic() < deadline:
-        record = store.get("monitoring", record.job_id)
-        if record.status == "completed":
-            response.status_code = 200
-            return record
-        if record.status == "failed":
-            error = getattr(errors, record.error_type or "", None)
-            if isinstance(error, type) and issubclass(error, errors.AsgardError):
-                raise error(record.error or "drift job failed", detail={"job_id": record.job_id})
-            response.status_code = 200
-            return record
-        time.sleep(0.5)
+    record = await jobs.submit_job("monitoring", body, settings, timeout=body.wait_s)
+    response.status_code = 200 if record.done else 202
     return record
 
 
 @router.get("/compute/{job_id}", response_model=JobRecord, responses=_ERRORS)
-def compute_status(job_id: str, settings: SettingsDep) -> JobRecord:
+async def compute_status(job_id: str, settings: SettingsDep) -> JobRecord:
     """Status and result of a drift job (monitoring ids, alerts, MLflow report)."""
-    return JobStore(settings).get("monitoring", job_id)
+    return await jobs.get_job(settings, job_id, "monitoring")
 
 
 @router.get("/dashboard", response_class=HTMLResponse, responses=_ERRORS)

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response
 
-from asgard_ray.api.deps import service
+from asgard_ray import jobs
+from asgard_ray.api.deps import SettingsDep
 from asgard_ray.api.errors import ErrorBody
-from asgard_ray.scoring import BatchJobList, BatchJobStatus, BatchScoreRequest, BatchScoreResponse, BatchScoringService
+from asgard_ray.api.routes.jobs import answer_status
+from asgard_ray.scoring import (
+    BatchJobList,
+    BatchJobStatus,
+    BatchScoreRequest,
+    BatchScoreResponse,
+)
+from asgard_ray.scoring.service import KIND, batch_response, batch_status
+
+__all__ = ["router"]
 
 router = APIRouter(prefix="/mlops/serve", tags=["batch scoring"])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
-
-
-def get_scoring(request: Request) -> BatchScoringService:
-    """The batch-scoring service (one per app)."""
-    return service(request, "scoring", BatchScoringService)  # type: ignore[return-value]
-
-
-ScoringDep = Annotated[BatchScoringService, Depends(get_scoring)]
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 413, 422, 429)}
 
 
 @router.post(
@@ -27,23 +29,21 @@ ScoringDep = Annotated[BatchScoringService, Depends(get_scoring)]
     response_model=BatchScoreResponse,
     responses={202: {"model": BatchScoreResponse}, 500: {"model": BatchScoreResponse}, **_ERRORS},
 )
-def score_batch(body: BatchScoreRequest, scoring: ScoringDep, response: Response) -> BatchScoreResponse:
+async def score_batch(body: BatchScoreRequest, settings: SettingsDep, response: Response) -> BatchScoreResponse:
     """Score entities into partitioned Parquet: 200 when done (small jobs), 202 while running (large or async)."""
-    result = scoring.submit(body)
-    if result.status in ("running", "pending"):
-        response.status_code = status.HTTP_202_ACCEPTED
-    elif result.status == "failed":
-        response.status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
-    return result
+    record = await jobs.submit_job(KIND, body, settings, body.job_id)
+    response.status_code = answer_status(record)
+    return batch_response(record)
 
 
 @router.get("/batch/{job_id}", response_model=BatchJobStatus, responses=_ERRORS)
-def get_batch_job(job_id: str, scoring: ScoringDep) -> BatchJobStatus:
+async def get_batch_job(job_id: str, settings: SettingsDep) -> BatchJobStatus:
     """A job's status, rows done / total, output path and error."""
-    return scoring.get(job_id)
+    return batch_status(await jobs.get_job(settings, job_id, KIND))
 
 
 @router.get("/batch", response_model=BatchJobList)
-def list_batch_jobs(scoring: ScoringDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> BatchJobList:
-    """Recent batch-scoring jobs, newest first."""
-    return scoring.list(limit)
+async def list_batch_jobs(settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> BatchJobList:
+    """Recent batch-scoring jobs, newest first (one page)."""
+    records, _ = await jobs.list_jobs(settings, KIND, limit)
+    return BatchJobList(jobs=[batch_status(r) for r in records], total=len(records))

@@ -1,4 +1,4 @@
-"""``/mlops/models`` (train, list, describe) and ``/mlops/jobs/{id}`` (training job status)."""
+"""``/mlops/models``: train (a job of kind ``training``), list and describe models."""
 
 from __future__ import annotations
 
@@ -6,21 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from asgard_ray.api.deps import service
+from asgard_ray import jobs
+from asgard_ray.api.deps import SettingsDep, service
 from asgard_ray.api.errors import ErrorBody
 from asgard_ray.registry import ModelDetail, ModelList, ModelRegistry
 from asgard_ray.training.schemas import TrainingJob, TrainRequest, TrainResponse
-from asgard_ray.training.service import TrainingService
+from asgard_ray.training.service import train_answer
 
-__all__ = ["RegistryDep", "TrainingDep", "router"]
+__all__ = ["RegistryDep", "router"]
 
 router = APIRouter(prefix="/mlops", tags=["training"])
-_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
-
-
-def get_training(request: Request) -> TrainingService:
-    """The training service of this app."""
-    return service(request, "training", TrainingService)  # type: ignore[return-value]
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 422, 429, 503)}
 
 
 def get_registry(request: Request) -> ModelRegistry:
@@ -28,7 +24,6 @@ def get_registry(request: Request) -> ModelRegistry:
     return service(request, "registry", ModelRegistry)  # type: ignore[return-value]
 
 
-TrainingDep = Annotated[TrainingService, Depends(get_training)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
@@ -37,12 +32,12 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
     response_model=TrainResponse | TrainingJob,
     responses={202: {"model": TrainingJob, "description": "Async request accepted"}, **_ERRORS},
 )
-def train_model(body: TrainRequest, training: TrainingDep, response: Response) -> TrainResponse | TrainingJob:
+async def train_model(body: TrainRequest, settings: SettingsDep, response: Response) -> TrainResponse | TrainingJob:
     """Train with Ray Tune trials and track them in MLflow; with `"async": true` answer 202 with a job."""
-    result = training.train(body)
-    if isinstance(result, TrainingJob):
+    answer = train_answer(await jobs.submit_job("training", body, settings))
+    if isinstance(answer, TrainingJob):
         response.status_code = status.HTTP_202_ACCEPTED
-    return result
+    return answer
 
 
 @router.get("/models", response_model=ModelList)
@@ -55,9 +50,3 @@ def list_models(registry: RegistryDep) -> ModelList:
 def get_model(model_name: str, registry: RegistryDep) -> ModelDetail:
     """Describe a registered model: versions, run ids, metrics, tags, aliases, description."""
     return registry.get_model(model_name)
-
-
-@router.get("/jobs/{job_id}", response_model=TrainingJob, responses=_ERRORS)
-def get_job(job_id: str, training: TrainingDep) -> TrainingJob:
-    """Status of a job: trials done, best metric so far, error, dashboard and MLflow links."""
-    return training.job(job_id)
