@@ -17,7 +17,8 @@ import difflib
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,12 +99,13 @@ class MonitoringState:
             return None
         return (datetime.now(UTC) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d")
 
-    def _rebuild(self) -> float:
-        started = time.perf_counter()
+    def _plan(self) -> list[tuple[Partition, PartitionSummary | None, list[str], list[str], bool]]:
+        """Newest day first: (partition, stored summary, its objects, objects no summary covers, read whole?)."""
         listing = self.store.list_partitions()
         stored = self.store.read_summaries()
         cutoff = self._cutoff()
-        held = 0
+        plan = []
+        expected = 0  # records the newer days hold (unknown days count 0: they are read whole anyway)
         for part in sorted(set(listing) | set(stored), key=lambda p: p[1], reverse=True):
             summary = stored.get(part)
             paths = [p for p in listing.get(part, []) if summary is None or p not in summary.replaced]
@@ -111,28 +113,48 @@ class MonitoringState:
                 self._objects[part] = paths  # deleted by the maintenance pass
                 continue
             extra = [p for p in paths if summary is None or p not in summary.objects]
-            if held < self.window.max_records and self.window.bytes < self.window.max_bytes:
-                records = self.store.read_partition(paths)  # the newest days are held in memory
-                fresh = PartitionSummary(part[0], part[1])
-                for r in records:
-                    fresh.add(r)
-                    self.window.add(r, len(r.model_dump_json()))
-                held += len(records)
-                clean = summary is not None and not extra and fresh.total == summary.total
-                summary = fresh
-            else:
-                self.window.forget_through(day_bounds(part[1])[1])  # this day is read from S3 when asked for
-                clean = summary is not None and not extra
-                summary = summary or PartitionSummary(part[0], part[1])
-                for r in self.store.read_partition(extra):
-                    summary.add(r)
-            paths = self.store.current_paths(paths)
-            summary.objects = set(paths)
-            self._objects[part] = paths
-            if clean:
-                self._clean.add(part)
-            if paths:
-                self._summaries[part] = summary
+            whole = expected < self.window.max_records or summary is None
+            expected += summary.total if summary is not None and not extra else 0
+            plan.append((part, summary, paths, extra, whole))
+        return plan
+
+    def _rebuild(self) -> float:
+        started = time.perf_counter()
+        plan = self._plan()
+        held = 0
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitoring-rebuild") as pool:
+            reads: deque[Future[list[MonitoringRecord]]] = deque()
+            ahead = iter(plan)
+            for part, summary, paths, extra, whole in plan:
+                while len(reads) < 8:  # a bounded read-ahead: parallel GETs, bounded memory
+                    nxt = next(ahead, None)
+                    if nxt is None:
+                        break
+                    reads.append(pool.submit(self.store.read_partition, nxt[2] if nxt[4] else nxt[3]))
+                records = reads.popleft().result()
+                if whole and held < self.window.max_records and self.window.bytes < self.window.max_bytes:
+                    fresh = PartitionSummary(part[0], part[1])  # the newest days are held in memory
+                    for r in records:
+                        fresh.add(r)
+                        self.window.add(r, len(r.model_dump_json()))
+                    held += len(records)
+                    clean = summary is not None and not extra and fresh.total == summary.total
+                    summary = fresh
+                else:
+                    self.window.forget_through(day_bounds(part[1])[1])  # this day is read from S3 when asked for
+                    clean = summary is not None and not extra
+                    if summary is None or whole:
+                        summary = PartitionSummary(part[0], part[1])
+                        extra = paths
+                    for r in records if extra else []:
+                        summary.add(r)
+                paths = self.store.current_paths(paths)
+                summary.objects = set(paths)
+                self._objects[part] = paths
+                if clean:
+                    self._clean.add(part)
+                if paths:
+                    self._summaries[part] = summary
         return time.perf_counter() - started
 
     def _maintain(self) -> None:
