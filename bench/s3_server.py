@@ -15,7 +15,10 @@ the median over rounds. Measured, per server:
   each (boto3, one request per object);
 - small PUT p50 and p90: ``--small`` PUTs of 1 KiB, one after the other;
 - idle CPU: the server's CPU time over ``--idle`` seconds with no requests (psutil), after a settle time
-  of 6 s so that the old server's first sync after the writes has finished.
+  of 6 s so that the old server's first sync after the writes has finished;
+- restart (now only): SIGTERM, start again on the same folder, seconds until the port opens, which
+  is when every object is loaded (the old server opened its port before its restore, so it has no
+  comparable figure).
 
 Targets (issue 11): large throughput within 20 % of before, small-PUT p50 at most 2 ms above before,
 idle CPU near 0.
@@ -69,7 +72,7 @@ def _client(port: int) -> Any:
     )
 
 
-def measure(cmd: list[str], args: argparse.Namespace, payload: bytes) -> dict[str, float]:
+def measure(cmd: list[str], args: argparse.Namespace, payload: bytes, restore_check: bool) -> dict[str, float]:
     """Start one server, run the workload against it, stop it; return its figures."""
     data_dir = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     port = _free_port()
@@ -106,10 +109,21 @@ def measure(cmd: list[str], args: argparse.Namespace, payload: bytes) -> dict[st
         time.sleep(args.idle)
         after = ps.cpu_times()
         idle_cpu = 100 * ((after.user - before.user) + (after.system - before.system)) / args.idle
+        restart_s = float("nan")
+        if restore_check:  # restart on the same folder: the port opens once every object is loaded
+            proc.terminate()
+            proc.wait(timeout=30)
+            t = time.perf_counter()
+            proc = subprocess.Popen([*cmd, "--port", str(port), "--data-dir", str(data_dir)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+            _wait_port(port, proc)
+            restart_s = time.perf_counter() - t
+            listed = s3.list_objects_v2(Bucket="bench", MaxKeys=1000)["KeyCount"]
+            assert listed == args.large + args.small, listed
         return {
             "large PUT MB/s": put_mbs, "large GET MB/s": get_mbs,
             "small PUT p50 ms": 1e3 * lat[len(lat) // 2], "small PUT p90 ms": 1e3 * lat[int(len(lat) * 0.9)],
-            "idle CPU %": idle_cpu,
+            "idle CPU %": idle_cpu, "restart s": restart_s,
         }
     finally:
         proc.terminate()
@@ -145,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for r in range(args.rounds):
             for name, cmd in servers.items():
-                results[name].append(measure(cmd, args, payload))
+                results[name].append(measure(cmd, args, payload, restore_check=name == "now"))
                 print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name][-1].items()),
                       flush=True)
     finally:
@@ -157,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     for figure in results["before"][0]:
         old = statistics.median(m[figure] for m in results["before"])
         new = statistics.median(m[figure] for m in results["now"])
+        if figure == "restart s":
+            print(f"{'restart s':<20}{'-':>10}{new:>10.2f}   (now: SIGTERM, start again, port open = all objects loaded)")
+            continue
         ratio = f"{new / old:.2f}" if old else "-"
         print(f"{figure:<20}{old:>10.2f}{new:>10.2f}{ratio:>12}{new - old:>12.2f}")
 
