@@ -200,3 +200,40 @@ def test_classify_keeps_foreign_files_apart() -> None:
     assert sorted(state.foreign) == sorted([crashed, f"{out}/a.txt", "s3://b/elsewhere/x"])
     no_manifest = classify(out, existing, "job-new", None)  # an unparseable manifest is itself foreign
     assert f"{out}/_manifest.json" in no_manifest.foreign and not no_manifest.committed
+
+
+def test_storage_calls_never_open_host_paths_without_a_root(tmp_path: Path) -> None:
+    from asgard_ray.storage import read_bytes, resolve
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    s = Settings()
+    for uri in (str(secret), f"file://{secret}", "local://secret.txt"):
+        with pytest.raises(InvalidRequest, match="refused|disabled"):
+            resolve(s, uri)
+        with pytest.raises(InvalidRequest):
+            read_bytes(s, uri)
+
+
+def test_local_root_storage_and_lease(tmp_path: Path) -> None:
+    from asgard_ray.errors import Conflict
+    from asgard_ray.storage import OutputLease, current_lease, list_files, read_bytes, to_uri, write_bytes
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.txt").write_text("x")
+    os.symlink(tmp_path / "outside.txt", root / "link.txt")
+    s = Settings(asgard_local_root=root)
+    write_bytes(s, "local://out/a.bin", b"abc")
+    assert read_bytes(s, "local://out/a.bin") == b"abc"
+    listed = list_files(s, "local://out")
+    assert [to_uri(s, "local://out", f) for f in listed] == ["local://out/a.bin"]
+    with pytest.raises(InvalidRequest, match="leaves the local root"):
+        read_bytes(s, "local://link.txt")  # a symlink out of the root is refused at open time too
+    with pytest.raises(InvalidRequest):
+        read_bytes(s, str(tmp_path / "outside.txt"))
+    with OutputLease(s, "local://out", "job-a", ttl_s=30):
+        assert current_lease(s, "local://out").job_id == "job-a"
+        with pytest.raises(Conflict, match="job-a"):
+            OutputLease(s, "local://out", "job-b").acquire()
+    assert current_lease(s, "local://out") is None
