@@ -136,18 +136,18 @@ class Settings(BaseSettings):
     # --- monitoring memory and retention ---------------------------------------------------------
     asgard_monitoring_retention_days: int = Field(default=365, ge=0)
     """Days of monitoring records kept on S3; older date partitions are deleted (0 keeps everything)."""
-    asgard_monitoring_memory_records: int = Field(default=100_000, ge=1)
+    asgard_monitoring_memory_records: int = Field(default=50_000, ge=1)
     """Most records the monitoring actor holds in memory; older history is paged from S3."""
-    asgard_monitoring_memory_mb: int = Field(default=256, ge=1)
-    """Most serialized megabytes of records the monitoring actor holds in memory (with the record cap)."""
+    asgard_monitoring_memory_mb: int = Field(default=128, ge=1)
+    """Most serialized megabytes of records the monitoring actor holds in memory (Python needs ~4x that)."""
 
     # --- monitoring memory and retention ---------------------------------------------------------
     asgard_monitoring_retention_days: int = Field(default=365, ge=0)
     """Days of monitoring records kept on S3; older date partitions are deleted (0 keeps everything)."""
-    asgard_monitoring_memory_records: int = Field(default=100_000, ge=1)
+    asgard_monitoring_memory_records: int = Field(default=50_000, ge=1)
     """Most records the monitoring actor holds in memory; older history is paged from S3."""
-    asgard_monitoring_memory_mb: int = Field(default=256, ge=1)
-    """Most serialized megabytes of records the monitoring actor holds in memory (with the record cap)."""
+    asgard_monitoring_memory_mb: int = Field(default=128, ge=1)
+    """Most serialized megabytes of records the monitoring actor holds in memory (Python needs ~4x that)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

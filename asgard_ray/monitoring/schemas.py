@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from asgard_ray.types import ModelName, check_bounded_json, check_model_name, check_utc_datetime
 
@@ -198,6 +198,14 @@ class MonitoringRecord(MonitoringResponse):
     reference_data: BoundedData = None
     current_data: BoundedData = None
     tags: BoundedTags = None
+    _size: int = PrivateAttr(default=0)  # serialized bytes, when known (memory accounting)
+
+    @property
+    def size(self) -> int:
+        """Serialized size in bytes (measured once)."""
+        if not self._size:
+            self._size = len(self.model_dump_json())
+        return self._size
 
     @field_validator("model_name")
     @classmethod

@@ -136,7 +136,7 @@ class MonitoringState:
                     fresh = PartitionSummary(part[0], part[1])  # the newest days are held in memory
                     for r in records:
                         fresh.add(r)
-                        self.window.add(r, len(r.model_dump_json()))
+                        self.window.add(r, r.size)
                     held += len(records)
                     clean = summary is not None and not extra and fresh.total == summary.total
                     summary = fresh
@@ -275,7 +275,7 @@ class MonitoringState:
                             p.error = result
                         else:
                             summary.add(p.record)
-                            self.window.add(p.record, len(p.record.model_dump_json()))
+                            self.window.add(p.record, p.record.size)
                         self._pending.pop(p.record.monitoring_id, None)
             for p in batch:
                 if p.error is None and self.mirror is not None:

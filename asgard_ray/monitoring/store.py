@@ -86,7 +86,10 @@ class RecordStore:
     def write_group(self, model_name: str, date: str, records: list[MonitoringRecord]) -> str:
         """Write records of one model and date as one object (one PUT); return its path (bucket/key)."""
         uri = self.object_uri(model_name, date)
-        body = "".join(r.model_dump_json() + "\n" for r in records).encode()
+        lines = [r.model_dump_json() for r in records]
+        for r, line in zip(records, lines, strict=True):
+            r._size = len(line)
+        body = "".join(line + "\n" for line in lines).encode()
         write_bytes(self.settings, uri, body)
         return uri[len("s3://"):]
 
@@ -145,6 +148,7 @@ class RecordStore:
                 continue
             try:
                 record = MonitoringRecord.model_validate_json(line.decode())
+                record._size = len(line)
                 if part is not None and (record.model_name, record.timestamp[:10]) != part:
                     raise ValueError(f"record of {record.model_name} on {record.timestamp[:10]} is in partition {part}")
                 records.append(record)

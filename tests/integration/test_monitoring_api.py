@@ -117,3 +117,33 @@ def test_compute_endpoint_runs_a_tracked_job(api: TestClient, settings: Settings
     assert hist["records"][0]["tags"]["compute_job_id"] == job_id
     page = api.get("/mlops/monitoring/dashboard", params={"model_name": model})
     assert page.status_code == 200 and model in page.text and "<svg" not in page.text  # charts are drawn by the script
+
+
+def test_hostile_input_is_422_and_changes_nothing(api: TestClient) -> None:
+    model = f"hostile_model_{uuid.uuid4().hex[:6]}"
+    assert api.post("/mlops/monitoring", json={**SEED_POST, "model_name": model}).status_code == 200
+    deep: dict = {}
+    for _ in range(210):
+        deep = {"a": deep}
+    cases = [
+        ({**SEED_POST, "model_name": model, "reference_data": deep}, "deeper than 32"),
+        ({**SEED_POST, "model_name": model, "tags": {f"t{i}": "v" for i in range(101)}}, "tags"),
+        ({**SEED_POST, "model_name": "a..b"}, "model_name"),
+    ]
+    for body, needle in cases:
+        r = api.post("/mlops/monitoring", json=body)
+        assert r.status_code == 422 and needle in r.text, r.text[:500]
+    rules_before = api.get("/mlops/monitoring/rules").json()
+    for raw in ('{"model_name": "%s", "metric_type": "custom", "model_version": "1", "metrics": {"x": NaN}}' % model,
+                '{"rules": [{"name": "drift", "threshold": Infinity}]}'):
+        path = "/mlops/monitoring" if "metrics" in raw else "/mlops/monitoring/rules"
+        method = api.post if "metrics" in raw else api.put
+        r = method(path, content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and "finite" in r.text, r.text[:500]
+    for start in (12345, "9999-12-31T23:59:59-05:00"):
+        r = api.post("/mlops/monitoring/history", json={"model_name": model, "start_date": start})
+        assert r.status_code == 422 and "start_date" in r.text, r.text[:500]
+    r = api.get("/mlops/monitoring/history", params={"model_name": model, "end_date": "9999-12-31T23:59:59-05:00"})
+    assert r.status_code == 422, r.text[:500]
+    assert api.post("/mlops/monitoring/history", json={"model_name": model}).json()["total_records"] == 1  # nothing stored
+    assert api.get("/mlops/monitoring/rules").json() == rules_before  # the refused rule never applied
