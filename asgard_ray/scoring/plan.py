@@ -2,7 +2,8 @@
 
 All checks that can fail fast run here, on the API replica (or the ``jobs/`` entrypoint) before a
 job is submitted: the model and version (404), the output location (422) and whether it is free
-(409: leased by another job, foreign files, or another job's output without ``overwrite``), the feature views (404) and whether they still serve every feature the model was trained on
+(409: leased by another job, foreign files, or another job's output without
+``overwrite``), the feature views (404) and whether they still serve every feature the model was trained on
 (422 naming the missing ones), the entity ids (422) and the inline size cap (413).
 """
 

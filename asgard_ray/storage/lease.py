@@ -17,6 +17,7 @@ at once. For ``local://`` outputs (development root) the same protocol runs on t
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -153,10 +154,8 @@ class _LocalBackend:
     def delete(self, etag: str) -> None:
         current = self.read()
         if current is not None and current.etag == etag:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
-            except FileNotFoundError:
-                pass
 
 
 def _parse(raw: bytes) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_host_paths_and_other_buckets_are_refused_before_any_io(settings: Settin
         with pytest.raises(InvalidRequest, match="output_path"):
             prepare_plan(settings, _request(model, raw, overwrite=True), "batch-refused-1")
     src = {"path": str(tmp_path), "features_included": True}
-    with pytest.raises(InvalidRequest, match="entities_source.path") as info:
+    with pytest.raises(InvalidRequest, match=r"entities_source\.path") as info:
         prepare_plan(settings, BatchScoreRequest.model_validate(
             {"model_name": MODEL, "model_version": model, "entities_source": src, "output_path": "s3://asgard/boundary/never"}), "b-1")
     assert "columns" not in str(info.value.detail)
@@ -106,9 +106,8 @@ def test_second_job_gets_409_naming_the_lease_holder(settings: Settings, model: 
         assert info.value.detail["holder_job_id"] == "batch-holder-1"
         # the job itself re-checks under the lease: a plan made before the lease was taken still fails
         plan = prepare_plan(settings, _request(model, "s3://asgard/boundary/leased-2"), "batch-second-2")
-        with OutputLease(settings, "s3://asgard/boundary/leased-2", "batch-holder-2"):
-            with pytest.raises(Conflict, match="batch-holder-2"):
-                run_scoring(settings, plan, track=False)
+        with OutputLease(settings, "s3://asgard/boundary/leased-2", "batch-holder-2"), pytest.raises(Conflict, match="batch-holder-2"):
+            run_scoring(settings, plan, track=False)
     assert current_lease(settings, out) is None
     assert _score(settings, _request(model, out), "batch-second-1")["total_rows"] == 20
     assert current_lease(settings, out) is None  # released on completion

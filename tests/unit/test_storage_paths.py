@@ -178,7 +178,7 @@ def test_job_files_are_recognised_by_exact_layout() -> None:
         f"{out}/batch-abc_0123abcd_000002.parquet",  # not in a partition folder
         f"{out}/model_version=3/score_date=2025-10-17/batch-abc_notes.txt",
         f"{out}/model_version=3/score_date=2025-10-17/batch-abcd_0123abcd_000002.parquet",  # another job id
-        f"s3://b/other/model_version=3/score_date=2025-10-17/batch-abc_0123abcd_000002.parquet",
+        "s3://b/other/model_version=3/score_date=2025-10-17/batch-abc_0123abcd_000002.parquet",
     ]:
         assert not is_job_file(out, bad, "batch-abc")
     assert not is_job_file(out, good, "batch")  # a shorter job id never claims another job's files
@@ -209,7 +209,7 @@ def test_storage_calls_never_open_host_paths_without_a_root(tmp_path: Path) -> N
     secret.write_text("x")
     s = Settings()
     for uri in (str(secret), f"file://{secret}", "local://secret.txt"):
-        with pytest.raises(InvalidRequest, match="refused|disabled"):
+        with pytest.raises(InvalidRequest, match=r"refused|disabled"):
             resolve(s, uri)
         with pytest.raises(InvalidRequest):
             read_bytes(s, uri)
