@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 from asgard_ray import lineage
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, InvalidRequest, NotFound
-from asgard_ray.types import check_model_name
 from asgard_ray.registry.schemas import (
     AliasResponse,
     ModelDetail,
@@ -40,6 +39,7 @@ from asgard_ray.registry.schemas import (
     RegisterModelRequest,
     RegisterModelResponse,
 )
+from asgard_ray.types import check_model_name
 
 __all__ = ["ModelRegistry", "ResolvedModel", "resolve_model_version"]
 
@@ -291,7 +291,7 @@ class ModelRegistry:
         """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
         client = self.client
         _check_name(name)
-        if not _ALIAS.match(alias) or alias.lower() == "latest" or alias.lower().startswith("v") and alias[1:].isdigit():
+        if not _ALIAS.match(alias) or alias.lower() == "latest" or (alias.lower().startswith("v") and alias[1:].isdigit()):
             raise InvalidRequest(f"alias {alias!r} must start with a letter and may not be 'latest' or look like a version (v1)")
         version = str(version).strip()
         if not version.isdigit():

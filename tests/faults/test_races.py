@@ -8,6 +8,7 @@ whole, so a view could be lost. Threads released together by a barrier hit the s
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 
 from asgard_ray import lineage
 from asgard_ray.config import Settings
+from asgard_ray.errors import NotFound
 from asgard_ray.features import FeatureRegistry, FeatureViewSpec
 from asgard_ray.features.specs import SEED_EXAMPLE
 from asgard_ray.registry import ModelRegistry, RegisterModelRequest
@@ -112,7 +114,7 @@ def test_parallel_feature_view_registrations_keep_every_view(settings: Settings,
         for name in names:
             try:
                 registry.delete(name)
-            except Exception:  # noqa: BLE001 - a view that never got registered
+            except Exception:
                 pass
     listed = {v.name for v in FeatureRegistry(settings).list().feature_views}
     assert not set(names) & listed
