@@ -143,7 +143,7 @@ class MlflowMirror:
                 for attempt in self._retrying("resume"):
                     with attempt:
                         self.resume(records)
-            except Exception:  # noqa: BLE001 - only when stopped; what is left is resumed on restart
+            except Exception:  # only when stopped; what is left is resumed on restart
                 return
         self._loop()
 
@@ -191,7 +191,7 @@ class MlflowMirror:
                 for attempt in self._retrying(f"logging {len(pending)} records"):
                     with attempt:
                         self._log(pending)
-            except Exception:  # noqa: BLE001 - only when stopped; the records stay in the S3 log
+            except Exception:  # only when stopped; the records stay in the S3 log
                 return
 
     def _log(self, records: list[MonitoringRecord]) -> None:

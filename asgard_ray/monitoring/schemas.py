@@ -14,9 +14,9 @@ from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, field_valida
 from asgard_ray.types import ModelName, check_bounded_json, check_model_name, check_utc_datetime
 
 __all__ = [
+    "ALLOWED_METRIC_TYPES",
     "BoundedData",
     "BoundedTags",
-    "ALLOWED_METRIC_TYPES",
     "ComputeRequest",
     "HistoryRequest",
     "HistoryResponse",
@@ -25,9 +25,9 @@ __all__ = [
     "MonitoringRecord",
     "MonitoringRequest",
     "MonitoringResponse",
+    "check_version",
     "format_ts",
     "new_monitoring_id",
-    "check_version",
     "parse_ts",
 ]
 

@@ -161,7 +161,7 @@ class MonitoringState:
         while not self._stop.is_set():
             try:
                 self.maintain()
-            except Exception as exc:  # noqa: BLE001 - maintenance is an optimisation; the log stays valid
+            except Exception as exc:  # maintenance is an optimisation; the log stays valid
                 log.warning("monitoring maintenance under %s failed: %s", self.store.records_uri, exc)
             self.maintenance_done.set()
             self._stop.wait(_MAINTENANCE_EVERY_S)
@@ -261,7 +261,7 @@ class MonitoringState:
                 groups[(p.record.model_name, p.record.timestamp[:10])].append(p)
             try:
                 results = self.store.write_groups({k: [p.record for p in v] for k, v in groups.items()})
-            except Exception as exc:  # noqa: BLE001 - never leave waiters hanging or the committer flag set
+            except Exception as exc:  # never leave waiters hanging or the committer flag set
                 results = dict.fromkeys(groups, exc)
             with self._lock:
                 for key, members in groups.items():

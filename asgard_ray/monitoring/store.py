@@ -21,6 +21,7 @@ records are written back to the partition, and the count shows in ``stats`` and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -98,7 +99,7 @@ class RecordStore:
         def one(key: Partition) -> str | Exception:
             try:
                 return self.write_group(key[0], key[1], groups[key])
-            except Exception as exc:  # noqa: BLE001 - reported to the waiting callers
+            except Exception as exc:  # reported to the waiting callers
                 log.error("monitoring write of %d records for %s on %s failed: %s", len(groups[key]), key[0], key[1], exc)
                 return exc
 
@@ -127,7 +128,7 @@ class RecordStore:
                 return PartitionSummary.from_json(json.loads(read_bytes(self.settings, f"s3://{path}")))
             except FileNotFoundError:
                 return None
-            except Exception as exc:  # noqa: BLE001 - a summary is derived data: rebuild it from the records
+            except Exception as exc:  # a summary is derived data: rebuild it from the records
                 log.warning("monitoring summary %s is unreadable (%s); its partition will be read again", path, exc)
                 return None
 
@@ -152,7 +153,7 @@ class RecordStore:
                 if part is not None and (record.model_name, record.timestamp[:10]) != part:
                     raise ValueError(f"record of {record.model_name} on {record.timestamp[:10]} is in partition {part}")
                 records.append(record)
-            except Exception as exc:  # noqa: BLE001 - whatever the line holds, it must not stop the reader
+            except Exception as exc:  # whatever the line holds, it must not stop the reader
                 bad.append({"line": i, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"})
         if bad:
             self.quarantine(path, raw, bad, records)
@@ -190,7 +191,7 @@ class RecordStore:
             })
             fs, _ = resolve(self.settings, self.records_uri)
             fs.delete_file(path)
-        except Exception as exc:  # noqa: BLE001 - the object stays where it is and is skipped again next time
+        except Exception as exc:  # the object stays where it is and is skipped again next time
             log.error("could not move unreadable monitoring object %s to quarantine: %s", path, exc)
         self.quarantined_objects += 1
         self.quarantined_records += len(bad)
@@ -213,7 +214,7 @@ class RecordStore:
         for path in reasons[:_MAX_REASONS]:
             try:
                 records += int(json.loads(read_bytes(self.settings, f"s3://{path}")).get("bad_count", 1))
-            except Exception:  # noqa: BLE001 - a reason we cannot read still counts as one
+            except Exception:  # a reason we cannot read still counts as one
                 records += 1
         self.quarantined_objects = len(reasons)
         self.quarantined_records = records + max(len(reasons) - _MAX_REASONS, 0)
@@ -238,10 +239,8 @@ class RecordStore:
         self.write_summary(summary)
         fs, _ = resolve(self.settings, self.records_uri)
         for path in sorted(summary.replaced):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(path)
-            except FileNotFoundError:
-                pass
         summary.replaced = set()
         if len(paths) > 1:
             self.write_summary(summary)
@@ -252,10 +251,8 @@ class RecordStore:
         """Delete a partition past retention: its summary first, then its objects."""
         fs, _ = resolve(self.settings, self.records_uri)
         for uri in [self._summary_uri(part)[len("s3://"):], *paths]:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(uri)
-            except FileNotFoundError:
-                pass
         log.info("deleted monitoring partition %s/%s past retention (%d objects)", *part, len(paths))
 
     # --- rules ---------------------------------------------------------------------------------
@@ -274,7 +271,7 @@ class RecordStore:
             raw = read_bytes(self.settings, f"s3://{path}")
             try:
                 rules = RuleSet.model_validate_json(raw)
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop monitoring
+            except Exception as exc:  # one bad file must not stop monitoring
                 self.quarantine(path, raw, [{"line": None, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}], [])
                 continue
             if leaf == "global.json":

@@ -69,7 +69,7 @@ def test_kill_the_actor_under_a_load_of_posts_loses_and_duplicates_nothing(api: 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
     for t in threads:
         t.start()
-    for k in range(KILLS):
+    for _ in range(KILLS):
         time.sleep(WRITER_SECONDS / (KILLS + 1))
         ray.kill(actor(settings), no_restart=False)  # Ray restarts it; it rebuilds from S3
     for t in threads:

@@ -134,7 +134,7 @@ def test_hostile_input_is_422_and_changes_nothing(api: TestClient) -> None:
         r = api.post("/mlops/monitoring", json=body)
         assert r.status_code == 422 and needle in r.text, r.text[:500]
     rules_before = api.get("/mlops/monitoring/rules").json()
-    for raw in ('{"model_name": "%s", "metric_type": "custom", "model_version": "1", "metrics": {"x": NaN}}' % model,
+    for raw in (f'{{"model_name": "{model}", "metric_type": "custom", "model_version": "1", "metrics": {{"x": NaN}}}}',
                 '{"rules": [{"name": "drift", "threshold": Infinity}]}'):
         path = "/mlops/monitoring" if "metrics" in raw else "/mlops/monitoring/rules"
         method = api.post if "metrics" in raw else api.put

@@ -90,7 +90,7 @@ def test_rules_refuse_non_finite_thresholds(threshold: str) -> None:
     from asgard_ray.monitoring.rules import RuleSet
 
     with pytest.raises(ValidationError, match="finite"):
-        RuleSet.model_validate_json('{"rules": [{"name": "drift", "threshold": %s}]}' % threshold)
+        RuleSet.model_validate_json(f'{{"rules": [{{"name": "drift", "threshold": {threshold}}}]}}')
 
 
 @pytest.mark.parametrize("value", [12345, 1.5, True, "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"])
