@@ -50,7 +50,7 @@ def _request(version: str, out: str, job_id: str, entities: str) -> BatchScoreRe
     })
 
 
-def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202 - a small bounded poll
+def _until(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
