@@ -150,10 +150,11 @@ def _services(settings: Settings) -> list[_Service]:
         return cmd
 
     return [
-        # the S3 server opens its port only once its restore from disk is complete
-        _Service("s3", (s3_port,), s3, lambda: port_open(s3_port), 60),
-        _Service("mlflow", (mlflow_port,), mlflow, lambda: _http_ok(f"http://127.0.0.1:{mlflow_port}/health"), 120),
-        _Service("ray", (ray_port, dash_port), ray, lambda: port_open(dash_port) and port_open(ray_port), 120),
+        # the S3 server opens its port only once its restore from disk is complete (it reads every object)
+        # timeouts are generous: a dead child is reported at once anyway, so they only bound a hang
+        _Service("s3", (s3_port,), s3, lambda: port_open(s3_port), 300),
+        _Service("mlflow", (mlflow_port,), mlflow, lambda: _http_ok(f"http://127.0.0.1:{mlflow_port}/health"), 240),
+        _Service("ray", (ray_port, dash_port), ray, lambda: port_open(dash_port) and port_open(ray_port), 240),
     ]
 
 
