@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -148,6 +148,34 @@ class Settings(BaseSettings):
     """Most records the monitoring actor holds in memory; older history is paged from S3."""
     asgard_monitoring_memory_mb: int = Field(default=128, ge=1)
     """Most serialized megabytes of records the monitoring actor holds in memory (Python needs ~4x that)."""
+
+    # --- real-time serving (the prediction app, asgard_ray.serving) -----------------------------------
+    asgard_serve_max_rows: int = Field(default=1000, ge=1)
+    """Most rows (entities or instances) one real-time request may carry; more get 413 (use /mlops/serve/batch)."""
+    asgard_serve_timeout_s: float = Field(default=30.0, gt=0)
+    """How long the control route waits for the prediction deployment before answering 503."""
+    asgard_serve_alias_poll_s: float = Field(default=1.0, gt=0)
+    """How often a prediction replica reads the aliases it serves from the registry (a moved alias swaps then)."""
+    asgard_serve_model_cache_size: int = Field(default=4, ge=1)
+    """Model versions one prediction replica keeps loaded (least recently used goes first)."""
+    asgard_serve_min_replicas: int = Field(default=1, ge=0)
+    """Fewest prediction replicas (Serve autoscaling)."""
+    asgard_serve_max_replicas: int = Field(default=2, ge=1)
+    """Most prediction replicas (Serve autoscaling)."""
+    asgard_serve_target_ongoing_requests: float = Field(default=32, gt=0)
+    """Ongoing requests per prediction replica the autoscaler aims for."""
+    asgard_serve_max_ongoing_requests: int = Field(default=64, ge=1)
+    """Requests one prediction replica runs at once (Serve's default of 5 collapses throughput under load)."""
+    asgard_serve_max_queued_requests: int = Field(default=256, ge=-1)
+    """Requests queued for the prediction deployment before Serve sheds load with 503 (-1: no limit)."""
+    asgard_serve_num_cpus: float = Field(default=0.0, ge=0)
+    """CPUs one prediction replica reserves (fractional; 0 leaves the cores to training and scoring)."""
+    asgard_serve_sample_rate: float = Field(default=0.01, ge=0, le=1)
+    """Share of real-time predictions sampled into the monitoring actor (0 turns sampling off)."""
+    feast_online_store: Literal["sqlite", "redis"] = "sqlite"
+    """Feast online store: SQLite under the Feast repo (embedded) or Redis (production)."""
+    feast_redis_connection_string: SecretStr | None = None
+    """Redis connection for the online store (``host:port,password=...,ssl=true``), when ``feast_online_store=redis``."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -10,6 +10,7 @@ from asgard_ray.api.security import check_bind, check_serve_bind
 from asgard_ray.api.serve import build_app
 from asgard_ray.config import Settings
 from asgard_ray.runtime import connect
+from asgard_ray.serving.deployment import PREDICT_APP, PREDICT_PREFIX, build_predict_app
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ def deploy(settings: Settings) -> str:
     serve.start(http_options={"host": settings.asgard_api_host, "port": settings.asgard_api_port})
     check_serve_bind(settings)  # a controller already running keeps its own http_options
     serve.run(build_app(), name=APP_NAME, route_prefix="/", blocking=False)
+    # predictions run in an application of their own: a slow model never holds the control API
+    serve.run(build_predict_app(), name=PREDICT_APP, route_prefix=PREDICT_PREFIX, blocking=False)
     log.info("Asgard API deployed at %s", settings.api_url)
     return settings.api_url
 

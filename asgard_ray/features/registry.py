@@ -128,6 +128,7 @@ def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
             **spec.model_dump(exclude={"tags"}), tags=spec.tags,
             source_uri=table_uri(settings, spec.source.table_name),
             created_at=_utc(fv.created_timestamp), updated_at=_utc(fv.last_updated_timestamp),
+            last_materialized_at=_utc(fv.most_recent_end_time),
         )
     # a view registered outside asgard (feast apply): describe it from Feast's own fields
     return FeatureViewInfo(
@@ -136,6 +137,7 @@ def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
         source=FeatureSourceSpec(table_name=fv.batch_source.name or fv.name, timestamp_field=fv.batch_source.timestamp_field),
         source_uri=getattr(fv.batch_source, "path", ""), tags=tags,
         created_at=_utc(fv.created_timestamp), updated_at=_utc(fv.last_updated_timestamp),
+        last_materialized_at=_utc(fv.most_recent_end_time),
     )
 
 
@@ -149,6 +151,10 @@ class RegistryWriter:
     def delete(self, settings: Settings, name: str) -> FeatureViewInfo:
         """Remove a feature view (see ``FeatureRegistry.delete``)."""
         return FeatureRegistry(settings).delete_here(name)
+
+    def record_materialization(self, settings: Settings, name: str, start: datetime, end: datetime) -> None:
+        """Add a materialized interval to a view (see ``FeatureRegistry.record_materialization``)."""
+        FeatureRegistry(settings).record_materialization_here(name, start, end)
 
 
 _writers: dict[str, Any] = {}
@@ -311,6 +317,18 @@ class FeatureRegistry:
         self.store.delete_feature_view(name)
         log.info("deleted feature view %s", name)
         return info
+
+    def record_materialization(self, name: str, start: datetime, end: datetime) -> None:
+        """Record that ``name`` was materialized over ``[start, end]`` (through the writer actor on Ray)."""
+        if _on_ray():
+            _serialised(self.settings, "record_materialization", name, start, end)
+            return
+        self.record_materialization_here(name, start, end)
+
+    def record_materialization_here(self, name: str, start: datetime, end: datetime) -> None:
+        """``record_materialization`` in this process, unserialised (the writer actor's body)."""
+        store = self.store
+        store.registry.apply_materialization(self._get_view(name), store.project, start, end)
 
     def status(self) -> FeastStatus:
         """Registry, stores and counts; never raises."""

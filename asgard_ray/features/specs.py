@@ -210,6 +210,8 @@ class FeatureViewInfo(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    last_materialized_at: datetime | None = None
+    """End of the latest interval loaded into the online store (``POST /feast/materialize``); None: never."""
 
 
 class RegisterFeaturesResponse(FeatureViewInfo):

@@ -18,7 +18,7 @@ from asgard_ray.config import Settings
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-__all__ = ["feature_store", "repo_config_dict", "write_repo"]
+__all__ = ["feature_store", "online_store_config", "repo_config_dict", "write_repo"]
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,33 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
             "storage_path": settings.s3_uri("feast", "staging"),
             "enable_ray_logging": False,
         },
-        "online_store": {"type": "sqlite", "path": str(settings.feast_repo / "online_store.db")},
+        "online_store": online_store_config(settings),
         "entity_key_serialization_version": 3,
     }
+
+
+def online_store_config(settings: Settings) -> dict[str, Any]:
+    """The online store: SQLite in the Feast repo (embedded, one machine) or Redis (production).
+
+    Redis's connection string may hold a password: it goes into the in-memory config only, and
+    ``write_repo`` writes a placeholder in its place.
+    """
+    if settings.feast_online_store == "redis":
+        secret = settings.feast_redis_connection_string
+        if secret is None:
+            raise ValueError("FEAST_ONLINE_STORE=redis needs FEAST_REDIS_CONNECTION_STRING (host:port[,password=...])")
+        return {"type": "redis", "connection_string": secret.get_secret_value()}
+    return {"type": "sqlite", "path": str(settings.feast_repo / "online_store.db")}
 
 
 def write_repo(settings: Settings) -> None:
     """Write ``feature_store.yaml`` into the Feast repo folder (for the ``feast`` CLI and users)."""
     settings.feast_repo.mkdir(parents=True, exist_ok=True)
     text = "# Written by asgard from its settings; edit the settings, not this file.\n"
-    text += yaml.safe_dump(repo_config_dict(settings), sort_keys=False)
+    config = repo_config_dict(settings)
+    if config["online_store"]["type"] == "redis":  # never a secret on disk
+        config["online_store"]["connection_string"] = "${FEAST_REDIS_CONNECTION_STRING}"
+    text += yaml.safe_dump(config, sort_keys=False)
     (settings.feast_repo / "feature_store.yaml").write_text(text)
 
 

@@ -42,6 +42,8 @@ class PreparedData:
     classes: list[Any] | None = None
     split: str = "none"
     warnings: list[str] = field(default_factory=list)
+    feature_dtypes: dict[str, str] = field(default_factory=dict)
+    """The feature views' dtypes of the columns (``Int64``, ``Float64``), for the logged signature."""
 
     @property
     def has_validation(self) -> bool:
@@ -159,7 +161,8 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec) -> Pre
             f"only {len(X)} labelled rows (< {MIN_SPLIT_ROWS}): trained on all of them with no validation set; "
             "the metrics are training metrics and say little about new data"
         )
-        return PreparedData(X, y, None, None, list(frame.feature_columns), model_type, classes, "none", warnings)
+        return PreparedData(X, y, None, None, list(frame.feature_columns), model_type, classes, "none", warnings,
+                            dict(frame.feature_dtypes))
     train, val, strategy = _split(X, y, timestamps, model_type, split, warnings)
     return PreparedData(
         X_train=X.iloc[train].reset_index(drop=True),
@@ -171,4 +174,5 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec) -> Pre
         classes=classes,
         split=strategy,
         warnings=warnings,
+        feature_dtypes=dict(frame.feature_dtypes),
     )

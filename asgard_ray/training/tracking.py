@@ -20,7 +20,8 @@ from ray.tune import Callback
 from asgard_ray.config import Settings
 from asgard_ray.jobs import JobStore
 
-__all__ = ["JobProgress", "TrialRunLogger", "ensure_experiment", "git_commit", "mlflow_client", "run_url"]
+__all__ = ["JobProgress", "TrialRunLogger", "ensure_experiment", "git_commit", "mlflow_client", "run_url", "typed_example",
+           "typed_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,36 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+_NUMPY_DTYPES = {"int64": "int64", "int32": "int32", "float32": "float32", "float64": "float64"}
+
+
+def typed_example(example: Any, feature_dtypes: dict[str, str]) -> Any:
+    """The input example with each column in its feature view's dtype (``Int64`` stays int64).
+
+    Training casts features to float64; logged as is, the signature would declare ``double`` for an
+    int64 column, and MLflow's own clients (pyfunc, ``mlflow models serve``, ``spark_udf``) would then
+    refuse a frame of the feature view's own types. A column with a missing value in the example
+    stays float64 (an integer column cannot hold it).
+    """
+    out = example.copy()
+    for col in out.columns:
+        wanted = _NUMPY_DTYPES.get(str(feature_dtypes.get(col, "")).lower().removeprefix("primitivefeasttype."))
+        if wanted is None or str(out[col].dtype) == wanted:
+            continue
+        if wanted.startswith("int") and (out[col].isna().any() or (out[col] % 1 != 0).any()):
+            continue
+        out[col] = out[col].astype(wanted)
+    return out
+
+
+def typed_signature(model: Any, example: Any, feature_dtypes: dict[str, str]) -> tuple[Any, Any]:
+    """``(input_example, signature)`` for ``log_model`` with the feature view's dtypes (see ``typed_example``)."""
+    from mlflow.models import infer_signature
+
+    example = typed_example(example, feature_dtypes)
+    return example, infer_signature(example, model.predict(example))
 
 
 def _params(values: dict[str, Any]) -> list[Any]:

@@ -284,12 +284,25 @@ def test_serve_config_validates_against_rays_schema() -> None:
     from asgard_ray.api.serve import DEPLOYMENT_NAME
 
     config = ServeDeploySchema.model_validate(_serve_config())
-    (app,) = config.applications
+    app, predict = config.applications
     assert (app.name, app.route_prefix, app.import_path) == ("asgard", "/", "asgard_ray.api.serve:build_app")
     assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
     assert config.http_options.host == "127.0.0.1"  # no API key in a plain `serve run`: loopback only
     deployment = app.deployments[0].model_dump(exclude_unset=True)
     assert {"autoscaling_config", "health_check_period_s", "max_ongoing_requests"} <= set(deployment)
+    # real-time predictions: an application of its own, with the deployment options of the settings
+    from asgard_ray.serving.deployment import DEPLOYMENT_NAME as PREDICT_DEPLOYMENT
+    from asgard_ray.serving.deployment import PREDICT_APP, PREDICT_PREFIX, deployment_options
+
+    assert (predict.name, predict.route_prefix, predict.import_path) == (
+        PREDICT_APP, PREDICT_PREFIX, "asgard_ray.serving.deployment:build_predict_app")
+    (predict_deployment,) = predict.deployments
+    assert predict_deployment.name == PREDICT_DEPLOYMENT
+    wanted = deployment_options(Settings())
+    got = predict_deployment.model_dump(exclude_unset=True)
+    for key in ("max_ongoing_requests", "max_queued_requests", "ray_actor_options"):
+        assert got[key] == wanted[key], key
+    assert got["autoscaling_config"] == wanted["autoscaling_config"]
 
 
 def test_serve_import_path_builds_the_app_and_takes_the_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,7 +320,7 @@ def test_serve_import_path_builds_the_app_and_takes_the_overrides(monkeypatch: p
 
     ray_was_up = ray.is_initialized()  # another test in this process may have started Ray
     monkeypatch.setattr(ray, "init", no_ray)
-    (app_schema,) = ServeDeploySchema.model_validate(_serve_config()).applications
+    app_schema = ServeDeploySchema.model_validate(_serve_config()).applications[0]
     app = call_user_app_builder_with_args_if_necessary(import_attr(app_schema.import_path), app_schema.args)
     assert isinstance(app, Application)
     built = build_app(app, name=app_schema.name, default_runtime_env={})

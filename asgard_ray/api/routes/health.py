@@ -40,6 +40,8 @@ class PlatformStatus(BaseModel):
     links: dict[str, str]
     monitoring_quarantined_records: int | None = None
     """Monitoring records that could not be read back from storage and were moved to quarantine."""
+    serving: dict | None = None
+    """Real-time predictions per model (requests, errors, mean/p50/p99 ms) of one prediction replica; ``{"error"}`` without one."""
 
 
 @router.get("/health", response_model=Health)
@@ -102,7 +104,16 @@ def platform_status(settings: SettingsDep, features: FeaturesDep, request: Reque
         _timed("feast", settings.s3_uri("feast", "registry.pb"), feast_check),
         _timed("monitoring", None, monitoring_check),
     ]
+    serving = None
+    try:  # informative: a stack without the prediction app is not degraded by it
+        from asgard_ray.api.routes.serving import prediction_handle
+
+        serving = prediction_handle(request).served.remote().result(timeout_s=5)
+    except Exception as exc:
+        request.app.state.services.pop("predict_handle", None)
+        serving = {"error": f"prediction app unavailable: {type(exc).__name__}"}
     return PlatformStatus(
+        serving=serving,
         status="healthy" if all(c.healthy for c in components) else "degraded",
         components=components,
         links={"docs": f"{settings.api_url}/docs", "dashboard": settings.dashboard_url, "mlflow": settings.tracking_uri},
