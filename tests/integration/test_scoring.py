@@ -222,7 +222,7 @@ def test_validation_errors(settings: Settings, scoring: BatchScoringService, chu
         submit(model_version="99")
     with pytest.raises(NotFound, match="alias"):
         submit(model_version="no_alias")
-    with pytest.raises(InvalidRequest, match="not allowed"):
+    with pytest.raises(InvalidRequest, match="not an allowed location"):
         submit(output_path="s3://someone-elses-bucket/x")
     with pytest.raises(InvalidRequest, match="scheme"):
         submit(output_path="gs://bucket/x")
