@@ -29,7 +29,15 @@ from asgard_ray.training.schemas import (
     TrainResponse,
     metric_mode,
 )
-from asgard_ray.training.tracking import JobProgress, TrialRunLogger, ensure_experiment, git_commit, mlflow_client, run_url
+from asgard_ray.training.tracking import (
+    JobProgress,
+    TrialRunLogger,
+    ensure_experiment,
+    git_commit,
+    mlflow_client,
+    run_url,
+    typed_signature,
+)
 from asgard_ray.training.trials import (
     DEFAULT_NUM_TRIALS,
     TrialSpec,
@@ -175,8 +183,6 @@ def _train_and_log(
 ) -> dict[str, Any]:
     import mlflow
     import ray
-    from mlflow.models import infer_signature
-
     hp = request.hyperparameters
     client = mlflow_client(settings)
     callbacks = [TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
@@ -223,8 +229,7 @@ def _train_and_log(
     profile = build_reference_profile(data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval)
     client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)
 
-    example = data.X_train.head(5)
-    signature = infer_signature(example, model.predict(example))
+    example, signature = typed_signature(model, data.X_train.head(5), data.feature_dtypes)  # int64 stays int64
     mlflow.set_tracking_uri(settings.tracking_uri)
     # the fluent API refuses a run of another experiment than the process's active one (a reused
     # worker, or a caller that called set_experiment): make the run's experiment the active one
