@@ -37,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JobKindName = Literal["training", "batch_scoring", "monitoring"]
+JobKindName = Literal["training", "batch_scoring", "monitoring", "materialize"]
 """Every kind of tracked work (``materialize`` and later kinds join here)."""
 JobStatus = Literal["pending", "running", "completed", "failed"]
 """The one job-status type of the platform."""
@@ -152,10 +152,16 @@ class JobStore:
 
     def find(self, kind: str, job_id: str) -> JobRecord | None:
         """One record, or None."""
+        from botocore.exceptions import ClientError
+
         try:
             return JobRecord.model_validate(read_json(self.settings, self._uri(kind, job_id)))
         except FileNotFoundError:
             return None
+        except ClientError as exc:  # NoSuchKey of another client instance (clients made in parallel threads)
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
 
     def exists(self, kind: JobKindName, job_id: str) -> bool:
         """Whether a record exists."""
