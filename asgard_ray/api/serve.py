@@ -39,8 +39,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         ray_actor_options={"num_cpus": 0},
         health_check_period_s=10,
         health_check_timeout_s=30,
-        max_ongoing_requests=64,
-        max_queued_requests=256,
+        # Routes are async and long work runs as jobs, so a replica holds many cheap waits at once: a low
+        # cap (Serve's default is 5) would queue /mlops/health behind waiting requests.
+        max_ongoing_requests=1000,
+        max_queued_requests=2000,
     )
     @serve.ingress(fastapi_app)
     class AsgardIngress:
@@ -52,10 +54,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             # (`serve run module:build_app` builds the app before it has even connected to Ray).
             check_serve_bind(settings)
             log.info("Asgard API replica up (mode %s)", settings.asgard_mode.value)
-
-        def check_health(self) -> None:
-            """Serve's replica health check: the app must be importable and its settings valid."""
-            if fastapi_app.state.settings is None:  # pragma: no cover - defensive
-                raise RuntimeError("settings missing")
 
     return AsgardIngress.bind()

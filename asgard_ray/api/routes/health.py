@@ -45,7 +45,7 @@ class PlatformStatus(BaseModel):
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     """Answer as long as the API process runs (also the Serve replica health check)."""
     return Health()
 
