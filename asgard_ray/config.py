@@ -133,13 +133,21 @@ class Settings(BaseSettings):
     asgard_max_bins: int = Field(default=1024, ge=2)
     """Largest histogram bin count (xgboost max_bin)."""
 
-    # --- monitoring memory and retention ---------------------------------------------------------
-    asgard_monitoring_retention_days: int = Field(default=365, ge=0)
-    """Days of monitoring records kept on S3; older date partitions are deleted (0 keeps everything)."""
-    asgard_monitoring_memory_records: int = Field(default=50_000, ge=1)
-    """Most records the monitoring actor holds in memory; older history is paged from S3."""
-    asgard_monitoring_memory_mb: int = Field(default=128, ge=1)
-    """Most serialized megabytes of records the monitoring actor holds in memory (Python needs ~4x that)."""
+    # --- training execution modes (in-memory trials vs Ray Train data-parallel) ------------------
+    asgard_train_distributed_rows: int = Field(default=1_000_000, ge=1)
+    """Training sets with at least this many entity rows train data-parallel (xgboost/lightgbm) on Ray Train."""
+    asgard_train_max_workers: int = Field(default=16, ge=1)
+    """Most Ray Train workers one data-parallel trial may ask for (``execution.num_workers``)."""
+    asgard_train_default_workers: int = Field(default=2, ge=1)
+    """Ray Train workers per trial when a data-parallel request does not name ``execution.num_workers``."""
+    asgard_train_cpus_per_worker: float = Field(default=1.0, gt=0)
+    """CPUs each Ray Train worker reserves (fractions let small test clusters fit trials plus workers)."""
+    asgard_train_max_failures: int = Field(default=2, ge=0)
+    """Worker-group restarts per data-parallel trial (Ray Train ``FailureConfig``); each resumes from its checkpoint."""
+    asgard_train_checkpoint_rounds: int = Field(default=25, ge=1)
+    """Boosting rounds between the checkpoints of a data-parallel trial."""
+    asgard_train_storage_uri: str | None = None
+    """Where data-parallel trials keep checkpoints (every node must reach it); default ``s3://<bucket>/training/runs``."""
 
     # --- monitoring memory and retention ---------------------------------------------------------
     asgard_monitoring_retention_days: int = Field(default=365, ge=0)

@@ -1,7 +1,14 @@
 """Feature store on Feast: register feature views over gold tables, retrieve training frames."""
 
 from asgard_ray.features.registry import FeatureRegistry, registry_version
-from asgard_ray.features.retrieval import EVENT_TIMESTAMP, TrainingFrame, build_entity_df, build_training_frame
+from asgard_ray.features.retrieval import (
+    EVENT_TIMESTAMP,
+    TrainingFrame,
+    build_entity_df,
+    build_training_frame,
+    start_retrieval,
+    training_columns,
+)
 from asgard_ray.features.sources import table_schema, table_uri
 from asgard_ray.features.specs import (
     FeastStatus,
@@ -29,7 +36,9 @@ __all__ = [
     "build_training_frame",
     "feature_store",
     "registry_version",
+    "start_retrieval",
     "table_schema",
     "table_uri",
+    "training_columns",
     "write_repo",
 ]

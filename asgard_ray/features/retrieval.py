@@ -20,7 +20,7 @@ from asgard_ray.errors import InvalidRequest, NotFound
 from asgard_ray.features.registry import FeatureRegistry, registry_version
 from asgard_ray.features.sources import table_schema
 
-__all__ = ["EVENT_TIMESTAMP", "TrainingFrame", "build_entity_df", "build_training_frame"]
+__all__ = ["EVENT_TIMESTAMP", "TrainingFrame", "build_entity_df", "build_training_frame", "start_retrieval", "training_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,38 @@ def build_training_frame(
     Returns:
         The frame with join keys, ``event_timestamp``, the feature columns and the label.
     """
+    job, meta = start_retrieval(settings, feature_views, entities, event_timestamps=event_timestamps, label=label)
+    df = job.to_df()
+    df = df.sort_values("__row").drop(columns="__row").reset_index(drop=True)
+    df = df[training_columns(meta)]
+    log.info("retrieved %d rows x %d features from %s", len(df), len(meta.feature_columns), ",".join(feature_views))
+    meta.df = df
+    return meta
+
+
+def training_columns(meta: TrainingFrame) -> list[str]:
+    """The retrieved columns in order: join keys, ``event_timestamp``, features, then the label."""
+    label = meta.label
+    return [*meta.join_keys, EVENT_TIMESTAMP, *meta.feature_columns] + ([label] if label and label not in meta.feature_columns else [])
+
+
+def start_retrieval(
+    settings: Settings,
+    feature_views: list[str],
+    entities: dict[str, list[Any]] | pd.DataFrame,
+    *,
+    event_timestamps: list[Any] | None = None,
+    label: str | None = None,
+) -> tuple[Any, TrainingFrame]:
+    """Start Feast's point-in-time retrieval (the Ray offline store's job) without collecting it.
+
+    ``build_training_frame`` collects the job into one pandas frame; data-parallel training takes
+    ``job.to_ray_dataset()`` instead, so the rows stay in Ray's object store. The job's rows carry
+    an ``__row`` column (the entity row's position).
+
+    Returns:
+        The retrieval job, and a ``TrainingFrame`` describing the columns whose ``df`` is the entity frame.
+    """
     if not feature_views:
         raise InvalidRequest("feature_views is empty; name at least one registered feature view")
     registry = FeatureRegistry(settings)
@@ -188,13 +220,8 @@ def build_training_frame(
     job = store._get_provider().get_historical_features(
         store.config, provider_views, refs, entity_df, store.registry, store.project, False
     )
-    df = job.to_df()
-    df = df.sort_values("__row").drop(columns="__row").reset_index(drop=True)
-    ordered = [*join_keys, EVENT_TIMESTAMP, *feature_columns] + ([label] if label and label not in feature_columns else [])
-    df = df[ordered]
-    log.info("retrieved %d rows x %d features from %s", len(df), len(feature_columns), ",".join(feature_views))
-    return TrainingFrame(
-        df=df,
+    return job, TrainingFrame(
+        df=entity_df.drop(columns="__row"),
         join_keys=join_keys,
         feature_columns=feature_columns,
         feature_views=list(feature_views),

@@ -20,6 +20,7 @@ from asgard_ray.jobs import JobStore
 from asgard_ray.training.data import PreparedData, entity_hash, prepare_data
 from asgard_ray.training.estimators import check_param_bounds, log_model, resolve_params
 from asgard_ray.training.metrics import evaluate, positive_score
+from asgard_ray.training.modes import ExecutionPlan, choose_mode, sample_entities
 from asgard_ray.training.plots import model_figures
 from asgard_ray.training.schemas import (
     CLASSIFICATION_METRICS,
@@ -47,7 +48,7 @@ from asgard_ray.training.trials import (
     run_trials,
 )
 
-__all__ = ["plan_trials", "run_training", "selection_metric", "train_on_frame", "validate_request"]
+__all__ = ["execution_tags", "plan_trials", "run_training", "selection_metric", "train_on_frame", "validate_request"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def validate_request(request: TrainRequest, settings: Settings | None = None) ->
     fixed, warnings = resolve_params(
         request.framework, request.model_type, request.estimator, hp.params, list(hp.search_space or {})
     )
+    choose_mode(request, limits)  # sklearn past the in-memory limit, workers over the cap: 422 before any job
     allowed = CLASSIFICATION_METRICS if request.model_type == "classification" else REGRESSION_METRICS
     if hp.metric is not None and hp.metric.removeprefix("train_") not in allowed:
         raise InvalidRequest(f"unknown metric {hp.metric!r} for {request.model_type}; use one of {', '.join(allowed)}")
@@ -107,13 +109,23 @@ def selection_metric(request: TrainRequest, data: PreparedData) -> tuple[str, st
     return (metric if data.has_validation else f"train_{metric}"), mode, warnings
 
 
+def execution_tags(execution: dict[str, Any]) -> dict[str, str]:
+    """Parent-run tags that say which mode ran, with how many workers, and on what sample."""
+    tags = {"asgard.execution_mode": str(execution["mode"]), "asgard.num_workers": str(execution.get("num_workers", 1)),
+            "asgard.execution": json.dumps(execution, default=str)}
+    if execution.get("sample_rows"):
+        tags.update({"asgard.sample_rows": str(execution["sample_rows"]), "asgard.sampled_from_rows": str(execution["rows"])})
+    return tags
+
+
 def _refit(spec: TrialSpec, data: PreparedData, params: dict[str, Any]) -> Any:
     """Fit the best configuration again (trials keep no checkpoints); deterministic with random_state."""
     model, _ = fit_and_score(spec, data, params)
     return model
 
 
-def _lineage_tags(request: TrainRequest, frame: Any, data: PreparedData) -> dict[str, str]:
+def _lineage_tags(request: TrainRequest, frame: Any, data: Any, training_rows: int | None = None) -> dict[str, str]:
+    """The lineage tags of a parent run; ``data`` is ``PreparedData`` or, with ``training_rows``, ``ShardedData``."""
     tags = {
         lineage.TAG_FEATURE_COLUMNS: json.dumps(list(frame.feature_columns)),
         lineage.TAG_FEATURE_VIEWS: json.dumps(list(frame.feature_views)),
@@ -122,7 +134,7 @@ def _lineage_tags(request: TrainRequest, frame: Any, data: PreparedData) -> dict
         lineage.TAG_LABEL: str(frame.label),
         lineage.TAG_FRAMEWORK: request.framework,
         lineage.TAG_MODEL_TYPE: request.model_type,
-        lineage.TAG_TRAINING_ROWS: str(len(data.X_train)),
+        lineage.TAG_TRAINING_ROWS: str(len(data.X_train) if training_rows is None else training_rows),
         lineage.TAG_ENTITY_HASH: entity_hash(frame),
     }
     if data.classes is not None:
@@ -137,13 +149,22 @@ def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) 
     """Train as the request asks and return the ``TrainResponse`` as a dict (the Ray task's result)."""
     request = TrainRequest.model_validate(request_json)
     validate_request(request, settings)
+    plan = choose_mode(request, settings)
+    log.info("job %s: %s mode (%s)", job_id, plan.mode, plan.reason)
+    if plan.mode == "distributed":
+        from asgard_ray.training.distributed_run import train_distributed
+
+        return train_distributed(settings, request, job_id, plan)
     ds = request.data_source
-    frame = build_training_frame(settings, ds.feature_views, ds.entities, event_timestamps=ds.event_timestamps, label=ds.target_column)
-    return train_on_frame(settings, request, frame, job_id)
+    entities, timestamps = sample_entities(request, plan)
+    frame = build_training_frame(settings, ds.feature_views, entities, event_timestamps=timestamps, label=ds.target_column)
+    return train_on_frame(settings, request, frame, job_id, plan)
 
 
-def train_on_frame(settings: Settings, request: TrainRequest, frame: TrainingFrame, job_id: str) -> dict[str, Any]:
-    """Train on an already retrieved frame (``run_training`` after Feast retrieval).
+def train_on_frame(
+    settings: Settings, request: TrainRequest, frame: TrainingFrame, job_id: str, plan: ExecutionPlan | None = None,
+) -> dict[str, Any]:
+    """Train on an already retrieved frame (``run_training`` after Feast retrieval), in memory.
 
     The job record ``job_id`` must exist (``JobStore.create``); its progress is updated as trials end.
     """
@@ -159,8 +180,13 @@ def train_on_frame(settings: Settings, request: TrainRequest, frame: TrainingFra
 
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(settings, request.experiment_name)
+    plan = plan or ExecutionPlan("in_memory", len(frame.df), 1, None, "frame given")
+    if plan.sample_rows:
+        warnings.append(f"trained on a seeded random sample of {plan.sample_rows:,} of {plan.rows:,} entity rows "
+                        "(execution.sample_rows), not on all of them")
     tags = {**request.tags, **_lineage_tags(request, frame, data), "asgard.job_id": job_id,
-            "asgard.model_name": request.model_name, "mlflow.runName": f"{request.model_name}-{job_id}"}
+            "asgard.model_name": request.model_name, "mlflow.runName": f"{request.model_name}-{job_id}",
+            **execution_tags(plan.describe())}
     parent = client.create_run(experiment_id, tags=tags)
     run_id = parent.info.run_id
     store = JobStore(settings)
@@ -171,7 +197,8 @@ def train_on_frame(settings: Settings, request: TrainRequest, frame: TrainingFra
     log.info("job %s: parent run %s, %d trial(s) of %s/%s on %d rows", job_id, run_id, total, request.framework,
              request.model_type, len(data.X_train))
     try:
-        return _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings)
+        result = _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings)
+        return {**result, "execution": plan.describe()}
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

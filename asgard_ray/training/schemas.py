@@ -23,15 +23,16 @@ __all__ = [
     "REGRESSION_METRICS",
     "SEED_MAX",
     "DataSource",
+    "ExecutionSpec",
     "Framework",
     "Hyperparameters",
     "ModelType",
     "SearchDimension",
     "SplitSpec",
-    "TrainingJob",
-    "TrainingMetrics",
     "TrainRequest",
     "TrainResponse",
+    "TrainingJob",
+    "TrainingMetrics",
     "metric_mode",
 ]
 
@@ -153,6 +154,24 @@ class SplitSpec(BaseModel):
     seed: int = Field(default=42, ge=0, le=SEED_MAX)
 
 
+class ExecutionSpec(BaseModel):
+    """How trials run: in memory (Tune function trainables) or data-parallel on Ray Train workers."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["auto", "in_memory", "distributed"] = Field(
+        default="auto",
+        description="auto: data-parallel for xgboost/lightgbm from ASGARD_TRAIN_DISTRIBUTED_ROWS entity rows up, else in memory.",
+    )
+    num_workers: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="Ray Train workers per data-parallel trial (default ASGARD_TRAIN_DEFAULT_WORKERS, at most ASGARD_TRAIN_MAX_WORKERS).",
+    )
+    sample_rows: int | None = Field(
+        default=None, ge=1, le=INT64_MAX,
+        description="Train in memory on a seeded random sample of this many entity rows (recorded in the run and the answer).",
+    )
+
+
 class DataSource(BaseModel):
     """Where the training rows come from: Feast feature views, entity ids and the label column."""
 
@@ -186,6 +205,7 @@ class TrainRequest(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     split: SplitSpec = Field(default_factory=SplitSpec)
     tags: UserTags = Field(default_factory=dict, description="Tags of the MLflow run (the `asgard.` prefix is reserved).")
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="In-memory or data-parallel trials, workers, sampling.")
     async_: bool = Field(default=False, alias="async", description="Answer 202 with a job id instead of waiting.")
 
     @field_validator("framework", mode="before")
@@ -226,6 +246,9 @@ class TrainResponse(BaseModel):
     feature_columns: list[str]
     mlflow_run_url: str
     warnings: list[str] = Field(default_factory=list)
+    execution: dict[str, Any] = Field(
+        default_factory=dict, description="The mode that ran (in_memory / distributed), its workers and any sample."
+    )
 
 
 class TrainingJob(BaseModel):

@@ -176,18 +176,23 @@ def run_trials(
     max_concurrent_trials: int | None = None,
     callbacks: list[Any] | None = None,
     name: str = "asgard-trials",
+    trainable: Any = None,
+    resources: dict[str, float] | None = None,
+    trainable_kwargs: dict[str, Any] | None = None,
 ) -> TrialsOutcome:
     """Run the trials on the connected Ray cluster with Tune and return every result.
 
     Trials that raise are reported with their error (Tune does not stop the others). Tune's local
     experiment folder is temporary: no checkpoints are kept (the best configuration is refit), so
-    nothing relies on a disk shared between nodes.
+    nothing relies on a disk shared between nodes. ``trainable``, ``resources`` and ``trainable_kwargs``
+    replace the in-memory function trainable (data-parallel trials: ``training.distributed``).
     """
     from ray import tune
 
     space, _ = param_space(search_space)
     storage = tempfile.mkdtemp(prefix="asgard-tune-")
-    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, spec=spec), {"cpu": 1})
+    fn = tune.with_parameters(trainable or _trainable, data=data, spec=spec, **(trainable_kwargs or {}))
+    trainable = tune.with_resources(fn, resources or {"cpu": 1})
     tuner = tune.Tuner(
         trainable,
         param_space=space,

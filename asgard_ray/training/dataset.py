@@ -1,0 +1,238 @@
+"""The training set as Ray Data blocks: Feast's point-in-time retrieval, split and profiled without pandas on the driver.
+
+Data-parallel training (``asgard_ray.training.distributed``) never collects the training set into
+one process. This module builds it as Ray Datasets:
+
+* **Retrieval.** Feast's Ray offline store answers ``get_historical_features`` with a retrieval job
+  whose ``to_ray_dataset()`` keeps the point-in-time join's rows as Ray Data blocks
+  (``asgard_ray.features.start_retrieval`` is the same retrieval the in-memory frame uses).
+* **Preparation.** Each batch goes through the in-memory mode's own checks (``data._features``:
+  numeric features cast to float64) and label encoding against the class list found by
+  ``Dataset.unique``; unlabelled rows are dropped (counted, and reported as a warning).
+* **Split.** By a seeded hash of the entity row (join keys and timestamp): the same entity row always
+  falls on the same side, whatever the block layout. ``time`` puts the latest rows in validation, at
+  a cutoff from the quantile of a bounded random sample of timestamps. Stratification needs the whole frame, so ``auto``
+  and ``stratified`` use the hash split here (the answer says ``hash``).
+* **Reference profile.** Bin edges come from a bounded random sample (``numeric_profile``, as in
+  memory); counts, missing rates, mean, std, min and max are exact over every row, computed with
+  drift's own per-batch partials (``monitoring.aggregate.partial_stats`` / ``combine``), so training's
+  histogram and drift's histogram are the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from asgard_ray.errors import InvalidRequest
+from asgard_ray.training.data import MIN_SPLIT_ROWS, _features
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+    from asgard_ray.config import Settings
+    from asgard_ray.features import TrainingFrame
+    from asgard_ray.training.schemas import TrainRequest
+
+__all__ = ["LABEL", "PROFILE_SAMPLE_ROWS", "ShardedData", "build_training_dataset", "profile_dataset", "sample_frame"]
+
+log = logging.getLogger(__name__)
+
+LABEL = "__label"
+"""The encoded label column of a prepared dataset (class index, or the numeric target)."""
+_SPLIT = "__split"
+PROFILE_SAMPLE_ROWS = 100_000
+"""Rows sampled to place a profile's bin edges and quantiles (counts are exact over every row)."""
+
+
+@dataclass
+class ShardedData:
+    """Training and validation sets as Ray Datasets, with what the trials need to know about them."""
+
+    settings: Settings
+    train: Dataset
+    val: Dataset | None
+    feature_columns: list[str]
+    model_type: str
+    classes: list[Any] | None
+    split: str
+    train_rows: int
+    val_rows: int
+    meta: TrainingFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether a held-out validation set exists."""
+        return self.val is not None and self.val_rows > 0
+
+    @property
+    def n_classes(self) -> int | None:
+        """Number of classes (classification), else None."""
+        return len(self.classes) if self.classes is not None else None
+
+    @property
+    def eval_set(self) -> tuple[None, np.ndarray]:
+        """The class indices present in the rows that score trials (``selection_metric`` reads only ``y``)."""
+        present = np.arange(self.n_classes or 0) if self.classes is not None else np.zeros(0)
+        return None, present
+
+    @property
+    def eval_ds(self) -> Dataset:
+        """The rows that score a trial: validation, or training rows when there is none."""
+        return self.val if self.has_validation else self.train  # type: ignore[return-value]
+
+
+def _split_key(batch: pd.DataFrame, keys: list[str], ts: str, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per entity row, from a seeded hash of its keys and timestamp."""
+    hash_key = f"asgard{seed:010d}"[:16]
+    cols = batch[[*keys, ts]].astype(str)
+    hashed = pd.util.hash_pandas_object(cols, index=False, hash_key=hash_key).to_numpy(dtype=np.uint64)
+    return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _prepare(batch: pd.DataFrame, *, feature_columns: list[str], label: str, classes: list[Any] | None,
+             keys: list[str], ts: str, seed: int, by_time: bool) -> pd.DataFrame:
+    """One batch: labelled rows only, float64 features, encoded label, the split column."""
+    batch = batch[batch[label].notna()]
+    out = _features(batch, feature_columns).reset_index(drop=True)
+    if classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        out[LABEL] = np.array([index[v.item() if hasattr(v, "item") else v] for v in batch[label].to_numpy()], dtype=np.int64)
+    else:
+        y = pd.to_numeric(batch[label], errors="coerce")
+        if y.isna().any():
+            raise InvalidRequest(f"label {label!r} is not numeric; regression needs a numeric target")
+        out[LABEL] = y.to_numpy(dtype="float64")
+    if by_time:
+        out[_SPLIT] = pd.DatetimeIndex(pd.to_datetime(batch[ts], utc=True)).as_unit("ns").asi8
+    else:
+        out[_SPLIT] = _split_key(batch.reset_index(drop=True), keys, ts, seed)
+    return out
+
+
+def _side(batch: pd.DataFrame, *, low: float | None, high: float | None) -> pd.DataFrame:
+    """Keep the rows whose split value is in [low, high) and drop the split column."""
+    keep = np.ones(len(batch), dtype=bool)
+    if low is not None:
+        keep &= batch[_SPLIT].to_numpy() >= low
+    if high is not None:
+        keep &= batch[_SPLIT].to_numpy() < high
+    return batch[keep].drop(columns=_SPLIT)
+
+
+def build_training_dataset(settings: Settings, request: TrainRequest) -> ShardedData:
+    """Retrieve the request's training set point-in-time correct as Ray Datasets, split and materialized.
+
+    Raises:
+        InvalidRequest: No labelled rows, a non-numeric feature or regression label, or ``stratified`` for regression.
+    """
+    from asgard_ray.features import start_retrieval, training_columns
+
+    ds_spec, split = request.data_source, request.split
+    job, meta = start_retrieval(settings, ds_spec.feature_views, ds_spec.entities,
+                                event_timestamps=ds_spec.event_timestamps, label=ds_spec.target_column)
+    label = meta.label or ds_spec.target_column
+    raw = job.to_ray_dataset().select_columns(training_columns(meta))
+    total = raw.count()
+    warnings: list[str] = []
+    classes: list[Any] | None = None
+    if request.model_type == "classification":
+        classes = sorted(v.item() if hasattr(v, "item") else v for v in raw.unique(label) if v is not None and v == v)
+        if len(classes) < 2:
+            warnings.append(f"the label {label!r} has a single class in these rows; the model cannot separate classes")
+    strategy = split.strategy
+    if strategy == "stratified" and request.model_type != "classification":
+        raise InvalidRequest("split strategy 'stratified' needs model_type classification; use random or time")
+    by_time = strategy == "time"
+    prepared = raw.map_batches(
+        _prepare, batch_format="pandas",
+        fn_kwargs={"feature_columns": meta.feature_columns, "label": label, "classes": classes,
+                   "keys": meta.join_keys, "ts": meta.timestamp_column, "seed": split.seed, "by_time": by_time},
+    ).materialize()
+    labelled = prepared.count()
+    if labelled == 0:
+        raise InvalidRequest(
+            f"the training set is empty: none of the {total} entity rows has a {label!r} value at its timestamp; "
+            "check the entity ids and event_timestamps against the source table"
+        )
+    if labelled < total:
+        warnings.append(f"dropped {total - labelled} of {total} entity rows with no {label!r} value")
+    if labelled < MIN_SPLIT_ROWS:
+        warnings.append(f"only {labelled} labelled rows (< {MIN_SPLIT_ROWS}): trained on all of them with no validation set")
+        train = prepared.map_batches(_side, batch_format="pandas", fn_kwargs={"low": None, "high": None}).materialize()
+        return ShardedData(settings, train, None, list(meta.feature_columns), request.model_type, classes, "none",
+                           labelled, 0, meta, warnings)
+    if by_time:
+        # the cutoff is the (1 - fraction) quantile of a bounded sample of timestamps (exact up to that size)
+        stamps = sample_frame(prepared.select_columns([_SPLIT]), labelled, PROFILE_SAMPLE_ROWS, seed=split.seed)[_SPLIT]
+        cut = int(np.quantile(stamps.to_numpy(dtype=np.float64), 1.0 - split.validation_fraction))
+        train_bounds, val_bounds, used = (None, cut), (cut, None), "time"
+    else:
+        frac = split.validation_fraction
+        train_bounds, val_bounds, used = (frac, None), (None, frac), "hash"
+        if strategy == "stratified":
+            warnings.append("data-parallel training splits by a hash of the entity row, not stratified")
+    train, val = _apply_split(prepared, train_bounds, val_bounds)
+    train_rows, val_rows = train.count(), val.count()
+    if by_time and train_rows == 0:  # the cutoff fell on the earliest timestamp: validate on the later ones only
+        train, val = _apply_split(prepared, (None, cut + 1), (cut + 1, None))
+        train_rows, val_rows = train.count(), val.count()
+    if train_rows == 0 or val_rows == 0:
+        raise InvalidRequest(f"the {used} split left {train_rows} training and {val_rows} validation rows; "
+                             "change split.validation_fraction or split.strategy")
+    log.info("training dataset: %d rows (%d train, %d validation, %s split), %d features", labelled, train_rows,
+             val_rows, used, len(meta.feature_columns))
+    return ShardedData(settings, train, val, list(meta.feature_columns), request.model_type, classes, used,
+                       train_rows, val_rows, meta, warnings)
+
+
+def _apply_split(prepared: Dataset, train_bounds: tuple[Any, Any], val_bounds: tuple[Any, Any]) -> tuple[Dataset, Dataset]:
+    def side(bounds: tuple[Any, Any]) -> Dataset:
+        low, high = bounds
+        return prepared.map_batches(_side, batch_format="pandas", fn_kwargs={"low": low, "high": high}).materialize()
+
+    return side(train_bounds), side(val_bounds)
+
+
+def sample_frame(ds: Dataset, rows: int, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    """A seeded random sample of about ``max_rows`` rows of ``ds`` (all of it when smaller), as one frame."""
+    if rows <= max_rows:
+        return ds.to_pandas()
+    frac = min(1.0, max_rows / rows)
+    return ds.random_sample(frac, seed=seed).to_pandas().head(max_rows)
+
+
+def profile_dataset(ds: Dataset, columns: list[str], rows: int, sample_rows: int = PROFILE_SAMPLE_ROWS) -> dict[str, dict[str, Any]]:
+    """``numeric_profile`` of every column, with exact counts and moments over all of ``ds``.
+
+    The bin edges and quantiles come from a random sample of ``sample_rows``; the counts per bin,
+    missing values, mean, std, min and max are summed over every block with drift's partials.
+    """
+    from asgard_ray.monitoring.aggregate import AggregateSpec, combine, partial_stats
+    from asgard_ray.monitoring.compute import column_spec
+    from asgard_ray.monitoring.profile import numeric_profile
+
+    sample = sample_frame(ds.select_columns(columns), rows, sample_rows)
+    profiles = {c: numeric_profile(sample[c]) for c in columns}
+    spec = AggregateSpec(columns=tuple(column_spec(c, profiles[c]) for c in columns), sample_size=1)
+    blobs = ds.select_columns(columns).map_batches(partial_stats, batch_format="pandas", fn_kwargs={"spec": spec}).take_all()
+    total = combine([row["partial"] for row in blobs], spec)
+    n = int(total["n"])
+    for c in columns:
+        stats = total["columns"].get(c)
+        prof = profiles[c]
+        if stats is None or not prof.get("bin_edges"):
+            continue
+        finite = n - int(stats["missing"])
+        mean = stats["sum"] / finite if finite else None
+        var = max(stats["sumsq"] / finite - mean * mean, 0.0) if finite else None  # type: ignore[operator]
+        prof.update(n=n, missing=int(stats["missing"]), missing_rate=(stats["missing"] / n) if n else 0.0,
+                    counts=[int(x) for x in stats["counts"]], mean=mean, std=math.sqrt(var) if var is not None else None,
+                    min=float(stats["min"]), max=float(stats["max"]), sample_rows=int(len(sample)))
+    return profiles
