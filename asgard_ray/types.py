@@ -24,11 +24,13 @@ __all__ = [
     "BoundedJson",
     "FiniteFloat",
     "Int64",
+    "JobId",
     "ModelName",
     "UtcDatetime",
     "check_bounded_json",
     "check_model_name",
     "check_utc_datetime",
+    "is_job_id",
 ]
 
 INT64_MIN: Final = -(2**63)
@@ -56,6 +58,17 @@ def check_model_name(value: str, what: str = "model_name") -> str:
 
 ModelName = Annotated[str, AfterValidator(check_model_name), Field(examples=["churn_predictor"])]
 """A registered model's name: the one rule used by registry, training, scoring and monitoring."""
+
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+JobId = Annotated[str, Field(pattern=_JOB_ID.pattern, examples=["batch-3f2a9c1b7d4e"])]
+"""A job id: letters, digits, '-' and '_' (safe in S3 keys, Ray task names and URLs)."""
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed job id."""
+    return bool(_JOB_ID.match(value))
 
 
 def _finite(value: float) -> float:

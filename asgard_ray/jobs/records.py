@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from asgard_ray.config import Settings
 from asgard_ray.errors import NotFound
 from asgard_ray.storage import read_json, write_json
+from asgard_ray.types import is_job_id
 
 __all__ = [
     "JOB_KINDS",
@@ -151,9 +152,11 @@ class JobStore:
         return self.save(record)
 
     def find(self, kind: str, job_id: str) -> JobRecord | None:
-        """One record, or None."""
+        """One record, or None (also for an id that no job can have)."""
         from botocore.exceptions import ClientError
 
+        if not is_job_id(job_id):
+            return None
         try:
             return JobRecord.model_validate(read_json(self.settings, self._uri(kind, job_id)))
         except FileNotFoundError:

@@ -17,6 +17,7 @@ from asgard_ray.api.errors import ErrorBody
 from asgard_ray.jobs import JobKindName, JobRecord
 from asgard_ray.training.schemas import TrainingJob
 from asgard_ray.training.service import job_view
+from asgard_ray.types import JobId
 
 __all__ = ["JobPage", "answer_status", "router"]
 
@@ -37,7 +38,7 @@ def answer_status(record: JobRecord) -> int:
 
 
 @router.get("/jobs/{job_id}", response_model=TrainingJob, responses=_ERRORS)
-async def get_job(job_id: str, settings: SettingsDep) -> TrainingJob:
+async def get_job(job_id: JobId, settings: SettingsDep) -> TrainingJob:
     """Status of a job: trials done, best metric so far, error, dashboard and MLflow links."""
     return job_view(await jobs.get_job(settings, job_id))
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from asgard_ray import jobs
 from asgard_ray.api.deps import SettingsDep, service
 from asgard_ray.api.errors import ErrorBody
-from asgard_ray import jobs
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.jobs import JobRecord
 from asgard_ray.monitoring.actor import MonitoringClient
@@ -28,7 +28,7 @@ from asgard_ray.monitoring.schemas import (
     MonitoringRequest,
     MonitoringResponse,
 )
-from asgard_ray.types import check_model_name
+from asgard_ray.types import JobId, check_model_name
 
 __all__ = ["router"]
 
@@ -132,7 +132,7 @@ async def compute(body: ComputeRequest, settings: SettingsDep, response: Respons
 
 
 @router.get("/compute/{job_id}", response_model=JobRecord, responses=_ERRORS)
-async def compute_status(job_id: str, settings: SettingsDep) -> JobRecord:
+async def compute_status(job_id: JobId, settings: SettingsDep) -> JobRecord:
     """Status and result of a drift job (monitoring ids, alerts, MLflow report)."""
     return await jobs.get_job(settings, job_id, "monitoring")
 

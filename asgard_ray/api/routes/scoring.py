@@ -17,6 +17,7 @@ from asgard_ray.scoring import (
     BatchScoreResponse,
 )
 from asgard_ray.scoring.service import KIND, batch_response, batch_status
+from asgard_ray.types import JobId
 
 __all__ = ["router"]
 
@@ -37,7 +38,7 @@ async def score_batch(body: BatchScoreRequest, settings: SettingsDep, response: 
 
 
 @router.get("/batch/{job_id}", response_model=BatchJobStatus, responses=_ERRORS)
-async def get_batch_job(job_id: str, settings: SettingsDep) -> BatchJobStatus:
+async def get_batch_job(job_id: JobId, settings: SettingsDep) -> BatchJobStatus:
     """A job's status, rows done / total, output path and error."""
     return batch_status(await jobs.get_job(settings, job_id, KIND))
 
