@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     """CPUs one prediction replica reserves (fractional; 0 leaves the cores to training and scoring)."""
     asgard_serve_sample_rate: float = Field(default=0.01, ge=0, le=1)
     """Share of real-time predictions sampled into the monitoring actor (0 turns sampling off)."""
+    asgard_max_running_jobs_materialize: int = 1
+    """Materialization jobs running at once (each writes the online store); more get 429 with ``Retry-After``."""
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     """Feast online store: SQLite under the Feast repo (embedded) or Redis (production)."""
     feast_redis_connection_string: SecretStr | None = None

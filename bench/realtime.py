@@ -44,7 +44,7 @@ connect(settings)
 server = PredictionServer(settings)
 async def predict(request):
     return await server(request)
-app = Starlette(routes=[Route("/predict/{name}", predict, methods=["POST"])])
+app = Starlette(routes=[Route("/predict/{{name}}", predict, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
 

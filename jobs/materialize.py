@@ -16,8 +16,8 @@ from typing import Any
 
 from asgard_ray.config import Settings
 from asgard_ray.entrypoints import load_request
-from asgard_ray.runtime import connect
-from asgard_ray.serving.materialize import MaterializeRequest, materialize
+from asgard_ray.jobs import run_job
+from asgard_ray.serving.materialize import MATERIALIZE_JOB, MaterializeRequest
 
 log = logging.getLogger("asgard.jobs.materialize")
 
@@ -39,11 +39,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     body = load_request(args.request) if args.request else {
         "feature_views": args.feature_view, "start_date": args.start, "end_date": args.end}
     request = MaterializeRequest.model_validate(body)
-    settings = Settings()
-    connect(settings)  # the Ray offline store reads the source as Ray Data work on this cluster
-    result = materialize(settings, request.feature_views, request.start_date, request.end_date)
-    log.info("materialized %s in %.2fs", [v.name for v in result.feature_views], result.seconds)
-    out = result.model_dump(mode="json")
+    # the job runs as the jobs core's Ray task materialize:<job_id>, like one started over HTTP
+    out = run_job(MATERIALIZE_JOB.name, request, settings=Settings())
+    log.info("materialized %s in %.2fs", [v["name"] for v in out["feature_views"]], out["seconds"])
     print(json.dumps(out))
     return out
 

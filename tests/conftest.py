@@ -107,7 +107,7 @@ def mlflow_server(base_settings: Settings) -> Iterator[str]:
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        wait_http(f"{uri}/health")
+        wait_http(f"{uri}/health", timeout=300)  # a loaded machine starts MLflow slowly
         yield uri
     finally:
         proc.terminate()

@@ -62,7 +62,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _FRAME = re.compile(r"^\s*(File \"|Traceback \(most recent call last\)|During handling|The above exception|\^+$)")
 _RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.+)$", re.MULTILINE)
 _RAY_NAME = re.compile(r"^(ray\.|Ray|UserCodeException|ActorDiedError|WorkerCrashedError|ObjectLostError|OwnerDiedError)")
-_PREFIX = {"training": "train", "batch_scoring": "batch", "monitoring": "drift"}
+_PREFIX = {"training": "train", "batch_scoring": "batch", "monitoring": "drift", "materialize": "mat"}
 
 
 class JobFailed(AsgardError):

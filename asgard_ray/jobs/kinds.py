@@ -85,6 +85,7 @@ _BUILTIN: dict[str, str] = {
     "training": "asgard_ray.training.service:TRAINING_JOB",
     "batch_scoring": "asgard_ray.scoring.service:SCORING_JOB",
     "monitoring": "asgard_ray.monitoring.compute:DRIFT_JOB",
+    "materialize": "asgard_ray.serving.materialize:MATERIALIZE_JOB",
 }
 _KINDS: dict[str, JobKind] = {}
 

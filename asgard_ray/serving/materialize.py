@@ -1,16 +1,18 @@
 """Materialization: load feature views' latest values from the offline store into the online store, on Ray.
 
-``materialize`` is the library call (a Ray task wraps it for ``POST /feast/materialize`` and
-``jobs/materialize.py``). Per view it runs Feast's provider materialization: the Ray offline store
-pulls the latest row per entity in ``[start, end)`` as Ray Data work, and the rows are written to the
-online store (SQLite in the embedded stack, Redis in production). The finished interval is then
-recorded in Feast's registry through the registry's writer actor (one registry write at a time),
-which is where ``GET /feast/features/{name}`` reads the last materialized time from.
+``materialize`` is the library call; ``MATERIALIZE_JOB`` makes it a job kind of the jobs core, so
+``POST /feast/materialize`` and ``jobs/materialize.py`` run it as the Ray task
+``materialize:<job_id>`` (listed at ``/mlops/jobs``, admitted and reconciled like every job).
+
+Per view it runs Feast's provider materialization: the Ray offline store pulls the latest row per
+entity in ``[start, end)`` as Ray Data work, and the rows are written to the online store (SQLite in
+the embedded stack, Redis in production). The finished interval is then recorded in Feast's registry
+through the registry's writer actor (one registry write at a time), which is where ``GET
+/feast/features/{name}`` reads the last materialized time from.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -19,16 +21,15 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest, NotFound, ServiceUnavailable
+from asgard_ray.errors import InvalidRequest, NotFound
+from asgard_ray.jobs import JobKind, JobRecord, Plan
 from asgard_ray.types import UtcDatetime
 
-__all__ = ["MaterializeRequest", "MaterializeResponse", "MaterializedView", "materialize", "materialize_async",
-           "materialize_on_ray"]
+__all__ = ["MATERIALIZE_JOB", "MaterializeRequest", "MaterializeResponse", "MaterializeResult", "MaterializedView", "materialize"]
 
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TIMEOUT_S = 3600.0
 
 
 class MaterializeRequest(BaseModel):
@@ -54,14 +55,24 @@ class MaterializedView(BaseModel):
     last_materialized_at: datetime | None = None
 
 
-class MaterializeResponse(BaseModel):
-    """What was materialized."""
+class MaterializeResult(BaseModel):
+    """What one materialization loaded."""
 
     feature_views: list[MaterializedView]
     start_date: datetime
     end_date: datetime
     online_store: str
     seconds: float
+
+
+class MaterializeResponse(BaseModel):
+    """``POST /feast/materialize``: the job and, once it completed, what it loaded."""
+
+    job_id: str
+    status: str
+    result: MaterializeResult | None = None
+    error: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 def _record_interval(settings: Settings, fv: Any, start: datetime, end: datetime) -> None:
@@ -78,7 +89,7 @@ def _record_interval(settings: Settings, fv: Any, start: datetime, end: datetime
 
 
 def materialize(settings: Settings, feature_views: list[str] | None = None, start: datetime | None = None,
-                end: datetime | None = None) -> MaterializeResponse:
+                end: datetime | None = None) -> MaterializeResult:
     """Materialize ``feature_views`` (default all) over ``[start, end)`` into the online store (blocking).
 
     Raises:
@@ -125,47 +136,36 @@ def materialize(settings: Settings, feature_views: list[str] | None = None, star
         _record_interval(settings, fv, start, end)
         done.append(MaterializedView(name=fv.name, seconds=round(time.perf_counter() - t0, 3), last_materialized_at=end))
         log.info("materialized feature view %s over [%s, %s) in %.2fs", fv.name, start, end, done[-1].seconds)
-    return MaterializeResponse(feature_views=done, start_date=start, end_date=end,
+    return MaterializeResult(feature_views=done, start_date=start, end_date=end,
                                online_store=settings.feast_online_store, seconds=round(time.perf_counter() - began, 3))
 
 
-def _task(settings: Settings, names: list[str], start: datetime | None, end: datetime | None) -> dict[str, Any]:
-    return materialize(settings, names, start, end).model_dump(mode="json")
+def _prepare(request: MaterializeRequest, settings: Settings, job_id: str) -> Plan:
+    """Fail fast (404 before a job exists) for a view that is not registered."""
+    if request.feature_views:
+        from asgard_ray.features.registry import FeatureRegistry
+
+        registry = FeatureRegistry(settings)
+        for name in request.feature_views:
+            registry.get(name)
+    return Plan(job_id=job_id, settings=settings, payload=request, request=request.model_dump(mode="json"),
+                progress={"feature_views": request.feature_views or ["(all)"]},
+                links={"status": f"/mlops/jobs/{job_id}"}, wait=True)
 
 
-def materialize_on_ray(settings: Settings, request: MaterializeRequest) -> Any:
-    """Start materialization as a Ray task named ``materialize:<views>``; returns its ref."""
-    import ray
-
-    from asgard_ray.runtime import connect
-
-    connect(settings)
-    label = ",".join(request.feature_views)[:80] or "all"
-    fn = ray.remote(_task).options(name=f"materialize:{label}", num_cpus=1, max_retries=0,
-                                   runtime_env={"env_vars": settings.worker_env()})
-    return fn.remote(settings, request.feature_views, request.start_date, request.end_date)
+def _run(plan: Plan) -> dict[str, Any]:
+    request: MaterializeRequest = plan.payload
+    return materialize(plan.settings, request.feature_views, request.start_date, request.end_date).model_dump(mode="json")
 
 
-async def materialize_async(settings: Settings, request: MaterializeRequest, timeout_s: float = _TIMEOUT_S) -> MaterializeResponse:
-    """Run materialization on Ray and await it (for the async route).
-
-    Raises:
-        NotFound, InvalidRequest: From ``materialize``; ServiceUnavailable when it runs past ``timeout_s``.
-    """
-    from asgard_ray.jobs import domain_error
-
-    ref = await asyncio.to_thread(materialize_on_ray, settings, request)
-    try:
-        out = await asyncio.wait_for(_await(ref), timeout_s)
-    except TimeoutError:
-        raise ServiceUnavailable(f"materialization did not finish in {timeout_s:g}s; it goes on in the background") from None
-    except Exception as exc:
-        err = domain_error(exc)
-        if err is not None:
-            raise err from None
-        raise
-    return MaterializeResponse.model_validate(out)
+def _view(record: JobRecord) -> MaterializeResponse:
+    result = MaterializeResult.model_validate(record.result) if record.status == "completed" and record.result else None
+    return MaterializeResponse(job_id=record.job_id, status=record.status, result=result, error=record.error,
+                               links=dict(record.links or {}))
 
 
-async def _await(ref: Any) -> Any:
-    return await ref
+MATERIALIZE_JOB = JobKind(
+    name="materialize", id_prefix="mat", prepare=_prepare, run=_run, view=_view,
+    limit_setting="asgard_max_running_jobs_materialize", default_limit=1, max_retries=0, wait_s=600.0,
+)
+"""Materialization as a job kind of the jobs core (``POST /feast/materialize``, ``jobs/materialize.py``)."""

@@ -36,13 +36,15 @@ def versions(settings: Settings, customer_features: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def materialized(settings: Settings, customer_features: str) -> dict[str, Any]:
-    """``customer_features`` materialized into the online store by a Ray task."""
-    import ray
+    """``customer_features`` materialized into the online store by a job of the jobs core (a Ray task)."""
+    from asgard_ray import jobs
+    from asgard_ray.serving.materialize import MaterializeRequest
 
-    from asgard_ray.serving.materialize import MaterializeRequest, materialize_on_ray
-
-    ref = materialize_on_ray(settings, MaterializeRequest(feature_views=[customer_features]))
-    return ray.get(ref, timeout=300)
+    record = jobs.submit_job_sync("materialize", MaterializeRequest(feature_views=[customer_features]), settings,
+                                  wait=True, timeout=900)
+    assert record.status == "completed" and record.job_id.startswith("mat-"), record
+    assert record.result is not None
+    return record.result
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from asgard_ray.api.deps import SettingsDep
 from asgard_ray.api.errors import ErrorBody
@@ -80,9 +80,14 @@ async def serve_predictions(body: PredictRequest, settings: SettingsDep, request
     return await forward(request, "predict", body.model_dump(mode="json"), timeout_s=settings.asgard_serve_timeout_s)
 
 
-@router.post("/feast/materialize", response_model=MaterializeResponse, responses=_ERRORS)
-async def materialize_features(body: MaterializeRequest, settings: SettingsDep) -> MaterializeResponse:
-    """Load feature views' latest values into the online store (as a Ray task), for real-time lookups."""
-    from asgard_ray.serving.materialize import materialize_async
+@router.post("/feast/materialize", response_model=MaterializeResponse,
+             responses={202: {"model": MaterializeResponse}, 429: {"model": ErrorBody}, **_ERRORS})
+async def materialize_features(body: MaterializeRequest, settings: SettingsDep, response: Response) -> MaterializeResponse:
+    """Load feature views' latest values into the online store, as a job on Ray (200 when done, 202 while running)."""
+    from asgard_ray import jobs
+    from asgard_ray.api.routes.jobs import answer_status
+    from asgard_ray.serving.materialize import MATERIALIZE_JOB
 
-    return await materialize_async(settings, body)
+    record = await jobs.submit_job(MATERIALIZE_JOB.name, body, settings)
+    response.status_code = answer_status(record)
+    return MATERIALIZE_JOB.view(record)  # type: ignore[return-value]  # this kind's view is MaterializeResponse
