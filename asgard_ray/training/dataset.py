@@ -234,5 +234,5 @@ def profile_dataset(ds: Dataset, columns: list[str], rows: int, sample_rows: int
         var = max(stats["sumsq"] / finite - mean * mean, 0.0) if finite else None  # type: ignore[operator]
         prof.update(n=n, missing=int(stats["missing"]), missing_rate=(stats["missing"] / n) if n else 0.0,
                     counts=[int(x) for x in stats["counts"]], mean=mean, std=math.sqrt(var) if var is not None else None,
-                    min=float(stats["min"]), max=float(stats["max"]), sample_rows=int(len(sample)))
+                    min=float(stats["min"]), max=float(stats["max"]), sample_rows=len(sample))
     return profiles

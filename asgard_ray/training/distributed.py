@@ -151,8 +151,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
             _report(framework, _raw(framework, env.model), n)
 
     params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
-    lightgbm.train(params, lightgbm.Dataset(X, label=y), num_boost_round=remaining, init_model=start,
-                   callbacks=[_checkpoints])
+    # Ray Data hands Arrow-backed pandas columns, which LightGBM refuses: give it float64 numpy and the names
+    train_set = lightgbm.Dataset(X.to_numpy(dtype="float64"), label=y, feature_name=list(config["feature_columns"]))
+    lightgbm.train(params, train_set, num_boost_round=remaining, init_model=start, callbacks=[_checkpoints])
 
 
 def wrap_booster(framework: str, model_type: str, raw: bytes, n_classes: int | None) -> Any:
@@ -195,7 +196,7 @@ def _predict(batch: pd.DataFrame, *, framework: str, model_type: str, raw: bytes
         _MODELS[key] = wrap_booster(framework, model_type, raw, n_classes)
     model = _MODELS[key]
     out = pd.DataFrame({LABEL: batch[LABEL].to_numpy()})
-    X = batch[feature_columns]
+    X = batch[feature_columns].astype("float64")  # numpy float64, as the model's signature says (not Arrow-backed)
     if model_type == "classification":
         proba = np.asarray(model.predict_proba(X), dtype="float64")
         for i in range(proba.shape[1]):
@@ -249,7 +250,8 @@ def _trial(config: dict[str, Any], data: ShardedData, spec: TrialSpec, job_id: s
                            "every": settings.asgard_train_checkpoint_rounds, "feature_columns": data.feature_columns,
                            "storage": (fs, base)},
         datasets={"train": data.train},
-        scaling_config=train.ScalingConfig(num_workers=num_workers,
+        # SPREAD: one worker per node where the cluster allows, so shards (and their memory) spread out
+        scaling_config=train.ScalingConfig(num_workers=num_workers, placement_strategy="SPREAD",
                                            resources_per_worker={"CPU": settings.asgard_train_cpus_per_worker}),
         run_config=train.RunConfig(name=f"trial-{trial_id}", storage_path=f"{base}/train", storage_filesystem=fs,
                                    failure_config=train.FailureConfig(max_failures=settings.asgard_train_max_failures),
@@ -308,6 +310,7 @@ def run_dp_trials(data: ShardedData, spec: TrialSpec, search_space: Any, *, job_
     """Run the data-parallel trials through ``trials.run_trials`` (one trial at a time unless asked)."""
     from asgard_ray.training.trials import run_trials
 
+    # the trial only drives its Trainer (Tune refuses a trial with no resources at all)
     return run_trials(data, spec, search_space, num_samples=num_samples, max_concurrent_trials=max_concurrent_trials or 1,
-                      callbacks=callbacks, name=job_id, trainable=_trial, resources={"cpu": 0.01},  # the trial only drives its Trainer; Tune refuses 0
+                      callbacks=callbacks, name=job_id, trainable=_trial, resources={"cpu": 0.01},
                       trainable_kwargs={"job_id": job_id, "num_workers": num_workers})

@@ -51,7 +51,8 @@ def _score_and_label(batch: pd.DataFrame, *, classes: list[Any] | None, n_classe
     if classes is not None:
         proba = batch[[c for c in batch.columns if c.startswith("__p")]].to_numpy()
         label = np.asarray(classes, dtype=object)[batch[LABEL].to_numpy().astype(int)]
-        return pd.DataFrame({"prediction": positive_score(proba, n_classes or 2), "label": pd.to_numeric(pd.Series(label), errors="coerce")})
+        return pd.DataFrame({"prediction": positive_score(proba, n_classes or 2),
+                             "label": pd.to_numeric(pd.Series(label), errors="coerce")})
     return pd.DataFrame({"prediction": batch["__pred"].to_numpy(), "label": batch[LABEL].to_numpy()})
 
 
@@ -142,7 +143,7 @@ def _train_and_log(
                        "asgard.warnings": json.dumps(warnings), **execution_tags(execution)}.items():
         client.set_tag(run_id, key, str(value))
     sample = sample_frame(data.eval_ds, data.val_rows if data.has_validation else data.train_rows, FIGURE_ROWS, seed=0)
-    X_eval, y_eval = sample[data.feature_columns], sample[LABEL].to_numpy()
+    X_eval, y_eval = sample[data.feature_columns].astype("float64"), sample[LABEL].to_numpy()
     score = (positive_score(model.predict_proba(X_eval), spec.n_classes or 2) if spec.model_type == "classification"
              else np.asarray(model.predict(X_eval), dtype="float64"))
     for path, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():

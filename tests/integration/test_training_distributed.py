@@ -73,6 +73,56 @@ def test_data_parallel_matches_in_memory(dp_settings: Settings, customer_feature
     proba = model.predict_proba(pd.DataFrame(X, columns=dp.feature_columns))
     assert proba.shape == (4, 2) and np.allclose(proba.sum(axis=1), 1)
     profile = client.download_artifacts(dp.run_id, "reference_profile.json")
-    prof = json.loads(open(profile).read())
+    with open(profile) as f:
+        prof = json.load(f)
     assert prof["n_rows"] == 150 and set(prof["features"]) == set(dp.feature_columns)
     assert all(sum(p["counts"]) + p["missing"] == 150 for p in prof["features"].values())
+
+
+def test_killed_worker_resumes_from_its_checkpoint_or_fails_cleanly(dp_settings: Settings, customer_features: str) -> None:
+    """SIGKILL one Ray Train worker after the trial's second checkpoint; FailureConfig restarts the group."""
+    import pyarrow.fs as pafs
+
+    from asgard_ray.storage import resolve
+
+    settings = dp_settings.model_copy(update={"asgard_train_checkpoint_rounds": 100, "asgard_train_max_failures": 2})
+    body = body_for(customer_features, "xgboost", "distributed", n_estimators=4000, learning_rate=0.01, max_depth=6)
+    job_id = new_job_id("train")
+    JobStore(settings).create("training", job_id)
+    outcome: dict[str, Any] = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = TrainResponse.model_validate(run_training(settings, body, job_id))
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    fs, base = resolve(settings, settings.s3_uri("training", "runs", job_id))
+    killed: int | None = None
+    deadline = time.monotonic() + 240
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        files = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        # two checkpoints on storage: the first one is surely registered with Ray Train by then
+        checkpoints = {part for f in files for part in f.path.split("/") if part.startswith("checkpoint_")}
+        has_checkpoint = len(checkpoints) >= 2
+        markers = [f.path for f in files if f.is_file and "/workers/" in f.path and f.path.endswith("/1.json")]
+        if has_checkpoint and markers:
+            with fs.open_input_file(markers[0]) as f:
+                killed = json.loads(f.read())["pid"]
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.5)
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "training did not end after the worker was killed"
+    assert killed is not None, f"no checkpoint and worker marker seen before training ended: {outcome}"
+    if "result" in outcome:
+        result: TrainResponse = outcome["result"]
+        assert result.execution["resumed_from_round"] >= 100  # the new worker group started from the checkpoint
+        assert "roc_auc" in result.metrics.metrics
+    else:  # failing is allowed, but cleanly: the parent run is FAILED and the error says why
+        client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+        runs = client.search_runs(client.get_experiment_by_name("it_training").experiment_id,
+                                  filter_string=f"tags.`asgard.job_id` = '{job_id}'")
+        assert runs and runs[0].info.status == "FAILED", outcome

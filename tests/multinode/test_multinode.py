@@ -25,6 +25,7 @@ def test_workflow_on_head_and_two_workers(settings: Settings, tmp_path: Path) ->
     # a home no other process shares: nothing may depend on a local folder shared between nodes
     env = service_env(settings.model_copy(update={"asgard_home": tmp_path / "mn_home", "feast_repo_path": tmp_path / "mn_feast"}))
     env["MN_DASHBOARD_PORT"] = str(free_port())
+    env["ASGARD_TRAIN_CPUS_PER_WORKER"] = "0.5"  # a 1-CPU worker node keeps half a CPU for Ray Data
     ensure_token(Path(env["RAY_AUTH_TOKEN_PATH"]))  # the cluster this test starts has a token of its own
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
@@ -40,6 +41,10 @@ def test_workflow_on_head_and_two_workers(settings: Settings, tmp_path: Path) ->
     assert out["work_on_workers"], out
     trial_or_data = [n for n in out["work_on_workers"] if any(k in n.lower() for k in ("trainable", "map", "read", "write", "trial", "score", "actor"))]
     assert trial_or_data, out["work_on_workers"]
+    # data-parallel training: both Ray Train workers trained, one on each worker node, on disjoint shards
+    assert out["dp_mode"] == "distributed"
+    assert sorted(out["dp_worker_nodes"]) == sorted(out["worker_node_ids"]), out
+    assert all(rows > 0 for rows in out["dp_worker_rows"]) and sum(out["dp_worker_rows"]) == out["dp_training_rows"]
     # outputs live on S3 and behind the MLflow server, not in a local folder
     assert out["output_path"].startswith("s3://")
     assert exists(settings, out["output_path"].rstrip("/") + "/_manifest.json")

@@ -56,6 +56,17 @@ def main() -> None:
             "hyperparameters": {"params": {"n_estimators": 20}, "search_space": {"num_leaves": {"type": "choice", "values": [7, 15]}},
                                 "num_trials": 2, "metric": "roc_auc", "mode": "max"},
         })
+        # data-parallel: one Ray Train worker per worker node (SPREAD, half a CPU each), shards from Ray Data
+        dp = call("POST", "/mlops/models", {
+            "experiment_name": "multinode", "model_name": "mn_churn_dp", "framework": "xgboost",
+            "model_type": "classification",
+            "data_source": {"feature_views": ["customer_features"], "entities": {"customer_id": list(range(1, 801))},
+                            "target_column": "churned"},
+            "hyperparameters": {"params": {"n_estimators": 20, "max_depth": 3}},
+            "execution": {"mode": "distributed", "num_workers": 2},
+        })
+        out.update(dp_mode=dp["execution"]["mode"], dp_worker_nodes=dp["execution"]["worker_nodes"],
+                   dp_worker_rows=dp["execution"]["worker_rows"], dp_training_rows=dp["training_rows"])
         reg = call("POST", "/mlops/registry", {"model_name": "mn_churn", "run_id": trained["run_id"]})
         batch = call("POST", "/mlops/serve/batch", {
             "model_name": "mn_churn", "model_version": str(reg["version"]), "feature_views": ["customer_features"],
