@@ -173,7 +173,7 @@ def wrap_booster(framework: str, model_type: str, raw: bytes, n_classes: int | N
     model._Booster = booster
     model.fitted_ = True
     model._n_features = model._n_features_in = booster.num_feature()
-    model.feature_name_ = model._feature_name = booster.feature_name()
+    model._feature_name = booster.feature_name()
     if model_type == "classification":
         k = n_classes or 2
         model._n_classes, model._classes = k, np.arange(k)
