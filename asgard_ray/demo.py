@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 
 from asgard_ray.config import Settings
 from asgard_ray.features.specs import SEED_EXAMPLE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["run_demo"]
 
@@ -73,6 +76,9 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
     console.rule("Step 1: register features (POST /feast/features)")
     fv = api.call("POST", "/feast/features", FEATURES_BODY)
     _show(console, "feature view", fv, ["name", "status", "entities", "source_uri", "registry_version"])
+    with console.status("materializing the view into the online store (a Ray job)..."):
+        mat = api.call("POST", "/feast/materialize", {"feature_views": ["customer_features"]})
+    _show(console, "materialized for real-time lookups (POST /feast/materialize)", mat, ["job_id", "status", "result"])
 
     with console.status("previewing a point-in-time training frame on Ray..."):
         from asgard_ray.features import build_training_frame
@@ -105,7 +111,20 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
             "overwrite": True,
         })
     _show(console, "batch job", batch)
-    _preview_output(settings, console, batch.get("output_path", output))
+    scored = _preview_output(settings, console, batch.get("output_path", output))
+
+    console.rule("Step 4b: a real-time prediction on Ray Serve (POST /mlops/serve)")
+    live = api.call("POST", "/mlops/serve", {
+        "model_name": "churn_predictor", "model_version": "champion",
+        "feature_views": ["customer_features"], "entities": {"customer_id": [1]},
+    })
+    _show(console, "real-time answer for customer 1 (online features from Feast)", live,
+          ["model_version", "alias", "predictions", "missing_entities", "latency_ms"])
+    row = scored[scored["customer_id"] == 1]
+    if not row.empty and live.get("predictions"):
+        batch_pred = row.iloc[0]["prediction"]
+        console.print(f"customer 1: real-time prediction {live['predictions'][0]['prediction']} "
+                      f"(version {live['model_version']}), batch prediction {batch_pred}")
 
     console.rule("Step 5: monitoring (POST /mlops/monitoring, /compute, /history)")
     with console.status("scoring 2,000 more customers and computing drift against the training reference..."):
@@ -146,8 +165,9 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
     console.print("Stop the stack with [bold]asgard down[/] (state stays under ASGARD_HOME).")
 
 
-def _preview_output(settings: Settings, console: Console, output: str) -> None:
-    """Print a few scored rows, read through the manifest (the commit marker)."""
+def _preview_output(settings: Settings, console: Console, output: str) -> pd.DataFrame:
+    """Print a few scored rows, read through the manifest (the commit marker); return all of them."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     from asgard_ray.storage import read_json, resolve
@@ -155,6 +175,7 @@ def _preview_output(settings: Settings, console: Console, output: str) -> None:
     manifest = read_json(settings, output.rstrip("/") + "/_manifest.json")
     files = [f["path"] for f in manifest["files"]]
     fs, _ = resolve(settings, output)
-    table = pq.read_table(files[0].removeprefix("s3://"), filesystem=fs)
-    console.print(f"{manifest['total_rows']} rows in {len(files)} file(s); first rows of {files[0]}:")
-    console.print(table.slice(0, 5).to_pandas().to_string(index=False))
+    frame = pd.concat([pq.read_table(f.removeprefix("s3://"), filesystem=fs).to_pandas() for f in files], ignore_index=True)
+    console.print(f"{manifest['total_rows']} rows in {len(files)} file(s) under {output}; first rows:")
+    console.print(frame.head(5).to_string(index=False))
+    return frame

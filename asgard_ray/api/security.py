@@ -46,7 +46,7 @@ Scope = Literal["read", "write"]
 OPEN_PATHS = frozenset({"/mlops/health"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POST routes that only read (queries with a body); read-only keys may call them
-READ_POSTS = frozenset({"/mlops/monitoring/history"})
+READ_POSTS = frozenset({"/mlops/monitoring/history", "/mlops/serve"})  # predictions read, like /predict
 # The Host names a keyless API answers to: loopback literals and the one name that is loopback by
 # definition (RFC 6761). Any other name could be an attacker's domain rebound to 127.0.0.1.
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
