@@ -111,6 +111,7 @@ def test_killed_worker_resumes_from_its_checkpoint_or_fails_cleanly(dp_settings:
         if has_checkpoint and markers:
             with fs.open_input_file(markers[0]) as f:
                 killed = json.loads(f.read())["pid"]
+            time.sleep(5)  # let the Train controller poll the workers' reports and register the checkpoints
             os.kill(killed, signal.SIGKILL)
             break
         time.sleep(0.5)
