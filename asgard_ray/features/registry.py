@@ -40,7 +40,7 @@ from asgard_ray.features.store import feature_store
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
-__all__ = ["WRITER_ACTOR", "FeatureRegistry", "SPEC_TAG", "feast_type", "registry_version"]
+__all__ = ["SPEC_TAG", "WRITER_ACTOR", "FeatureRegistry", "feast_type", "registry_version"]
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +158,15 @@ class RegistryWriter:
 
 
 _writers: dict[str, Any] = {}
+"""Writer actor handles by namespace and Ray driver job."""
 
 
 def _writer(settings: Settings, *, fresh: bool = False) -> Any:
     """The writer actor's handle (created on first use; detached, restarted by Ray if it dies)."""
     import ray
 
-    key = settings.ray_namespace
+    # a handle belongs to one driver session: a process that shut Ray down and joined again needs a new one
+    key = f"{settings.ray_namespace}/{ray.get_runtime_context().get_job_id()}"
     if fresh or key not in _writers:
         _writers[key] = ray.remote(RegistryWriter).options(  # type: ignore[attr-defined]
             name=WRITER_ACTOR, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True,

@@ -25,15 +25,15 @@ __all__ = [
     "MAX_TTL_SECONDS",
     "SEED_EXAMPLE",
     "EntityColumns",
-    "check_entity_columns",
-    "check_event_times",
+    "FeastStatus",
     "FeatureField",
     "FeatureSourceSpec",
-    "FeatureViewSpec",
     "FeatureViewInfo",
     "FeatureViewList",
+    "FeatureViewSpec",
     "RegisterFeaturesResponse",
-    "FeastStatus",
+    "check_entity_columns",
+    "check_event_times",
 ]
 
 Dtype = Literal["int64", "int32", "float64", "float32", "string", "bool", "bytes", "unix_timestamp"]

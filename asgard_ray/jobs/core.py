@@ -217,7 +217,7 @@ async def wait_job(started: Started, timeout: float | None = None) -> JobRecord:
         await asyncio.wait_for(_as_future(started.ref), None if limit == float("inf") else limit)
     except TimeoutError:
         pass
-    except Exception as exc:  # noqa: BLE001 - any failure: the record says what happened
+    except Exception as exc:  # any failure: the record says what happened
         err = domain_error(exc)
         if err is not None and not isinstance(err, ServiceUnavailable):
             raise err from None

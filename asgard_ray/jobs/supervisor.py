@@ -57,7 +57,7 @@ def task_state(name: str, timeout: float = 5.0) -> str | None:
         from ray.util.state import list_tasks
 
         tasks = list_tasks(filters=[("name", "=", name)], limit=20, timeout=timeout, raise_on_missing_output=False)
-    except Exception as exc:  # noqa: BLE001 - the state API is best effort: the dashboard may be down
+    except Exception as exc:  # the state API is best effort: the dashboard may be down
         log.debug("state API unavailable for %s: %s", name, exc)
         return None
     if not tasks:
@@ -162,7 +162,7 @@ class JobSupervisor:
         cause: str | None = None
         try:
             await ref
-        except Exception as exc:  # noqa: BLE001 - the task's own failure is already recorded; a crash is not
+        except Exception as exc:  # the task's own failure is already recorded; a crash is not
             cause = describe_failure(exc)
         try:
             await asyncio.to_thread(self._finish, active.kind, job_id, active.settings, cause)
@@ -232,7 +232,7 @@ class JobSupervisor:
             return False, None
         try:
             ray.get(active.ref, timeout=1)
-        except Exception as exc:  # noqa: BLE001 - any failure ends the task
+        except Exception as exc:  # any failure ends the task
             return True, describe_failure(exc)
         return True, None
 
@@ -248,5 +248,5 @@ class JobSupervisor:
                             store.clear_running(kind_name, job_id)
                             continue
                         self._reconcile(kind_name, job_id, settings)
-                except Exception as exc:  # noqa: BLE001 - S3 down for a moment: try again next round
+                except Exception as exc:  # S3 down for a moment: try again next round
                     log.warning("reconcile round failed: %s", exc)

@@ -108,7 +108,7 @@ class SearchDimension(BaseModel):
         if self.type == "randint":
             if self.low != int(self.low) or self.high != int(self.high):
                 raise ValueError("a randint dimension needs integer `low` and `high`")
-            if not (INT64_MIN <= self.low and self.high <= INT64_MAX):
+            if not (self.low >= INT64_MIN and self.high <= INT64_MAX):
                 raise ValueError("a randint dimension needs `low` and `high` within signed 64-bit integers")
         return self
 
