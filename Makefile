@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast down bench
+.PHONY: install demo test test-fast lint down bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -q
+
+lint: install
+	$(BIN)/ruff check asgard_ray jobs
+	$(BIN)/ruff format --check asgard_ray jobs
+	$(BIN)/mypy
 
 down:
 	$(BIN)/asgard down

@@ -25,12 +25,16 @@ def _print_status(rows) -> None:  # noqa: ANN001
         table.add_row(row.name, f"[{colour[row.state]}]{row.state}[/]", row.url, ",".join(map(str, row.pids)))
     console.print(table)
     if any(row.state == "orphan" for row in rows):
-        console.print("[magenta]orphan[/]: something answers on that port, but the process this stack started is gone; "
-                      "`asgard down` then `asgard up` replaces it (or stop the foreign process).")
+        console.print(
+            "[magenta]orphan[/]: something answers on that port, but the process this stack started is gone; "
+            "`asgard down` then `asgard up` replaces it (or stop the foreign process)."
+        )
     settings = _settings()
     if settings.token_path:
-        console.print(f"Ray dashboard and `ray job submit` need the auth token ({settings.token_path}): "
-                      "[bold]asgard token[/] prints it; [bold]eval \"$(asgard token --env)\"[/] sets it for this shell.")
+        console.print(
+            f"Ray dashboard and `ray job submit` need the auth token ({settings.token_path}): "
+            '[bold]asgard token[/] prints it; [bold]eval "$(asgard token --env)"[/] sets it for this shell.'
+        )
 
 
 @app.command()
@@ -90,7 +94,6 @@ def demo() -> None:
     import warnings
 
     from asgard_ray.demo import run_demo
-
     from asgard_ray.local import StackError
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # Ray Data's config deprecations, per call

@@ -65,9 +65,9 @@ class Settings(BaseSettings):
     asgard_output_buckets: list[str] = ["asgard", "my-bucket"]
     """Buckets batch scoring may write to (the seed's examples write to ``my-bucket``)."""
     asgard_input_buckets: list[str] | None = None
-    """Buckets or ``bucket/prefix`` entries requests may read from (entities_source, scoring outputs); default the platform bucket plus the output buckets."""
+    """Buckets or ``bucket/prefix`` entries requests may read from; default the platform bucket plus the output buckets."""
     asgard_local_root: Path | None = None
-    """Development only: a host folder requests may name as ``local://<relative path>`` (confined with realpath); unset refuses every host path."""
+    """Development only: a host folder requests may name as ``local://<relative>`` (realpath-confined); unset: none."""
     asgard_output_lease_ttl_s: float = Field(default=60.0, gt=0)
     """Seconds an output-path lease (``<output_path>/_lease.json``) lives without a heartbeat; a dead job's lease expires after this."""
 

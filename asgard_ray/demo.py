@@ -38,7 +38,10 @@ def _train_body(n_customers: int) -> dict[str, Any]:
         },
         "hyperparameters": {
             "params": {"n_estimators": 100, "random_state": 42},
-            "search_space": {"max_depth": {"type": "choice", "values": [4, 8, 12]}, "min_samples_leaf": {"type": "choice", "values": [1, 5]}},
+            "search_space": {
+                "max_depth": {"type": "choice", "values": [4, 8, 12]},
+                "min_samples_leaf": {"type": "choice", "values": [1, 5]},
+            },
             "num_trials": 4,
             "metric": "roc_auc",
             "mode": "max",
@@ -91,62 +94,93 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
     console.rule("Step 2: train with trials on Ray Tune (POST /mlops/models)")
     with console.status(f"training on {n_customers} customers, 4 trials..."):
         model = api.call("POST", "/mlops/models", _train_body(n_customers))
-    _show(console, "training run", model, ["run_id", "model_uri", "metrics", "status", "num_trials", "best_params", "mlflow_run_url", "warnings"])
+    _show(
+        console,
+        "training run",
+        model,
+        ["run_id", "model_uri", "metrics", "status", "num_trials", "best_params", "mlflow_run_url", "warnings"],
+    )
 
     console.rule("Step 3: register the model (POST /mlops/registry)")
-    reg = api.call("POST", "/mlops/registry", {"model_name": "churn_predictor", "run_id": model["run_id"], "description": "Churn prediction model v1"})
+    reg = api.call(
+        "POST", "/mlops/registry", {"model_name": "churn_predictor", "run_id": model["run_id"], "description": "Churn prediction model v1"}
+    )
     _show(console, "model version", reg)
     version = str(reg["version"])
-    api.call("PUT", f"/mlops/registry/churn_predictor/aliases/champion", {"version": version})
+    api.call("PUT", "/mlops/registry/churn_predictor/aliases/champion", {"version": version})
 
     console.rule("Step 4: batch predictions on Ray Data (POST /mlops/serve/batch)")
     output = f"s3://my-bucket/predictions/batch_{datetime.now(UTC):%Y_%m_%d}.parquet"
     with console.status("scoring..."):
-        batch = api.call("POST", "/mlops/serve/batch", {
-            "model_name": "churn_predictor",
-            "model_version": version,
-            "feature_views": ["customer_features"],
-            "entities_df": {"customer_id": list(range(1, 11))},
-            "output_path": output,
-            "overwrite": True,
-        })
+        batch = api.call(
+            "POST",
+            "/mlops/serve/batch",
+            {
+                "model_name": "churn_predictor",
+                "model_version": version,
+                "feature_views": ["customer_features"],
+                "entities_df": {"customer_id": list(range(1, 11))},
+                "output_path": output,
+                "overwrite": True,
+            },
+        )
     _show(console, "batch job", batch)
     scored = _preview_output(settings, console, batch.get("output_path", output))
 
     console.rule("Step 4b: a real-time prediction on Ray Serve (POST /mlops/serve)")
-    live = api.call("POST", "/mlops/serve", {
-        "model_name": "churn_predictor", "model_version": "champion",
-        "feature_views": ["customer_features"], "entities": {"customer_id": [1]},
-    })
-    _show(console, "real-time answer for customer 1 (online features from Feast)", live,
-          ["model_version", "alias", "predictions", "missing_entities", "latency_ms"])
-    row = scored[scored["customer_id"] == 1]
-    if not row.empty and live.get("predictions"):
-        batch_pred = row.iloc[0]["prediction"]
-        console.print(f"customer 1: real-time prediction {live['predictions'][0]['prediction']} "
-                      f"(version {live['model_version']}), batch prediction {batch_pred}")
-
-    console.rule("Step 5: monitoring (POST /mlops/monitoring, /compute, /history)")
-    with console.status("scoring 2,000 more customers and computing drift against the training reference..."):
-        big = api.call("POST", "/mlops/serve/batch", {
+    live = api.call(
+        "POST",
+        "/mlops/serve",
+        {
             "model_name": "churn_predictor",
             "model_version": "champion",
             "feature_views": ["customer_features"],
-            "entities_df": {"customer_id": list(range(5001, 7001))},
-            "output_path": f"s3://my-bucket/predictions/demo_drift_{datetime.now(UTC):%Y_%m_%d}",
-            "overwrite": True,
-        })
+            "entities": {"customer_id": [1]},
+        },
+    )
+    _show(
+        console,
+        "real-time answer for customer 1 (online features from Feast)",
+        live,
+        ["model_version", "alias", "predictions", "missing_entities", "latency_ms"],
+    )
+    row = scored[scored["customer_id"] == 1]
+    if not row.empty and live.get("predictions"):
+        batch_pred = row.iloc[0]["prediction"]
+        console.print(
+            f"customer 1: real-time prediction {live['predictions'][0]['prediction']} "
+            f"(version {live['model_version']}), batch prediction {batch_pred}"
+        )
+
+    console.rule("Step 5: monitoring (POST /mlops/monitoring, /compute, /history)")
+    with console.status("scoring 2,000 more customers and computing drift against the training reference..."):
+        big = api.call(
+            "POST",
+            "/mlops/serve/batch",
+            {
+                "model_name": "churn_predictor",
+                "model_version": "champion",
+                "feature_views": ["customer_features"],
+                "entities_df": {"customer_id": list(range(5001, 7001))},
+                "output_path": f"s3://my-bucket/predictions/demo_drift_{datetime.now(UTC):%Y_%m_%d}",
+                "overwrite": True,
+            },
+        )
         drift = api.call("POST", "/mlops/monitoring/compute", {"job_id": big["job_id"], "wait_s": 600})
     _show(console, "computed drift", drift)
-    manual = api.call("POST", "/mlops/monitoring", {
-        "model_name": "churn_predictor",
-        "model_version": version,
-        "metric_type": "prediction_drift",
-        "metrics": {"drift_score": 0.15, "psi": 0.08, "js_divergence": 0.12},
-        "reference_data": {"mean": 0.35, "std": 0.12},
-        "current_data": {"mean": 0.42, "std": 0.15},
-        "tags": {"deployment": "production"},
-    })
+    manual = api.call(
+        "POST",
+        "/mlops/monitoring",
+        {
+            "model_name": "churn_predictor",
+            "model_version": version,
+            "metric_type": "prediction_drift",
+            "metrics": {"drift_score": 0.15, "psi": 0.08, "js_divergence": 0.12},
+            "reference_data": {"mean": 0.35, "std": 0.12},
+            "current_data": {"mean": 0.42, "std": 0.15},
+            "tags": {"deployment": "production"},
+        },
+    )
     _show(console, "manual monitoring record", manual)
     history = api.call("POST", "/mlops/monitoring/history", {"model_name": "churn_predictor", "model_version": version, "limit": 5})
     _show(console, "history summary", {"total_records": history.get("total_records"), "summary": history.get("summary")})

@@ -5,13 +5,13 @@ from __future__ import annotations
 __all__ = [
     "AsgardError",
     "Conflict",
+    "Forbidden",
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
     "TooManyJobs",
     "Unauthorized",
-    "Forbidden",
 ]
 
 

@@ -50,8 +50,7 @@ def check_model_name(value: str, what: str = "model_name") -> str:
     """Return ``value`` if it is a safe model name (S3 keys, MLflow filters, URLs), else raise ValueError."""
     if not isinstance(value, str) or not _MODEL_NAME.match(value) or ".." in value:
         raise ValueError(
-            f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', start with a letter or digit, "
-            "and contain no '..'"
+            f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', start with a letter or digit, and contain no '..'"
         )
     return value
 

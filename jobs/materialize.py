@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Materialize and print the result."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = parse_args(argv)
-    body = load_request(args.request) if args.request else {
-        "feature_views": args.feature_view, "start_date": args.start, "end_date": args.end}
+    body = (
+        load_request(args.request) if args.request else {"feature_views": args.feature_view, "start_date": args.start, "end_date": args.end}
+    )
     request = MaterializeRequest.model_validate(body)
     # the job runs as the jobs core's Ray task materialize:<job_id>, like one started over HTTP
     out = run_job(MATERIALIZE_JOB.name, request, settings=Settings())

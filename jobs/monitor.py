@@ -28,8 +28,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--drift-job-id", default=None, help="id of this drift job (a completed one is answered as it is)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    request = ComputeRequest(job_id=args.job_id, output_path=args.output_path, label_table=args.label_table,
-                             label_column=args.label_column, sample_size=args.sample_size, log_report=not args.no_report)
+    request = ComputeRequest(
+        job_id=args.job_id,
+        output_path=args.output_path,
+        label_table=args.label_table,
+        label_column=args.label_column,
+        sample_size=args.sample_size,
+        log_report=not args.no_report,
+    )
     result = run_job("monitoring", request, args.drift_job_id)
     print(json.dumps(result, default=str))  # one line, last: easy to pick out of the job logs
     return result

@@ -24,7 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=(
             "Feature store (Feast), training with Ray Tune and MLflow, model registry, batch scoring "
-            "on Ray Data and monitoring in a Ray actor. Errors are JSON: {\"error\", \"detail\"}."
+            'on Ray Data and monitoring in a Ray actor. Errors are JSON: {"error", "detail"}.'
         ),
     )
     app.state.settings = settings

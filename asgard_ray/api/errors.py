@@ -141,18 +141,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-            for err in exc.errors()
-        ]
+        problems = [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")} for err in exc.errors()]
         summary = "; ".join(f"{'.'.join(str(p) for p in pr['loc'][1:]) or 'body'}: {pr['msg']}" for pr in problems)
-        return JSONResponse(status_code=422, content={"error": clean_text(f"invalid request: {summary}"),
-                                                      "detail": clean_detail(jsonable_encoder(problems))})
+        return JSONResponse(
+            status_code=422,
+            content={"error": clean_text(f"invalid request: {summary}"), "detail": clean_detail(jsonable_encoder(problems))},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"error": clean_text(str(exc.detail)), "detail": None},
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": clean_text(str(exc.detail)), "detail": None},
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

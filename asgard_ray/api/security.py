@@ -210,9 +210,13 @@ class SecurityMiddleware:
         if not self.keys.enabled and not host_allowed(headers.get("host")):
             shown = (headers.get("host") or "")[:80]
             log.warning("refused Host %r on %s %s (keyless mode)", shown, method, path)
-            await _reply(send, 421, f"Host header {shown!r} is not allowed: without an API key the API only answers "
-                                    "to Host 127.0.0.1, localhost or [::1] (with any port); set ASGARD_API_KEY to serve "
-                                    "other names")
+            await _reply(
+                send,
+                421,
+                f"Host header {shown!r} is not allowed: without an API key the API only answers "
+                "to Host 127.0.0.1, localhost or [::1] (with any port); set ASGARD_API_KEY to serve "
+                "other names",
+            )
             return
 
         if self.keys.enabled and path not in OPEN_PATHS:
@@ -220,8 +224,12 @@ class SecurityMiddleware:
             kind, _, token = auth.partition(" ")
             granted = self.keys.scope_of(token.strip()) if kind.lower() == "bearer" and token else None
             if granted is None:
-                await _reply(send, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
-                             {"WWW-Authenticate": 'Bearer realm="asgard"'})
+                await _reply(
+                    send,
+                    401,
+                    "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                    {"WWW-Authenticate": 'Bearer realm="asgard"'},
+                )
                 return
             mutating = method not in READ_METHODS and path not in READ_POSTS
             if mutating and granted != "write":
@@ -230,8 +238,12 @@ class SecurityMiddleware:
 
         length = headers.get("content-length")
         if length and length.strip().isdigit() and int(length) > self.max_body:
-            await _reply(send, 413, f"request body of {int(length)} bytes exceeds the {self.max_body}-byte limit "
-                                    "(ASGARD_MAX_BODY_BYTES); for large entity sets use entities_source (Parquet on S3)")
+            await _reply(
+                send,
+                413,
+                f"request body of {int(length)} bytes exceeds the {self.max_body}-byte limit "
+                "(ASGARD_MAX_BODY_BYTES); for large entity sets use entities_source (Parquet on S3)",
+            )
             return
 
         # Read the whole body here, up to the limit, whatever its framing (chunked has no length): an
@@ -245,8 +257,12 @@ class SecurityMiddleware:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_body:
-                await _reply(send, 413, f"request body exceeds the {self.max_body}-byte limit (ASGARD_MAX_BODY_BYTES); "
-                                        "for large entity sets use entities_source (Parquet on S3)")
+                await _reply(
+                    send,
+                    413,
+                    f"request body exceeds the {self.max_body}-byte limit (ASGARD_MAX_BODY_BYTES); "
+                    "for large entity sets use entities_source (Parquet on S3)",
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -55,4 +55,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             check_serve_bind(settings)
             log.info("Asgard API replica up (mode %s)", settings.asgard_mode.value)
 
-    return AsgardIngress.bind()
+    return AsgardIngress.bind()  # type: ignore[attr-defined]  # added by @serve.deployment

@@ -29,6 +29,7 @@ from asgard_ray.errors import Conflict, InvalidRequest, NotFound, ServiceUnavail
 from asgard_ray.features.sources import table_schema, table_uri
 from asgard_ray.features.specs import (
     FeastStatus,
+    FeatureField,
     FeatureSourceSpec,
     FeatureViewInfo,
     FeatureViewList,
@@ -66,15 +67,22 @@ def feast_type(dtype: str) -> Any:
     from feast import types as ft
 
     return {
-        "int64": ft.Int64, "int32": ft.Int32, "float64": ft.Float64, "float32": ft.Float32,
-        "string": ft.String, "bool": ft.Bool, "bytes": ft.Bytes, "unix_timestamp": ft.UnixTimestamp,
+        "int64": ft.Int64,
+        "int32": ft.Int32,
+        "float64": ft.Float64,
+        "float32": ft.Float32,
+        "string": ft.String,
+        "bool": ft.Bool,
+        "bytes": ft.Bytes,
+        "unix_timestamp": ft.UnixTimestamp,
     }[dtype]
 
 
 def registry_version(store: FeatureStore) -> str | None:
     """The registry's version id (changes on every apply), for lineage tags."""
     try:
-        return store.registry._get_registry_proto(project=store.project, allow_cache=False).version_id or None
+        proto = store.registry._get_registry_proto(project=store.project, allow_cache=False)  # type: ignore[attr-defined]
+        return proto.version_id or None
     except Exception:  # an empty registry has no proto yet
         return None
 
@@ -119,24 +127,36 @@ def _utc(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
 
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).lower().replace("primitivefeasttype.", "")
+
+
 def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
     tags = dict(fv.tags or {})
     spec_json = tags.pop(SPEC_TAG, None)
     if spec_json:
         spec = FeatureViewSpec.model_validate_json(spec_json)
         return FeatureViewInfo(
-            **spec.model_dump(exclude={"tags"}), tags=spec.tags,
+            **spec.model_dump(exclude={"tags"}),
+            tags=spec.tags,
             source_uri=table_uri(settings, spec.source.table_name),
-            created_at=_utc(fv.created_timestamp), updated_at=_utc(fv.last_updated_timestamp),
+            created_at=_utc(fv.created_timestamp),
+            updated_at=_utc(fv.last_updated_timestamp),
             last_materialized_at=_utc(fv.most_recent_end_time),
         )
     # a view registered outside asgard (feast apply): describe it from Feast's own fields
+    source = fv.batch_source
+    if source is None:
+        raise NotFound(f"feature view {fv.name!r} has no batch source to describe")
     return FeatureViewInfo(
-        name=fv.name, entities=list(fv.entities),
-        features=[{"name": f.name, "dtype": str(f.dtype).lower().replace("primitivefeasttype.", "")} for f in fv.features],
-        source=FeatureSourceSpec(table_name=fv.batch_source.name or fv.name, timestamp_field=fv.batch_source.timestamp_field),
-        source_uri=getattr(fv.batch_source, "path", ""), tags=tags,
-        created_at=_utc(fv.created_timestamp), updated_at=_utc(fv.last_updated_timestamp),
+        name=fv.name,
+        entities=list(fv.entities),
+        features=[FeatureField.model_validate({"name": f.name, "dtype": _dtype_name(f.dtype)}) for f in fv.features],
+        source=FeatureSourceSpec(table_name=source.name or fv.name, timestamp_field=source.timestamp_field),
+        source_uri=getattr(fv.batch_source, "path", ""),
+        tags=tags,
+        created_at=_utc(fv.created_timestamp),
+        updated_at=_utc(fv.last_updated_timestamp),
         last_materialized_at=_utc(fv.most_recent_end_time),
     )
 
@@ -168,11 +188,21 @@ def _writer(settings: Settings, *, fresh: bool = False) -> Any:
     # a handle belongs to one driver session: a process that shut Ray down and joined again needs a new one
     key = f"{settings.ray_namespace}/{ray.get_runtime_context().get_job_id()}"
     if fresh or key not in _writers:
-        _writers[key] = ray.remote(RegistryWriter).options(  # type: ignore[attr-defined]
-            name=WRITER_ACTOR, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True,
-            max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1,
-            runtime_env={"env_vars": settings.worker_env()},
-        ).remote()
+        _writers[key] = (
+            ray.remote(RegistryWriter)
+            .options(
+                name=WRITER_ACTOR,
+                namespace=settings.ray_namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                max_restarts=-1,
+                max_task_retries=0,
+                num_cpus=0,
+                max_concurrency=1,
+                runtime_env={"env_vars": settings.worker_env()},
+            )
+            .remote()
+        )
     return _writers[key]
 
 
@@ -192,12 +222,14 @@ def _serialised(settings: Settings, method: str, *args: Any) -> Any:
             raise
         except rex.RayActorError as exc:
             if attempt == 2:
-                raise ServiceUnavailable("the Feast registry writer is restarting; retry in a few seconds",
-                                         detail={"actor": WRITER_ACTOR}) from exc
+                raise ServiceUnavailable(
+                    "the Feast registry writer is restarting; retry in a few seconds", detail={"actor": WRITER_ACTOR}
+                ) from exc
             log.warning("Feast registry writer unavailable; getting it again for %s", method)
         except rex.GetTimeoutError as exc:
-            raise ServiceUnavailable(f"the Feast registry writer did not answer in {_WRITE_TIMEOUT_S:.0f}s",
-                                     detail={"actor": WRITER_ACTOR}) from exc
+            raise ServiceUnavailable(
+                f"the Feast registry writer did not answer in {_WRITE_TIMEOUT_S:.0f}s", detail={"actor": WRITER_ACTOR}
+            ) from exc
     raise AssertionError("unreachable")
 
 
@@ -250,7 +282,8 @@ class FeatureRegistry:
             if old == spec.canonical():
                 log.info("feature view %s unchanged", spec.name)
                 return RegisterFeaturesResponse(
-                    **_info(existing, self.settings).model_dump(), status="unchanged",
+                    **_info(existing, self.settings).model_dump(),
+                    status="unchanged",
                     registry_version=registry_version(store),
                 )
             raise Conflict(
@@ -293,7 +326,8 @@ class FeatureRegistry:
         store.apply([*entities, view])
         log.info("registered feature view %s over %s", spec.name, spec.source.table_name)
         return RegisterFeaturesResponse(
-            **_info(self._get_view(spec.name), self.settings).model_dump(), status="registered",
+            **_info(self._get_view(spec.name), self.settings).model_dump(),
+            status="registered",
             registry_version=registry_version(store),
         )
 

@@ -208,7 +208,7 @@ def start_retrieval(
             dtypes[f.name] = str(f.dtype)
             refs.append(f"{fv.name}:{f.name}")
 
-    provider_views = list(views)
+    provider_views: list[Any] = list(views)  # Feast's provider takes FeatureView | OnDemandFeatureView
     if label and label not in feature_columns:
         index, extended = _with_label(settings, store, views, label)
         provider_views[index] = extended
@@ -217,9 +217,7 @@ def start_retrieval(
     # Row order is not guaranteed by the offline store; an explicit row id restores it.
     entity_df = entity_df.reset_index(drop=True)
     entity_df["__row"] = range(len(entity_df))
-    job = store._get_provider().get_historical_features(
-        store.config, provider_views, refs, entity_df, store.registry, store.project, False
-    )
+    job = store._get_provider().get_historical_features(store.config, provider_views, refs, entity_df, store.registry, store.project, False)
     return job, TrainingFrame(
         df=entity_df.drop(columns="__row"),
         join_keys=join_keys,

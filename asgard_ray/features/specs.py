@@ -38,7 +38,15 @@ __all__ = [
 
 Dtype = Literal["int64", "int32", "float64", "float32", "string", "bool", "bytes", "unix_timestamp"]
 DTYPES: tuple[str, ...] = Dtype.__args__  # type: ignore[attr-defined]
-_ALIASES = {"int": "int64", "integer": "int64", "float": "float64", "double": "float64", "str": "string", "boolean": "bool", "timestamp": "unix_timestamp"}
+_ALIASES = {
+    "int": "int64",
+    "integer": "int64",
+    "float": "float64",
+    "double": "float64",
+    "str": "string",
+    "boolean": "bool",
+    "timestamp": "unix_timestamp",
+}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -161,7 +169,9 @@ class FeatureViewSpec(BaseModel):
     features: list[FeatureField] = Field(min_length=1, description="Feature columns with their types.")
     source: FeatureSourceSpec
     ttl_seconds: int | None = Field(
-        default=None, ge=1, le=MAX_TTL_SECONDS,
+        default=None,
+        ge=1,
+        le=MAX_TTL_SECONDS,
         description="How far back a feature value stays valid, at most about 100 years; none = forever.",
     )
     description: str = Field(default="", max_length=10_000)

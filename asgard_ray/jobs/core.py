@@ -120,8 +120,9 @@ def domain_error(exc: BaseException) -> AsgardError | None:
     return None
 
 
-def run_tracked(settings: Settings, kind: JobKindName, job_id: str, fn: Callable[..., dict[str, Any]],
-                *args: Any, **kwargs: Any) -> dict[str, Any]:
+def run_tracked(
+    settings: Settings, kind: JobKindName, job_id: str, fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any
+) -> dict[str, Any]:
     """Run ``fn`` and keep the job record in step: running, then completed with its result or failed.
 
     Domain errors keep their type in ``error_type`` so a reader can answer with the right status.
@@ -154,8 +155,14 @@ def get_supervisor(settings: Settings, *, fresh: bool = False) -> Any:
         return _HANDLES[ns]
     connect(settings)
     actor = ray.remote(JobSupervisor).options(
-        name=SUPERVISOR_NAME, namespace=ns, lifetime="detached", get_if_exists=True, num_cpus=0,
-        max_restarts=-1, max_task_retries=0, max_concurrency=1000,
+        name=SUPERVISOR_NAME,
+        namespace=ns,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=0,
+        max_concurrency=1000,
         runtime_env={"env_vars": settings.worker_env()},
     )
     _HANDLES[ns] = actor.remote(settings)
@@ -228,8 +235,9 @@ async def _as_future(ref: Any) -> Any:
     return await ref
 
 
-async def submit_job(kind_name: str, request: Any, settings: Settings, job_id: str | None = None,
-                     wait: bool | None = None, timeout: float | None = None) -> JobRecord:
+async def submit_job(
+    kind_name: str, request: Any, settings: Settings, job_id: str | None = None, wait: bool | None = None, timeout: float | None = None
+) -> JobRecord:
     """Start a job and, if the request (or ``wait``) says so, wait up to ``timeout``; return its record.
 
     Raises:
@@ -268,8 +276,9 @@ def _guess_order(job_id: str) -> tuple[str, ...]:
     return (*first, *(k for k in JOB_KINDS if k not in first))
 
 
-async def list_jobs(settings: Settings, kind_name: str | None = None, limit: int = 100,
-                    cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+async def list_jobs(
+    settings: Settings, kind_name: str | None = None, limit: int = 100, cursor: str | None = None
+) -> tuple[list[JobRecord], str | None]:
     """One page of records, newest first, and the next page's cursor (records read: at most ``limit``)."""
     return await asyncio.to_thread(JobStore(settings).page, kind_name, limit, cursor)
 
@@ -295,8 +304,9 @@ def wait_job_sync(started: Started, timeout: float | None = None) -> JobRecord:
     return run_sync(wait_job(started, timeout))
 
 
-def submit_job_sync(kind_name: str, request: Any, settings: Settings, job_id: str | None = None,
-                    wait: bool | None = None, timeout: float | None = None) -> JobRecord:
+def submit_job_sync(
+    kind_name: str, request: Any, settings: Settings, job_id: str | None = None, wait: bool | None = None, timeout: float | None = None
+) -> JobRecord:
     """``submit_job`` for sync callers (``timeout=float("inf")`` waits as long as the job runs)."""
     return run_sync(submit_job(kind_name, request, settings, job_id, wait, timeout))
 
@@ -306,8 +316,9 @@ def get_job_sync(settings: Settings, job_id: str, kind_name: str | None = None) 
     return run_sync(get_job(settings, job_id, kind_name))
 
 
-def list_jobs_sync(settings: Settings, kind_name: str | None = None, limit: int = 100,
-                   cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+def list_jobs_sync(
+    settings: Settings, kind_name: str | None = None, limit: int = 100, cursor: str | None = None
+) -> tuple[list[JobRecord], str | None]:
     """``list_jobs`` for sync callers."""
     return JobStore(settings).page(kind_name, limit, cursor)
 

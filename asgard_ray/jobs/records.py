@@ -13,6 +13,7 @@ supervisor's reconcile loop lists ``_running/`` instead of reading every record.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 import uuid
@@ -196,7 +197,7 @@ class JobStore:
         if cursor:
             args["StartAfter"] = prefix + cursor
         resp = self._s3().list_objects_v2(**args)
-        keys = [obj["Key"][len(prefix):] for obj in resp.get("Contents", [])]
+        keys = [obj["Key"][len(prefix) :] for obj in resp.get("Contents", [])]
         records: list[JobRecord] = []
         for name in keys:
             _, rest = name.split("_", 1)
@@ -204,7 +205,7 @@ class JobStore:
                 known = next((k for k in JOB_KINDS if rest.startswith(f"{k}_")), None)
                 if known is None:
                     continue
-                job_kind, job_id = known, rest[len(known) + 1:]
+                job_kind, job_id = known, rest[len(known) + 1 :]
             else:
                 job_kind, job_id = kind, rest
             record = self.find(job_kind, job_id)
@@ -226,13 +227,13 @@ class JobStore:
         """Drop the running marker of ``job_id``."""
         self._s3().delete_object(Bucket=self.settings.s3_bucket, Key=self._key("_running", kind, job_id))
 
-    def running(self, limit: int = 1000) -> list[tuple[str, str]]:
+    def running(self, limit: int = 1000) -> builtins.list[tuple[str, str]]:  # `list` is a method here
         """``(kind, job_id)`` of jobs that are marked pending or running."""
         prefix = self._key("_running") + "/"
         resp = self._s3().list_objects_v2(Bucket=self.settings.s3_bucket, Prefix=prefix, MaxKeys=limit)
         out = []
         for obj in resp.get("Contents", []):
-            kind, _, job_id = obj["Key"][len(prefix):].partition("/")
+            kind, _, job_id = obj["Key"][len(prefix) :].partition("/")
             if kind in JOB_KINDS and job_id:
                 out.append((kind, job_id))
         return out

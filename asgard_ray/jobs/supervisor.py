@@ -28,12 +28,12 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, NotFound, TooManyJobs
 from asgard_ray.jobs.kinds import Plan, get_kind
-from asgard_ray.jobs.records import JobRecord, JobStore
+from asgard_ray.jobs.records import JobKindName, JobRecord, JobStore
 
 __all__ = ["RECONCILE_EVERY_S", "SUPERVISOR_NAME", "JobSupervisor", "execute", "task_state"]
 
@@ -56,7 +56,7 @@ def task_state(name: str, timeout: float = 5.0) -> str | None:
     try:
         from ray.util.state import list_tasks
 
-        tasks = list_tasks(filters=[("name", "=", name)], limit=20, timeout=timeout, raise_on_missing_output=False)
+        tasks = list_tasks(filters=[("name", "=", name)], limit=20, timeout=int(timeout), raise_on_missing_output=False)
     except Exception as exc:  # the state API is best effort: the dashboard may be down
         log.debug("state API unavailable for %s: %s", name, exc)
         return None
@@ -116,13 +116,17 @@ class JobSupervisor:
 
         job_id = plan.job_id
         if job_id in self.active:
-            raise Conflict(f"job {job_id} is still running; wait for it to finish or use another job_id",
-                           detail={"job_id": job_id, "status": "running"})
+            raise Conflict(
+                f"job {job_id} is still running; wait for it to finish or use another job_id",
+                detail={"job_id": job_id, "status": "running"},
+            )
         running = sum(1 for a in self.active.values() if a.kind == kind_name)
         if running >= limit:
             raise TooManyJobs(
                 f"{running} {kind_name.replace('_', ' ')} job(s) are running, the limit; retry in a few seconds",
-                detail={"kind": kind_name, "running": running, "limit": limit}, retry_after=5)
+                detail={"kind": kind_name, "running": running, "limit": limit},
+                retry_after=5,
+            )
         self.active[job_id] = _Active(kind_name, plan.settings)  # claimed before any await
         self._settings.setdefault(_settings_key(plan.settings), plan.settings)
         try:
@@ -132,10 +136,19 @@ class JobSupervisor:
                 del self.active[job_id]
                 return {"record": previous.model_dump(mode="json"), "ref": None}
             record = await asyncio.to_thread(
-                store.create, kind_name, job_id, request=plan.request, progress=plan.progress, links=plan.links,
-                ray_task_name=f"{kind_name}:{job_id}", owner_epoch=self.epoch, status="running")  # type: ignore[arg-type]
-            task = ray.remote(execute).options(name=f"{kind_name}:{job_id}", num_cpus=num_cpus, max_retries=max_retries,
-                                               retry_exceptions=False)
+                store.create,
+                cast(JobKindName, kind_name),
+                job_id,
+                request=plan.request,
+                progress=plan.progress,
+                links=plan.links,
+                ray_task_name=f"{kind_name}:{job_id}",
+                owner_epoch=self.epoch,
+                status="running",
+            )
+            task = ray.remote(execute).options(
+                name=f"{kind_name}:{job_id}", num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False
+            )
             ref = task.remote(kind_name, plan)
         except BaseException:
             self.active.pop(job_id, None)
@@ -203,11 +216,11 @@ class JobSupervisor:
             fresh = store.find(kind_name, job_id)
             if fresh is None or fresh.done:
                 return fresh
-            return self._fail(store, fresh, f"job {job_id} failed: {cause or 'its Ray task ended without reporting a result'}",
-                              settings)
+            return self._fail(store, fresh, f"job {job_id} failed: {cause or 'its Ray task ended without reporting a result'}", settings)
         if record.owner_epoch != self.epoch:
-            reason = (f"its owner, the job supervisor, restarted (epoch {record.owner_epoch} is gone, now {self.epoch}); "
-                      "Ray stopped its task")
+            reason = (
+                f"its owner, the job supervisor, restarted (epoch {record.owner_epoch} is gone, now {self.epoch}); Ray stopped its task"
+            )
         else:
             reason = "its Ray task ended without reporting a result"
         seen = task_state(f"{kind_name}:{job_id}")

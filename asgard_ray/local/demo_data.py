@@ -41,17 +41,21 @@ def customer_aggregates(n_customers: int = 10_000, seed: int = 42) -> pd.DataFra
         total_spend = np.round(total_orders * avg_order_value, 2)
         logit = -1.2 + 0.025 * days_since - 0.12 * total_orders + 0.35 * tickets - 0.0004 * tenure
         churned = (rng.random(n_customers) < 1 / (1 + np.exp(-logit))).astype(np.int64)
-        frames.append(pd.DataFrame({
-            "customer_id": ids,
-            "event_timestamp": ts,
-            "total_orders": total_orders,
-            "avg_order_value": avg_order_value,
-            "days_since_last_order": days_since,
-            "support_tickets": tickets,
-            "tenure_days": tenure,
-            "total_spend": total_spend,
-            "churned": churned,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": ids,
+                    "event_timestamp": ts,
+                    "total_orders": total_orders,
+                    "avg_order_value": avg_order_value,
+                    "days_since_last_order": days_since,
+                    "support_tickets": tickets,
+                    "tenure_days": tenure,
+                    "total_spend": total_spend,
+                    "churned": churned,
+                }
+            )
+        )
     df = pd.concat(frames, ignore_index=True)
     df["event_timestamp"] = df["event_timestamp"].astype("datetime64[us, UTC]")
     return df

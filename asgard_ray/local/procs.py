@@ -8,6 +8,7 @@ exactly those processes, nothing else on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -81,7 +82,11 @@ def port_holder(port: int) -> str:
 
 
 def wait_ready(
-    name: str, check: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log_path: Path, timeout: float,
+    name: str,
+    check: Callable[[], bool],
+    proc: subprocess.Popen[bytes] | None,
+    log_path: Path,
+    timeout: float,
     interval: float = 0.2,
 ) -> None:
     """Poll ``check`` until true; raise ``ChildExited`` as soon as ``proc`` exits, ``TimeoutError`` at the deadline."""
@@ -157,8 +162,13 @@ def spawn(name: str, cmd: Sequence[str], env: dict[str, str], pids: PidFiles, cw
         logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
         logf.flush()
         proc = subprocess.Popen(
-            list(cmd), env={**env, STACK_ENV: str(pids.home)}, stdout=logf, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+            list(cmd),
+            env={**env, STACK_ENV: str(pids.home)},
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
         )
     pids.write(name, [proc.pid])
     log.info("started %s (pid %d)", name, proc.pid)
@@ -216,7 +226,5 @@ def stop_processes(procs: list[psutil.Process], leaders: Iterable[int] = (), tim
 
 
 def _signal(proc: psutil.Process, how: str) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         getattr(proc, how)()
-    except psutil.NoSuchProcess:
-        pass

@@ -129,8 +129,13 @@ class DiskStore:
                     _fsync_dir(self.root)
                     log.info("bucket %s removed from disk", bucket)
                 return
-            meta = {"bucket": bucket, "region": live.region_name, "account_id": backend.account_id,
-                    "partition": backend.region_name, "created": live.creation_date.isoformat()}
+            meta = {
+                "bucket": bucket,
+                "region": live.region_name,
+                "account_id": backend.account_id,
+                "partition": backend.region_name,
+                "created": live.creation_date.isoformat(),
+            }
             if (folder / _BUCKET_META).exists():
                 return
             _mkdir(folder)
@@ -163,10 +168,16 @@ class DiskStore:
     @staticmethod
     def _encode(backend: Any, obj: Any) -> Iterable[bytes]:
         header = {
-            "bucket": obj.bucket_name, "key": obj.name, "size": obj.size, "etag": obj.etag.strip('"'),
-            "last_modified": obj.last_modified.isoformat(), "metadata": dict(obj.metadata),
-            "storage_class": obj.storage_class, "tags": backend.tagger.get_tag_dict_for_resource(obj.arn),
-            "encryption": obj.encryption, "kms_key_id": obj.kms_key_id,
+            "bucket": obj.bucket_name,
+            "key": obj.name,
+            "size": obj.size,
+            "etag": obj.etag.strip('"'),
+            "last_modified": obj.last_modified.isoformat(),
+            "metadata": dict(obj.metadata),
+            "storage_class": obj.storage_class,
+            "tags": backend.tagger.get_tag_dict_for_resource(obj.arn),
+            "encryption": obj.encryption,
+            "kms_key_id": obj.kms_key_id,
             "website_redirect_location": obj.website_redirect_location,
             "checksum": [obj.checksum_algorithm, obj.checksum_value, obj.checksum_type],
         }
@@ -237,9 +248,15 @@ class DiskStore:
             raise ValueError(f"header names s3://{header['bucket']}/{header['key']}, not this file")
         algorithm, checksum, checksum_type = header.get("checksum") or [None, None, None]
         obj = backend.put_object(
-            bucket, header["key"], body, storage=header.get("storage_class"), etag=header["etag"],
-            encryption=header.get("encryption"), kms_key_id=header.get("kms_key_id"),
-            checksum_value=checksum, disable_notification=True,
+            bucket,
+            header["key"],
+            body,
+            storage=header.get("storage_class"),
+            etag=header["etag"],
+            encryption=header.get("encryption"),
+            kms_key_id=header.get("kms_key_id"),
+            checksum_value=checksum,
+            disable_notification=True,
         )
         obj.set_metadata(dict(header.get("metadata") or {}))
         obj.last_modified = dt.datetime.fromisoformat(header["last_modified"])
@@ -286,5 +303,3 @@ class DiskStore:
         (self.data_dir / ".index.json.tmp").unlink(missing_ok=True)
         log.info("migrated %d objects from the old format in %s", moved, self.data_dir)
         return moved
-
-

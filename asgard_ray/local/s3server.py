@@ -79,7 +79,6 @@ def install_hooks() -> None:
     S3Backend._asgard_hooked = True  # type: ignore[attr-defined]
 
 
-
 class WriteThroughApp:
     """WSGI middleware: run moto's app, write what the request changed to disk, then answer."""
 
@@ -143,8 +142,15 @@ def serve(port: int, data_dir: Path, host: str = "127.0.0.1") -> None:
     app = WriteThroughApp(DomainDispatcherApplication(create_backend_app), store)
     # the port opens here, after the restore: waiting for the port is waiting for the restore
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
-    log.info("S3 server on %s:%d: restored %d objects from %s in %.1fs (%d files skipped)",
-             host, port, loaded, store.root, time.monotonic() - started, skipped)
+    log.info(
+        "S3 server on %s:%d: restored %d objects from %s in %.1fs (%d files skipped)",
+        host,
+        port,
+        loaded,
+        store.root,
+        time.monotonic() - started,
+        skipped,
+    )
 
     def _stop(signum: int, _frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

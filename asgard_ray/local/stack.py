@@ -34,7 +34,6 @@ from asgard_ray.local.procs import (
     spawn,
     stack_processes,
     stop_processes,
-    tail,
     wait_ready,
 )
 from asgard_ray.runtime import ensure_token
@@ -201,8 +200,12 @@ def _deploy_serve(settings: Settings, pids: PidFiles, env: dict[str, str]) -> No
     pids.logs.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logf:
         result = subprocess.run(
-            [sys.executable, "-m", "asgard_ray.api.deploy"], env=env, stdout=logf,
-            stderr=subprocess.STDOUT, check=False, timeout=300,
+            [sys.executable, "-m", "asgard_ray.api.deploy"],
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=300,
         )
     if result.returncode != 0:
         raise ChildExited("the Serve API deployment", result.returncode, log_path)

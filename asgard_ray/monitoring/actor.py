@@ -89,8 +89,9 @@ class MonitoringActor:
 class MonitoringClient:
     """Typed access to the monitoring actor; creates it on first use."""
 
-    def __init__(self, settings: Settings, name: str = ACTOR_NAME, prefix: str = "monitoring",
-                 mirror: bool = True, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, settings: Settings, name: str = ACTOR_NAME, prefix: str = "monitoring", mirror: bool = True, timeout_s: float = 60.0
+    ) -> None:
         self.settings = settings
         self.name = name
         self.prefix = prefix
@@ -107,8 +108,14 @@ class MonitoringClient:
 
                 connect(self.settings)
             cls = ray.remote(MonitoringActor).options(
-                name=self.name, namespace=self.settings.ray_namespace, lifetime="detached", get_if_exists=True,
-                max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=32,
+                name=self.name,
+                namespace=self.settings.ray_namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                max_restarts=-1,
+                max_task_retries=-1,
+                num_cpus=0,
+                max_concurrency=32,
                 runtime_env={"env_vars": self.settings.worker_env()},
             )
             self._handle = cls.remote(self.settings, self.prefix, self.mirror)
@@ -130,8 +137,7 @@ class MonitoringClient:
                 if attempt == 2:
                     # the cause (a traceback, with terminal colour codes) goes to the log, never to a response body
                     log.error("monitoring actor %s is unavailable for %s: %s", self.name, method, exc)
-                    raise ServiceUnavailable(f"the monitoring actor {self.name!r} is unavailable; "
-                                             "the server log has the cause") from None
+                    raise ServiceUnavailable(f"the monitoring actor {self.name!r} is unavailable; the server log has the cause") from None
                 log.warning("monitoring actor %s died; creating it again for %s", self.name, method)
             except ray.exceptions.GetTimeoutError as exc:
                 raise ServiceUnavailable(f"the monitoring actor {self.name!r} did not answer in {timeout:.0f}s") from exc

@@ -71,7 +71,11 @@ def _join_labels(batch: pd.DataFrame, spec: LabelSpec) -> pd.DataFrame:
             right[k] = right[k].astype(left[k].dtype)
         joined = pd.merge_asof(left, right[[*keys, ts, spec.label_column]], on=ts, by=keys, direction="backward")
         return joined.sort_values("_row")
-    latest = labels.sort_values(spec.timestamp_column or keys[0]).drop_duplicates(keys, keep="last") if spec.timestamp_column in labels.columns else labels
+    latest = (
+        labels.sort_values(spec.timestamp_column or keys[0]).drop_duplicates(keys, keep="last")
+        if spec.timestamp_column in labels.columns
+        else labels
+    )
     return batch.merge(latest[[*keys, spec.label_column]], on=keys, how="left")
 
 
@@ -79,21 +83,23 @@ def _performance(batch: pd.DataFrame, spec: LabelSpec) -> dict[str, Any]:
     joined = _join_labels(batch, spec)
     label = joined[spec.label_column]
     has = label.notna().to_numpy()
-    out: dict[str, Any] = {"rows": int(len(joined)), "labeled": int(has.sum())}
+    out: dict[str, Any] = {"rows": len(joined), "labeled": int(has.sum())}
     if not has.any():
         return out
     pred = joined[spec.prediction_column].to_numpy()[has]
     y = label.to_numpy()[has]
     if spec.task == "regression":
         err = _numeric(pd.Series(pred)) - _numeric(pd.Series(y))
-        out.update(abs_err=float(np.nansum(np.abs(err))), sq_err=float(np.nansum(err ** 2)))
+        out.update(abs_err=float(np.nansum(np.abs(err))), sq_err=float(np.nansum(err**2)))
         return out
     pos_true = y == spec.positive
     pos_pred = pred == spec.positive
     out.update(
         correct=int(np.sum(pred == y)),
-        tp=int(np.sum(pos_true & pos_pred)), fp=int(np.sum(~pos_true & pos_pred)),
-        fn=int(np.sum(pos_true & ~pos_pred)), tn=int(np.sum(~pos_true & ~pos_pred)),
+        tp=int(np.sum(pos_true & pos_pred)),
+        fp=int(np.sum(~pos_true & pos_pred)),
+        fn=int(np.sum(pos_true & ~pos_pred)),
+        tn=int(np.sum(~pos_true & ~pos_pred)),
     )
     if spec.score_column and spec.score_column in joined.columns:
         score = np.clip(_numeric(joined[spec.score_column])[has], 0.0, 1.0)
@@ -120,9 +126,13 @@ def partial_stats(batch: pd.DataFrame, spec: AggregateSpec) -> dict[str, np.ndar
         if col.lo is not None and col.hi is not None:
             oor = int(np.sum((finite < col.lo) | (finite > col.hi)))
         part["columns"][col.name] = {
-            "missing": int(n - finite.size), "counts": np.bincount(bins, minlength=len(col.inner_edges) + 1),
-            "out_of_range": oor, "sum": float(finite.sum()), "sumsq": float(np.square(finite).sum()),
-            "min": float(finite.min()) if finite.size else np.inf, "max": float(finite.max()) if finite.size else -np.inf,
+            "missing": int(n - finite.size),
+            "counts": np.bincount(bins, minlength=len(col.inner_edges) + 1),
+            "out_of_range": oor,
+            "sum": float(finite.sum()),
+            "sumsq": float(np.square(finite).sum()),
+            "min": float(finite.min()) if finite.size else np.inf,
+            "max": float(finite.max()) if finite.size else -np.inf,
         }
     keys = np.random.default_rng().random(n)
     k = min(spec.sample_size, n)
@@ -134,8 +144,9 @@ def partial_stats(batch: pd.DataFrame, spec: AggregateSpec) -> dict[str, np.ndar
     return {"partial": np.array([pickle.dumps(part, protocol=5)], dtype=object)}
 
 
-def file_partials(batch: dict[str, np.ndarray], settings: Any, spec: AggregateSpec, columns: list[str],
-                  chunk_rows: int = 262_144) -> dict[str, np.ndarray]:
+def file_partials(
+    batch: dict[str, np.ndarray], settings: Any, spec: AggregateSpec, columns: list[str], chunk_rows: int = 262_144
+) -> dict[str, np.ndarray]:
     """Read the Parquet files named in a batch of paths chunk by chunk and summarise each file as one partial.
 
     A Ray Data ``map_batches`` function over the manifest's file list: the manifest is the output's
@@ -151,8 +162,9 @@ def file_partials(batch: dict[str, np.ndarray], settings: Any, spec: AggregateSp
         with fs.open_input_file(path) as f:
             parquet = pq.ParquetFile(f)
             names = [c for c in columns if c in parquet.schema_arrow.names]
-            parts = [partial_stats(chunk.to_pandas(), spec)["partial"][0]
-                     for chunk in parquet.iter_batches(batch_size=chunk_rows, columns=names)]
+            parts = [
+                partial_stats(chunk.to_pandas(), spec)["partial"][0] for chunk in parquet.iter_batches(batch_size=chunk_rows, columns=names)
+            ]
         out.append(pickle.dumps(combine(parts, spec, keep_keys=True), protocol=5))
     return {"partial": np.array(out, dtype=object)}
 

@@ -63,8 +63,13 @@ def drift_metrics(prof: dict[str, Any], stats: dict[str, Any], sample: np.ndarra
     ks, pvalue = ks_2samp(ref_sample, sample)
     w = wasserstein(ref_sample, sample)
     scale = prof.get("std") or 0.0
-    out = {"psi": psi(ref_counts, cur_counts), "js_distance": js_distance(ref_counts, cur_counts),
-           "ks_statistic": ks, "ks_pvalue": pvalue, "wasserstein_norm": w / scale if scale > 0 else w}
+    out = {
+        "psi": psi(ref_counts, cur_counts),
+        "js_distance": js_distance(ref_counts, cur_counts),
+        "ks_statistic": ks,
+        "ks_pvalue": pvalue,
+        "wasserstein_norm": w / scale if scale > 0 else w,
+    }
     return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 
 
@@ -72,8 +77,11 @@ def _summary(stats: dict[str, Any], n: int) -> dict[str, float | None]:
     finite = n - stats["missing"]
     mean = stats["sum"] / finite if finite else None
     var = stats["sumsq"] / finite - mean**2 if finite and mean is not None else None
-    return {"mean": mean, "std": float(np.sqrt(max(var, 0.0))) if var is not None else None,
-            "missing_rate": stats["missing"] / n if n else 0.0}
+    return {
+        "mean": mean,
+        "std": float(np.sqrt(max(var, 0.0))) if var is not None else None,
+        "missing_rate": stats["missing"] / n if n else 0.0,
+    }
 
 
 def _schema(settings: Settings, files: list[str]) -> dict[str, Any]:
@@ -92,8 +100,9 @@ def _is_numeric(arrow_type: Any) -> bool:
     return bool(pat.is_integer(arrow_type) or pat.is_floating(arrow_type) or pat.is_boolean(arrow_type) or pat.is_decimal(arrow_type))
 
 
-def _labels(settings: Settings, request: ComputeRequest, manifest: Any, run_tags: dict[str, str],
-            score_column: str | None) -> tuple[LabelSpec | None, str | None]:
+def _labels(
+    settings: Settings, request: ComputeRequest, manifest: Any, run_tags: dict[str, str], score_column: str | None
+) -> tuple[LabelSpec | None, str | None]:
     """The label join, or why there is none."""
     import pyarrow.dataset as pads
 
@@ -120,9 +129,16 @@ def _labels(settings: Settings, request: ComputeRequest, manifest: Any, run_tags
     labels = dataset.to_table(columns=[*keys, *([ts] if ts else []), label_column]).to_pandas()
     classes = manifest.classes or json.loads(run_tags.get(lineage.TAG_CLASSES, "[1]"))
     task = "regression" if (manifest.model_type or run_tags.get(lineage.TAG_MODEL_TYPE)) == "regression" else "classification"
-    return LabelSpec(labels=labels, join_keys=tuple(keys), label_column=label_column, task=task,
-                     prediction_column=manifest.prediction_column, score_column=score_column,
-                     positive=classes[-1] if classes else 1, timestamp_column=ts), None
+    return LabelSpec(
+        labels=labels,
+        join_keys=tuple(keys),
+        label_column=label_column,
+        task=task,
+        prediction_column=manifest.prediction_column,
+        score_column=score_column,
+        positive=classes[-1] if classes else 1,
+        timestamp_column=ts,
+    ), None
 
 
 def _performance(perf: dict[str, Any] | None, task: str) -> dict[str, float]:
@@ -136,8 +152,12 @@ def _performance(perf: dict[str, Any] | None, task: str) -> dict[str, float]:
     tp, fp, fn = perf["tp"], perf["fp"], perf["fn"]
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    out.update(accuracy=perf["correct"] / n, precision=precision, recall=recall,
-               f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    out.update(
+        accuracy=perf["correct"] / n,
+        precision=precision,
+        recall=recall,
+        f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    )
     if "pos_hist" in perf:
         auc = auc_from_histograms(perf["pos_hist"], perf["neg_hist"])
         if np.isfinite(auc):
@@ -150,8 +170,12 @@ def aggregate_files(settings: Settings, files: list[str], read_columns: list[str
     import ray
 
     paths = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
-    partials = paths.map_batches(file_partials, batch_size=1, batch_format="numpy",  # type: ignore[arg-type]
-                                 fn_kwargs={"settings": settings, "spec": spec, "columns": read_columns})
+    partials = paths.map_batches(
+        file_partials,  # type: ignore[arg-type]  # Ray's stubs cannot type fn_kwargs functions
+        batch_size=1,
+        batch_format="numpy",
+        fn_kwargs={"settings": settings, "spec": spec, "columns": read_columns},
+    )
     return combine([row["partial"] for row in partials.take_all()], spec)
 
 
@@ -178,7 +202,7 @@ def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | Non
     non_numeric = [c for c in ref_features if c in schema and not _is_numeric(schema[c])]
     features = [c for c in ref_features if c in schema and c not in non_numeric]
     probas = list(manifest.probability_columns)
-    score_col = ("prediction_proba" if "prediction_proba" in probas else probas[-1] if probas else None)
+    score_col = "prediction_proba" if "prediction_proba" in probas else probas[-1] if probas else None
     score_col = score_col if (manifest.model_type != "regression" and score_col) else manifest.prediction_column
     columns = [column_spec(c, profile["features"][c]) for c in features]
     has_pred_ref = "prediction" in profile and score_col in schema
@@ -223,13 +247,26 @@ def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | Non
     performance = _performance(total["performance"], task)
 
     client = client or MonitoringClient(settings)
-    tags = {"source": "computed", "compute_job_id": job_id, "scoring_job_id": manifest.job_id,
-            "output_path": manifest.output_path, "training_run_id": manifest.run_id}
+    tags = {
+        "source": "computed",
+        "compute_job_id": job_id,
+        "scoring_job_id": manifest.job_id,
+        "output_path": manifest.output_path,
+        "training_run_id": manifest.run_id,
+    }
     plan: list[tuple[str, dict[str, float], dict[str, Any] | None, dict[str, Any] | None]] = [
-        ("feature_drift", feature_metrics, {k: v for k, v in reference.items() if k != "prediction"},
-         {k: v for k, v in current.items() if k != "prediction"}),
-        ("data_quality", quality, None, {"rows": n, "missing_columns": missing_cols, "extra_columns": extra_cols,
-                                         "non_numeric_columns": non_numeric}),
+        (
+            "feature_drift",
+            feature_metrics,
+            {k: v for k, v in reference.items() if k != "prediction"},
+            {k: v for k, v in current.items() if k != "prediction"},
+        ),
+        (
+            "data_quality",
+            quality,
+            None,
+            {"rows": n, "missing_columns": missing_cols, "extra_columns": extra_cols, "non_numeric_columns": non_numeric},
+        ),
     ]
     if has_pred_ref and "prediction" in charts:
         plan.append(("prediction_drift", pred_metrics, reference.get("prediction"), current.get("prediction")))
@@ -239,15 +276,29 @@ def compute_drift(settings: Settings, request: ComputeRequest, job_id: str | Non
     for metric_type, metrics, ref, cur in plan:
         if not metrics:
             continue
-        req = MonitoringRequest(model_name=manifest.model_name, model_version=manifest.model_version, metric_type=metric_type,
-                                metrics=metrics, reference_data=ref, current_data=cur, tags=tags,
-                                monitoring_id=f"mon-{job_id}-{metric_type.replace('_', '-')}")
+        req = MonitoringRequest(
+            model_name=manifest.model_name,
+            model_version=manifest.model_version,
+            metric_type=metric_type,
+            metrics=metrics,
+            reference_data=ref,
+            current_data=cur,
+            tags=tags,
+            monitoring_id=f"mon-{job_id}-{metric_type.replace('_', '-')}",
+        )
         responses.append(client.log(req))
     result: dict[str, Any] = {
-        "job_id": job_id, "scoring_job_id": manifest.job_id, "model_name": manifest.model_name,
-        "model_version": manifest.model_version, "rows": n, "features": features,
-        "monitoring_ids": [r.monitoring_id for r in responses], "alert_triggered": any(r.alert_triggered for r in responses),
-        "alerts": [a for r in responses for a in r.alerts], "performance": performance, "performance_skipped": no_perf,
+        "job_id": job_id,
+        "scoring_job_id": manifest.job_id,
+        "model_name": manifest.model_name,
+        "model_version": manifest.model_version,
+        "rows": n,
+        "features": features,
+        "monitoring_ids": [r.monitoring_id for r in responses],
+        "alert_triggered": any(r.alert_triggered for r in responses),
+        "alerts": [a for r in responses for a in r.alerts],
+        "performance": performance,
+        "performance_skipped": no_perf,
         "schema": {"missing": missing_cols, "extra": extra_cols, "non_numeric": non_numeric},
     }
     if request.log_report:
@@ -265,8 +316,14 @@ def _prepare(request: ComputeRequest, settings: Settings, job_id: str) -> Plan:
     from asgard_ray.scoring.manifest import read_manifest
 
     read_manifest(settings, request.job_id or request.output_path or "")
-    return Plan(job_id=job_id, settings=settings, payload=request, request=request.model_dump(mode="json"),
-                links={"status": f"/mlops/monitoring/compute/{job_id}"}, wait=request.wait_s > 0)
+    return Plan(
+        job_id=job_id,
+        settings=settings,
+        payload=request,
+        request=request.model_dump(mode="json"),
+        links={"status": f"/mlops/monitoring/compute/{job_id}"},
+        wait=request.wait_s > 0,
+    )
 
 
 def _run(plan: Plan) -> dict[str, Any]:
@@ -278,8 +335,15 @@ def _view(record: JobRecord) -> JobRecord:
 
 
 DRIFT_JOB = JobKind(
-    name="monitoring", id_prefix="drift", prepare=_prepare, run=_run, view=_view,
-    limit_setting="asgard_max_running_jobs_monitoring", default_limit=4, max_retries=0, wait_s=600.0,
+    name="monitoring",
+    id_prefix="drift",
+    prepare=_prepare,
+    run=_run,
+    view=_view,
+    limit_setting="asgard_max_running_jobs_monitoring",
+    default_limit=4,
+    max_retries=0,
+    wait_s=600.0,
 )
 
 

@@ -100,21 +100,34 @@ _SCRIPT = r"""
 """
 
 
-def render_dashboard(versions: dict[tuple[str, str], list[MonitoringRecord]], title: str = "Asgard model monitoring",
-                     max_alerts: int = 50) -> str:
+def render_dashboard(
+    versions: dict[tuple[str, str], list[MonitoringRecord]], title: str = "Asgard model monitoring", max_alerts: int = 50
+) -> str:
     """Render the page for each model version's records (oldest first)."""
     payload: dict[str, Any] = {"versions": [], "alerts": []}
     alerts: list[MonitoringRecord] = []
     for (model, version), records in sorted(versions.items()):
-        payload["versions"].append({
-            "model_name": model, "model_version": version,
-            "records": [{"timestamp": r.timestamp, "metric_type": r.metric_type, "metrics": r.metrics, "alerts": r.alerts}
-                        for r in records],
-        })
+        payload["versions"].append(
+            {
+                "model_name": model,
+                "model_version": version,
+                "records": [
+                    {"timestamp": r.timestamp, "metric_type": r.metric_type, "metrics": r.metrics, "alerts": r.alerts} for r in records
+                ],
+            }
+        )
         alerts.extend(r for r in records if r.alert_triggered)
     alerts.sort(key=lambda r: r.timestamp, reverse=True)
-    payload["alerts"] = [{"timestamp": r.timestamp, "model_name": r.model_name, "model_version": r.model_version,
-                          "metric_type": r.metric_type, "alerts": r.alerts} for r in alerts[:max_alerts]]
+    payload["alerts"] = [
+        {
+            "timestamp": r.timestamp,
+            "model_name": r.model_name,
+            "model_version": r.model_version,
+            "metric_type": r.metric_type,
+            "alerts": r.alerts,
+        }
+        for r in alerts[:max_alerts]
+    ]
     data = embed_json(payload)
     empty = "" if versions else '<p class="muted">No monitoring records yet: POST /mlops/monitoring or compute drift.</p>'
     return (

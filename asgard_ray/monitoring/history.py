@@ -18,14 +18,18 @@ __all__ = ["query_history"]
 
 
 def _passes(r: MonitoringRecord, q: HistoryRequest, start: str | None, end: str | None) -> bool:
-    return ((q.model_version is None or r.model_version == q.model_version)
-            and (q.metric_type is None or r.metric_type == q.metric_type)
-            and (not q.alerts_only or r.alert_triggered)
-            and (start is None or r.timestamp >= start) and (end is None or r.timestamp <= end))
+    return (
+        (q.model_version is None or r.model_version == q.model_version)
+        and (q.metric_type is None or r.metric_type == q.metric_type)
+        and (not q.alerts_only or r.alert_triggered)
+        and (start is None or r.timestamp >= start)
+        and (end is None or r.timestamp <= end)
+    )
 
 
-def query_history(query: HistoryRequest, partitions: dict[str, PartitionSummary],
-                  fetch_day: Callable[[str], list[MonitoringRecord]]) -> HistoryResponse:
+def query_history(
+    query: HistoryRequest, partitions: dict[str, PartitionSummary], fetch_day: Callable[[str], list[MonitoringRecord]]
+) -> HistoryResponse:
     """Answer a history query for one model from its partitions (date -> summary), newest first.
 
     ``fetch_day(date)`` returns that day's records, oldest first.
@@ -35,8 +39,7 @@ def query_history(query: HistoryRequest, partitions: dict[str, PartitionSummary]
     lo_page, hi_page = query.offset, query.offset + query.limit
     total = Match()
     page: list[MonitoringRecord] = []
-    dates = sorted((d for d in partitions if (start is None or d >= start[:10]) and (end is None or d <= end[:10])),
-                   reverse=True)
+    dates = sorted((d for d in partitions if (start is None or d >= start[:10]) and (end is None or d <= end[:10])), reverse=True)
     for date in dates:
         whole_day = (start is None or start <= f"{date}T00:00:00.000000Z") and (end is None or end >= f"{date}T23:59:59.999999Z")
         if whole_day:
@@ -55,7 +58,12 @@ def query_history(query: HistoryRequest, partitions: dict[str, PartitionSummary]
         total.merge(day)
     date_range = {"start": start or total.first, "end": end or total.last}
     return HistoryResponse(
-        model_name=query.model_name, model_version=query.model_version, total_records=total.count, records=page,
+        model_name=query.model_name,
+        model_version=query.model_version,
+        total_records=total.count,
+        records=page,
         summary=HistorySummary(total_alerts=total.alerts, metric_types=sorted(total.types), date_range=date_range),
-        limit=query.limit, offset=query.offset, has_more=query.offset + len(page) < total.count,
+        limit=query.limit,
+        offset=query.offset,
+        has_more=query.offset + len(page) < total.count,
     )

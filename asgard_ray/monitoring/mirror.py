@@ -88,16 +88,21 @@ class MlflowMirror:
                 return self._runs[key]
             exp = self._experiment()
             found = self.client.search_runs(
-                [exp], filter_string=f"tags.`{TAG_MODEL}` = '{model_name}' and tags.`{TAG_VERSION}` = '{model_version}'",
-                max_results=1, order_by=["attributes.start_time ASC"],
+                [exp],
+                filter_string=f"tags.`{TAG_MODEL}` = '{model_name}' and tags.`{TAG_VERSION}` = '{model_version}'",
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
             )
             if found:
                 run = found[0]
                 self._steps[key] = int(run.data.tags.get(TAG_MIRRORED_COUNT, "0"))
                 self._until[key] = run.data.tags.get(TAG_MIRRORED_UNTIL, "")
             else:
-                run = self.client.create_run(exp, run_name=f"monitoring-{model_name}-v{model_version}",
-                                             tags={TAG_MODEL: model_name, TAG_VERSION: model_version, "asgard.kind": "monitoring"})
+                run = self.client.create_run(
+                    exp,
+                    run_name=f"monitoring-{model_name}-v{model_version}",
+                    tags={TAG_MODEL: model_name, TAG_VERSION: model_version, "asgard.kind": "monitoring"},
+                )
                 self._steps[key] = 0
                 log.info("created monitoring run %s for %s v%s", run.info.run_id, model_name, model_version)
             self._runs[key] = run.info.run_id
@@ -127,15 +132,25 @@ class MlflowMirror:
             self._thread = threading.Thread(target=self._run, args=(records or [],), name="monitoring-mlflow-mirror", daemon=True)
             self._thread.start()
 
+    def _sleep(self, seconds: float) -> None:
+        """Wait between retries, cut short when the mirror stops."""
+        self._stop.wait(seconds)
+
     def _retrying(self, what: str) -> Retrying:
         """Retry until it works or the mirror stops: MLflow may be down for a while; the S3 log keeps everything."""
+
         def note(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning("monitoring mirror: %s failed (try %d, retry in %.0fs): %s", what, state.attempt_number, wait, exc)
 
-        return Retrying(wait=wait_exponential(multiplier=1, min=1, max=30), stop=lambda _: self._stop.is_set(),
-                        sleep=self._stop.wait, before_sleep=note, reraise=True)
+        return Retrying(
+            wait=wait_exponential(multiplier=1, min=1, max=30),
+            stop=lambda _: self._stop.is_set(),
+            sleep=self._sleep,
+            before_sleep=note,
+            reraise=True,
+        )
 
     def _run(self, records: list[MonitoringRecord]) -> None:
         if records:
@@ -215,7 +230,7 @@ class MlflowMirror:
                 metrics.append(Metric(metric_key(r.metric_type, "alerts"), float(len(r.alerts)), ts_ms, step))
                 step += 1
             for i in range(0, len(metrics), 900):
-                self.client.log_batch(run_id, metrics=metrics[i:i + 900])
+                self.client.log_batch(run_id, metrics=metrics[i : i + 900])
             tags = [RunTag(TAG_MIRRORED_UNTIL, _order_key(recs[-1])), RunTag(TAG_MIRRORED_COUNT, str(step))]
             self.client.log_batch(run_id, tags=tags)
             self._steps[key] = step

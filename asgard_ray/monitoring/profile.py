@@ -61,7 +61,7 @@ def build_reference_profile(
     """Profile the training features (and validation predictions and labels, when given)."""
     profile: dict[str, Any] = {
         "version": PROFILE_VERSION,
-        "n_rows": int(len(features)),
+        "n_rows": len(features),
         "feature_columns": list(feature_columns),
         "dtypes": {c: str(features[c].dtype) for c in feature_columns},
         "features": {c: numeric_profile(features[c]) for c in feature_columns},

@@ -46,8 +46,11 @@ def render_png(charts: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]
             ax.hist(np.clip(ref, lo, hi), bins=bins, density=True, alpha=0.55, label="reference (training)", color="#4c78a8")
         if cur.size:
             ax.hist(np.clip(cur, lo, hi), bins=bins, density=True, alpha=0.55, label="current (scored)", color="#f58518")
-        ax.set_title(f"{name}\nPSI {metrics.get('psi', float('nan')):.3f}  KS {metrics.get('ks_statistic', float('nan')):.3f}"
-                     f"  p {metrics.get('ks_pvalue', float('nan')):.3g}", fontsize=9)
+        ax.set_title(
+            f"{name}\nPSI {metrics.get('psi', float('nan')):.3f}  KS {metrics.get('ks_statistic', float('nan')):.3f}"
+            f"  p {metrics.get('ks_pvalue', float('nan')):.3g}",
+            fontsize=9,
+        )
         ax.tick_params(labelsize=7)
         if i == 0:
             ax.legend(fontsize=7)
@@ -58,8 +61,9 @@ def render_png(charts: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]
     return buf.getvalue()
 
 
-def log_report(settings: Settings, run_id: str, job_id: str,
-               charts: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]], result: dict[str, Any]) -> list[str]:
+def log_report(
+    settings: Settings, run_id: str, job_id: str, charts: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]], result: dict[str, Any]
+) -> list[str]:
     """Log the PNG and the JSON summary to the monitoring run; return the artifact paths."""
     from mlflow.tracking import MlflowClient
 

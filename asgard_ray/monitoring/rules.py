@@ -28,7 +28,8 @@ class AlertRule(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     patterns: list[Annotated[str, Field(min_length=1, max_length=250)]] | None = Field(
-        default=None, max_length=50, description="Glob patterns on metric names (case-insensitive).")
+        default=None, max_length=50, description="Glob patterns on metric names (case-insensitive)."
+    )
     op: Literal["gt", "lt"] | None = Field(default=None, description="gt: alert when above; lt: alert when below.")
     threshold: FiniteFloat | None = Field(default=None, description="A finite number (NaN and Infinity are refused).")
     metric_types: list[str] | None = Field(default=None, description="Only for these metric types; default all.")
@@ -71,17 +72,30 @@ class RuleSet(BaseModel):
 
 
 DEFAULT_RULES: list[AlertRule] = [
-    AlertRule(name="p_value", patterns=["*pvalue*", "*p_value*", "*p-value*"], op="lt", threshold=0.05,
-              label="drift detected (p-value below threshold)"),
-    AlertRule(name="missing_data", patterns=["*missing*", "*null_rate*"], op="gt", threshold=0.05,
-              label="missing data detected"),
-    AlertRule(name="out_of_range", patterns=["*out_of_range*"], op="gt", threshold=0.05,
-              label="values outside the training range"),
+    AlertRule(
+        name="p_value",
+        patterns=["*pvalue*", "*p_value*", "*p-value*"],
+        op="lt",
+        threshold=0.05,
+        label="drift detected (p-value below threshold)",
+    ),
+    AlertRule(name="missing_data", patterns=["*missing*", "*null_rate*"], op="gt", threshold=0.05, label="missing data detected"),
+    AlertRule(name="out_of_range", patterns=["*out_of_range*"], op="gt", threshold=0.05, label="values outside the training range"),
     AlertRule(name="schema_mismatch", patterns=["*schema_mismatch*"], op="gt", threshold=0.0, label="schema mismatch"),
-    AlertRule(name="performance", patterns=["accuracy", "*.accuracy", "*_accuracy", "roc_auc", "*.roc_auc"], op="lt",
-              threshold=0.7, label="performance below threshold"),
-    AlertRule(name="drift", patterns=["*drift*", "*psi*", "*js_*", "*jensen*", "*divergence*", "*distance*",
-                                      "*ks_stat*", "*wasserstein*"], op="gt", threshold=0.1, label="drift detected"),
+    AlertRule(
+        name="performance",
+        patterns=["accuracy", "*.accuracy", "*_accuracy", "roc_auc", "*.roc_auc"],
+        op="lt",
+        threshold=0.7,
+        label="performance below threshold",
+    ),
+    AlertRule(
+        name="drift",
+        patterns=["*drift*", "*psi*", "*js_*", "*jensen*", "*divergence*", "*distance*", "*ks_stat*", "*wasserstein*"],
+        op="gt",
+        threshold=0.1,
+        label="drift detected",
+    ),
 ]
 
 

@@ -64,14 +64,23 @@ def _today() -> str:
 class MonitoringState:
     """Monitoring records and rules for every model, durable on S3, the newest held in memory."""
 
-    def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True, compact: bool = True,
-                 memory_records: int | None = None, memory_mb: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        prefix: str = "monitoring",
+        mirror: bool = True,
+        compact: bool = True,
+        memory_records: int | None = None,
+        memory_mb: float | None = None,
+    ) -> None:
         self.settings = settings
         self.store = RecordStore(settings, prefix)
         self.retention_days = settings.asgard_monitoring_retention_days
         self._lock = threading.Lock()
-        self.window = MemoryWindow(memory_records or settings.asgard_monitoring_memory_records,
-                                   int((memory_mb or settings.asgard_monitoring_memory_mb) * 1024 * 1024))
+        self.window = MemoryWindow(
+            memory_records or settings.asgard_monitoring_memory_records,
+            int((memory_mb or settings.asgard_monitoring_memory_mb) * 1024 * 1024),
+        )
         self._summaries: dict[Partition, PartitionSummary] = {}
         self._objects: dict[Partition, list[str]] = defaultdict(list)
         self._clean: set[Partition] = set()  # closed days whose stored summary matches their objects
@@ -90,8 +99,15 @@ class MonitoringState:
         self.mirror = MlflowMirror(settings) if mirror else None
         if self.mirror is not None:
             self.mirror.start(self.window.records())  # resumes in its thread: MLflow being down never blocks monitoring
-        log.info("monitoring state ready in %.2fs: %d records (%d in memory), %d models, %d quarantined (prefix %s)",
-                 self.rebuild_s, self.count(), len(self.window), len(self.models()), self.store.quarantined_records, prefix)
+        log.info(
+            "monitoring state ready in %.2fs: %d records (%d in memory), %d models, %d quarantined (prefix %s)",
+            self.rebuild_s,
+            self.count(),
+            len(self.window),
+            len(self.models()),
+            self.store.quarantined_records,
+            prefix,
+        )
 
     # --- rebuild and maintenance ---------------------------------------------------------------
     def _cutoff(self) -> str | None:
@@ -196,8 +212,12 @@ class MonitoringState:
                     self._clean.add(part)
                 summarised += 1
         if deleted or summarised:
-            log.info("monitoring maintenance under %s: %d days past retention deleted, %d closed days summarised",
-                     self.store.records_uri, deleted, summarised)
+            log.info(
+                "monitoring maintenance under %s: %d days past retention deleted, %d closed days summarised",
+                self.store.records_uri,
+                deleted,
+                summarised,
+            )
         return {"deleted": deleted, "summarised": summarised}
 
     def close(self) -> None:
@@ -228,10 +248,17 @@ class MonitoringState:
             if pending is None:
                 alerts = evaluate(request.metric_type, request.metrics, self.rules_for(request.model_name))
                 record = MonitoringRecord(
-                    monitoring_id=mid, model_name=request.model_name, model_version=request.model_version,
-                    metric_type=request.metric_type, metrics=request.metrics, alert_triggered=bool(alerts),
-                    alerts=alerts, timestamp=format_ts(datetime.now(UTC)), reference_data=request.reference_data,
-                    current_data=request.current_data, tags=request.tags,
+                    monitoring_id=mid,
+                    model_name=request.model_name,
+                    model_version=request.model_version,
+                    metric_type=request.metric_type,
+                    metrics=request.metrics,
+                    alert_triggered=bool(alerts),
+                    alerts=alerts,
+                    timestamp=format_ts(datetime.now(UTC)),
+                    reference_data=request.reference_data,
+                    current_data=request.current_data,
+                    tags=request.tags,
                 )
                 pending = _Pending(record)
                 self._pending[mid] = pending
@@ -301,8 +328,10 @@ class MonitoringState:
         with self._lock:
             record = self.window.get(monitoring_id)
         if record is None:
-            raise NotFound(f"no monitoring record {monitoring_id!r} among the {len(self.window)} newest; "
-                           "older records are in POST /mlops/monitoring/history with their model and dates")
+            raise NotFound(
+                f"no monitoring record {monitoring_id!r} among the {len(self.window)} newest; "
+                "older records are in POST /mlops/monitoring/history with their model and dates"
+            )
         return record
 
     def _day(self, model: str, date: str) -> list[MonitoringRecord]:

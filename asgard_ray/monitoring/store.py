@@ -51,7 +51,7 @@ def _partition_of(path: str) -> Partition | None:
     parts = path.rsplit("/", 3)
     if len(parts) != 4 or not parts[1].startswith("model=") or not parts[2].startswith("date="):
         return None
-    return parts[1][len("model="):], parts[2][len("date="):]
+    return parts[1][len("model=") :], parts[2][len("date=") :]
 
 
 class RecordStore:
@@ -92,10 +92,11 @@ class RecordStore:
             r._size = len(line)
         body = "".join(line + "\n" for line in lines).encode()
         write_bytes(self.settings, uri, body)
-        return uri[len("s3://"):]
+        return uri[len("s3://") :]
 
     def write_groups(self, groups: dict[Partition, list[MonitoringRecord]]) -> dict[Partition, str | Exception]:
         """Write several groups in parallel; return each group's object path (durable) or its error."""
+
         def one(key: Partition) -> str | Exception:
             try:
                 return self.write_group(key[0], key[1], groups[key])
@@ -161,6 +162,7 @@ class RecordStore:
 
     def read_partition(self, paths: list[str]) -> list[MonitoringRecord]:
         """The records of some objects, deduplicated by id, oldest first (objects that vanished are skipped)."""
+
         def read(path: str) -> list[MonitoringRecord]:
             try:
                 return self.read_object(path)
@@ -185,18 +187,30 @@ class RecordStore:
             else:
                 self._moved[path] = None
             write_bytes(self.settings, f"{self.quarantine_uri}/{rel}", raw)
-            write_json(self.settings, f"{self.quarantine_uri}/{rel}.reason.json", {
-                "source": f"s3://{path}", "bad_lines": bad[:_MAX_REASONS], "bad_count": len(bad),
-                "salvaged_records": len(good), "quarantined_at": datetime.now(UTC).isoformat(),
-            })
+            write_json(
+                self.settings,
+                f"{self.quarantine_uri}/{rel}.reason.json",
+                {
+                    "source": f"s3://{path}",
+                    "bad_lines": bad[:_MAX_REASONS],
+                    "bad_count": len(bad),
+                    "salvaged_records": len(good),
+                    "quarantined_at": datetime.now(UTC).isoformat(),
+                },
+            )
             fs, _ = resolve(self.settings, self.records_uri)
             fs.delete_file(path)
         except Exception as exc:  # the object stays where it is and is skipped again next time
             log.error("could not move unreadable monitoring object %s to quarantine: %s", path, exc)
         self.quarantined_objects += 1
         self.quarantined_records += len(bad)
-        log.error("quarantined monitoring object s3://%s: %d unreadable line(s), %d record(s) kept; first problem: %s",
-                  path, len(bad), len(good), bad[0]["error"])
+        log.error(
+            "quarantined monitoring object s3://%s: %d unreadable line(s), %d record(s) kept; first problem: %s",
+            path,
+            len(bad),
+            len(good),
+            bad[0]["error"],
+        )
 
     def current_paths(self, paths: list[str]) -> list[str]:
         """``paths`` with each quarantined object replaced by the object that holds its readable records."""
@@ -250,7 +264,7 @@ class RecordStore:
     def delete_partition(self, part: Partition, paths: list[str]) -> None:
         """Delete a partition past retention: its summary first, then its objects."""
         fs, _ = resolve(self.settings, self.records_uri)
-        for uri in [self._summary_uri(part)[len("s3://"):], *paths]:
+        for uri in [self._summary_uri(part)[len("s3://") :], *paths]:
             with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(uri)
         log.info("deleted monitoring partition %s/%s past retention (%d objects)", *part, len(paths))
@@ -277,7 +291,7 @@ class RecordStore:
             if leaf == "global.json":
                 global_rules = rules
             else:
-                per_model[leaf[len("model="):-len(".json")]] = rules
+                per_model[leaf[len("model=") : -len(".json")]] = rules
         return global_rules, per_model
 
     def save_rules(self, model_name: str | None, rules: RuleSet) -> None:

@@ -93,7 +93,10 @@ class PartitionSummary:
     def to_json(self) -> dict[str, Any]:
         """The stored form."""
         return {
-            "model": self.model, "date": self.date, "objects": sorted(self.objects), "replaced": sorted(self.replaced),
+            "model": self.model,
+            "date": self.date,
+            "objects": sorted(self.objects),
+            "replaced": sorted(self.replaced),
             "cells": [[v, t, a, *c] for (v, t, a), c in sorted(self.cells.items())],
         }
 
@@ -103,5 +106,10 @@ class PartitionSummary:
         cells: dict[_Cell, list[Any]] = {}
         for v, t, a, count, alerts, first, last in data["cells"]:
             cells[(str(v), str(t), bool(a))] = [int(count), int(alerts), str(first), str(last)]
-        return cls(model=str(data["model"]), date=str(data["date"]), cells=cells,
-                   objects={str(o) for o in data["objects"]}, replaced={str(o) for o in data.get("replaced", [])})
+        return cls(
+            model=str(data["model"]),
+            date=str(data["date"]),
+            cells=cells,
+            objects={str(o) for o in data["objects"]},
+            replaced={str(o) for o in data.get("replaced", [])},
+        )

@@ -89,7 +89,7 @@ class MemoryWindow:
         """A model's held records of one date, oldest first."""
         lo, hi = day_bounds(date)
         keys = self._keys.get(model, [])
-        return self._recs[model][bisect.bisect_left(keys, lo):bisect.bisect_left(keys, hi)] if keys else []
+        return self._recs[model][bisect.bisect_left(keys, lo) : bisect.bisect_left(keys, hi)] if keys else []
 
     def get(self, monitoring_id: str) -> MonitoringRecord | None:
         """A held record by id."""

@@ -30,7 +30,8 @@ class RegisterModelRequest(BaseModel):
     run_id: str = Field(min_length=1, max_length=64, examples=["abc123def456"])
     description: str | None = Field(default=None, max_length=5000, examples=["Churn prediction model v1"])
     tags: UserTags = Field(
-        default_factory=dict, examples=[{"validated": "true"}],
+        default_factory=dict,
+        examples=[{"validated": "true"}],
         description="Tags of the new version; `asgard.` tags are lineage, copied from the run, and cannot be set here.",
     )
 

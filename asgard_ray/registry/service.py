@@ -149,9 +149,7 @@ class ModelRegistry:
         """The run's logged model: ``(source URI, model id)``, or 422 if it logged none."""
         client = self.client
         run_id = run.info.run_id
-        models = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id='{run_id}'"
-        )
+        models = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id='{run_id}'")
         named = [m for m in models if m.name == lineage.MODEL_ARTIFACT] or list(models)
         if named:
             latest = max(named, key=lambda m: m.creation_timestamp or 0)
@@ -187,8 +185,9 @@ class ModelRegistry:
         tags = {**request.tags, **_lineage_tags(run)}
         try:
             with _mlflow_errors(f"model {name!r}"):
-                mv = client.create_model_version(name, source=source, run_id=request.run_id, tags=tags,
-                                                 description=request.description, model_id=model_id)
+                mv = client.create_model_version(
+                    name, source=source, run_id=request.run_id, tags=tags, description=request.description, model_id=model_id
+                )
         except Exception:
             if created_model:
                 self._drop_if_empty(name)
@@ -196,8 +195,14 @@ class ModelRegistry:
         winner = next(iter(self._run_versions(name, request.run_id)), mv)
         if int(winner.version) < int(mv.version):
             # a parallel request registered this run first: remove only the version this request made
-            log.info("run %s: v%s of %s lost to v%s registered in parallel; deleting v%s",
-                     request.run_id, mv.version, name, winner.version, mv.version)
+            log.info(
+                "run %s: v%s of %s lost to v%s registered in parallel; deleting v%s",
+                request.run_id,
+                mv.version,
+                name,
+                winner.version,
+                mv.version,
+            )
             client.delete_model_version(name, str(mv.version))
             return self._answer(name, request.run_id, winner, "already_registered")
         log.info("registered run %s as %s v%s", request.run_id, name, mv.version)
@@ -210,8 +215,14 @@ class ModelRegistry:
 
     @staticmethod
     def _answer(name: str, run_id: str, mv: Any, status: str) -> RegisterModelResponse:
-        return RegisterModelResponse(model_name=name, version=str(mv.version), run_id=run_id, status=status,  # type: ignore[arg-type]
-                                     model_uri=f"models:/{name}/{mv.version}", source=mv.source)
+        return RegisterModelResponse(
+            model_name=name,
+            version=str(mv.version),
+            run_id=run_id,
+            status=status,  # type: ignore[arg-type]
+            model_uri=f"models:/{name}/{mv.version}",
+            source=mv.source,
+        )
 
     def _ensure_model(self, name: str, description: str | None) -> bool:
         """Create the registered model unless it exists; True only if this call created it."""
@@ -280,11 +291,19 @@ class ModelRegistry:
                     metrics = dict(client.get_run(mv.run_id).data.metrics)
                 except Exception:
                     log.warning("run %s of %s v%s is not readable", mv.run_id, name, mv.version)
-            infos.append(ModelVersionInfo(
-                version=str(mv.version), run_id=mv.run_id, status=str(mv.status), description=mv.description or None,
-                source=mv.source, tags=dict(mv.tags or {}), aliases=list(mv.aliases or []), metrics=metrics,
-                created_at=_ts(mv.creation_timestamp),
-            ))
+            infos.append(
+                ModelVersionInfo(
+                    version=str(mv.version),
+                    run_id=mv.run_id,
+                    status=str(mv.status),
+                    description=mv.description or None,
+                    source=mv.source,
+                    tags=dict(mv.tags or {}),
+                    aliases=list(mv.aliases or []),
+                    metrics=metrics,
+                    created_at=_ts(mv.creation_timestamp),
+                )
+            )
         return ModelDetail(**self._summary(rm, versions), versions=infos)
 
     def set_alias(self, name: str, alias: str, version: str | int) -> AliasResponse:
@@ -309,4 +328,6 @@ class ModelRegistry:
         with _mlflow_errors(f"alias {alias!r} of model {name!r}"):
             mv = client.get_model_version_by_alias(name, alias)
         client.delete_registered_model_alias(name, alias)
-        return AliasResponse(model_name=name, alias=alias, version=str(mv.version), run_id=mv.run_id, model_uri=f"models:/{name}/{mv.version}")
+        return AliasResponse(
+            model_name=name, alias=alias, version=str(mv.version), run_id=mv.run_id, model_uri=f"models:/{name}/{mv.version}"
+        )

@@ -127,9 +127,7 @@ def asof_lookup(index: AsOfIndex, entities: pd.DataFrame, timestamp_column: str 
                 vals = vals.astype(np.float64)
             elif vals.dtype.kind == "O":
                 vals = vals.copy()
-            if vals.dtype.kind == "f":
-                vals = np.where(valid, vals, np.nan)
-            else:
-                vals = np.where(valid, vals, np.array(None, dtype=object))
+            missing = np.nan if vals.dtype.kind == "f" else np.array(None, dtype=object)
+            vals = np.where(valid, vals, missing)
         out[col] = vals
     return pd.DataFrame(out, index=entities.index)

@@ -24,7 +24,7 @@ from asgard_ray.scoring.schemas import MAX_INLINE_ENTITIES, BatchScoreRequest
 from asgard_ray.scoring.sink import check_output_path, foreign_conflict, output_state
 from asgard_ray.storage import Access, current_lease, list_files, resolve, resolve_location
 
-__all__ = ["SYNC_MAX_ROWS", "SourcePlan", "ScoringPlan", "ViewPlan", "prepare_plan"]
+__all__ = ["SYNC_MAX_ROWS", "ScoringPlan", "SourcePlan", "ViewPlan", "prepare_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +92,30 @@ def _views(settings: Settings, names: list[str], model: ResolvedModel) -> tuple[
         mine = [f.name for f in info.features if f.name in model.feature_columns and f.name not in served]
         served.update(mine)
         dtypes.update({f.name: f.dtype for f in info.features if f.name in mine})
-        plans.append(ViewPlan(
-            name=name, join_keys=list(info.entities), table_name=info.source.table_name,
-            timestamp_field=info.source.timestamp_field, ttl_seconds=info.ttl_seconds, features=mine,
-        ))
+        plans.append(
+            ViewPlan(
+                name=name,
+                join_keys=list(info.entities),
+                table_name=info.source.table_name,
+                timestamp_field=info.source.timestamp_field,
+                ttl_seconds=info.ttl_seconds,
+                features=mine,
+            )
+        )
     missing = [c for c in model.feature_columns if c not in served]
     if missing:
         raise InvalidRequest(
             f"feature(s) {', '.join(missing)} that model {model.name} v{model.version} was trained on are not served by "
-            f"feature view(s) {', '.join(names)}; add the view(s) that provide them (trained with {', '.join(model.feature_views) or 'unknown'})",
+            f"feature view(s) {', '.join(names)}; add the view(s) that provide them "
+            f"(trained with {', '.join(model.feature_views) or 'unknown'})",
             detail={"missing_features": missing, "feature_views": names, "model_feature_views": model.feature_views},
         )
     return plans, dtypes, registry_version(registry.store)
 
 
-def _source(settings: Settings, request: BatchScoreRequest, join_keys: list[str], model: ResolvedModel) -> tuple[SourcePlan, int, dict[str, str]]:
+def _source(
+    settings: Settings, request: BatchScoreRequest, join_keys: list[str], model: ResolvedModel
+) -> tuple[SourcePlan, int, dict[str, str]]:
     spec = request.entities_source
     assert spec is not None
     if spec.table_name:
@@ -115,7 +124,9 @@ def _source(settings: Settings, request: BatchScoreRequest, join_keys: list[str]
         uri = table_uri(settings, spec.table_name)
     else:
         uri = resolve_location(settings, spec.path, access=Access.READ, field="entities_source.path").uri
-    files = [f for f in list_files(settings, uri) if f.endswith(".parquet") and "/_" not in f and not f.rsplit("/", 1)[-1].startswith(("_", "."))]
+    files = [
+        f for f in list_files(settings, uri) if f.endswith(".parquet") and "/_" not in f and not f.rsplit("/", 1)[-1].startswith(("_", "."))
+    ]
     if not files:
         raise InvalidRequest(f"entities_source {uri} holds no Parquet files; write the entity rows there first")
     fs, _ = resolve(settings, uri)
@@ -155,8 +166,7 @@ def _check_free(settings: Settings, output_path: str, job_id: str, overwrite: bo
     holder = current_lease(settings, output_path)
     if holder is not None and holder.job_id != job_id:
         raise Conflict(
-            f"output_path {output_path} is being written by job {holder.job_id}; wait for that job to finish "
-            "or choose another output_path",
+            f"output_path {output_path} is being written by job {holder.job_id}; wait for that job to finish or choose another output_path",
             detail={"output_path": output_path, "holder_job_id": holder.job_id},
         )
     state = output_state(settings, output_path, job_id)
@@ -166,7 +176,7 @@ def _check_free(settings: Settings, output_path: str, job_id: str, overwrite: bo
     if owner is not None and owner != job_id and not overwrite:
         raise Conflict(
             f"output_path {output_path} already holds the committed output of job {owner}; "
-            "choose another output_path or send \"overwrite\": true to replace it",
+            'choose another output_path or send "overwrite": true to replace it',
             detail={"output_path": output_path, "job_id": owner},
         )
 
@@ -186,7 +196,7 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
         if lengths and max(lengths) > MAX_INLINE_ENTITIES:
             raise PayloadTooLarge(
                 f"entities_df has {max(lengths):,} rows; the inline limit is {MAX_INLINE_ENTITIES:,}. "
-                "Write the ids to Parquet on S3 and send them as entities_source: {\"path\": \"s3://...\"}",
+                'Write the ids to Parquet on S3 and send them as entities_source: {"path": "s3://..."}',
                 detail={"rows": max(lengths), "limit": MAX_INLINE_ENTITIES},
             )
     model = resolve_model(settings, request.model_name, request.model_version)

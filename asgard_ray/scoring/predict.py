@@ -102,7 +102,9 @@ def predict_native(
     if classify and hasattr(model, "predict_proba"):
         proba = np.asarray(model.predict_proba(X))
         raw_labels = getattr(model, "classes_", None)
-        labels = [c.item() if hasattr(c, "item") else c for c in (raw_labels if raw_labels is not None else classes or range(proba.shape[1]))]
+        labels = [
+            c.item() if hasattr(c, "item") else c for c in (raw_labels if raw_labels is not None else classes or range(proba.shape[1]))
+        ]
         if raw_labels is not None and _argmax_predicts(model):
             # these estimators' predict() is exactly classes_[argmax(predict_proba)]: skip a second pass
             pred = np.asarray(raw_labels).take(np.argmax(proba, axis=1))

@@ -29,8 +29,8 @@ from asgard_ray.scoring.pipeline import (
 )
 from asgard_ray.scoring.plan import ScoringPlan, entity_frame
 from asgard_ray.scoring.sink import (
-    OutputLayout,
     JobFilenameProvider,
+    OutputLayout,
     ProgressPoller,
     count_rows,
     delete_files,
@@ -194,7 +194,7 @@ def _prepare_output(settings: Settings, plan: ScoringPlan) -> tuple[str | None, 
     if state.committed_job_id not in (None, plan.job_id) and not plan.overwrite:
         raise Conflict(
             f"output_path {plan.output_path} already holds the committed output of job {state.committed_job_id}; "
-            "send \"overwrite\": true to replace it",
+            'send "overwrite": true to replace it',
             detail={"output_path": plan.output_path, "job_id": state.committed_job_id},
         )
     if state.own:
@@ -204,8 +204,14 @@ def _prepare_output(settings: Settings, plan: ScoringPlan) -> tuple[str | None, 
 
 
 def _run_leased(
-    settings: Settings, plan: ScoringPlan, options: PipelineOptions, model_box: list[Any] | None, track: bool,
-    lease: OutputLease, started: datetime, t0: float,
+    settings: Settings,
+    plan: ScoringPlan,
+    options: PipelineOptions,
+    model_box: list[Any] | None,
+    track: bool,
+    lease: OutputLease,
+    started: datetime,
+    t0: float,
 ) -> dict[str, Any]:
     from ray.data import DataContext
 
@@ -232,10 +238,20 @@ def _run_leased(
     num_actors = options.num_actors or (1 if plan.rows_total < 20_000 else 2)
     int_features = tuple(c for c in plan.feature_columns if plan.feature_dtypes.get(c, "").startswith(("int", "uint")))
     spec = ScorerSpec(
-        job_id=job_id, model_name=plan.model.name, model_version=plan.model.version, run_id=plan.model.run_id,
-        model_type=plan.model.model_type, classes=plan.model.classes, join_keys=plan.join_keys,
-        feature_columns=plan.feature_columns, int_features=int_features, timestamp_column="event_timestamp",
-        scored_at=started, as_of=started, threads=options.threads_per_actor, batch_delay_s=options.batch_delay_s,
+        job_id=job_id,
+        model_name=plan.model.name,
+        model_version=plan.model.version,
+        run_id=plan.model.run_id,
+        model_type=plan.model.model_type,
+        classes=plan.model.classes,
+        join_keys=plan.join_keys,
+        feature_columns=plan.feature_columns,
+        int_features=int_features,
+        timestamp_column="event_timestamp",
+        scored_at=started,
+        as_of=started,
+        threads=options.threads_per_actor,
+        batch_delay_s=options.batch_delay_s,
     )
     layout = OutputLayout.for_job(plan.output_path, plan.model.version, started)
     fs, data_dir = resolve(settings, layout.data_dir)
@@ -270,18 +286,36 @@ def _run_leased(
         finished = datetime.now(UTC)
         timings["total_s"] = round(time.perf_counter() - t0, 3)
         manifest = Manifest(
-            job_id=job_id, model_name=plan.model.name, model_version=plan.model.version, run_id=plan.model.run_id,
-            alias=plan.model.alias, model_uri=plan.model.model_uri, model_type=plan.model.model_type,
-            framework=plan.model.framework, flavor=flavor, feature_views=plan.feature_views,
+            job_id=job_id,
+            model_name=plan.model.name,
+            model_version=plan.model.version,
+            run_id=plan.model.run_id,
+            alias=plan.model.alias,
+            model_uri=plan.model.model_uri,
+            model_type=plan.model.model_type,
+            framework=plan.model.framework,
+            flavor=flavor,
+            feature_views=plan.feature_views,
             feast_registry_version=plan.feast_registry_version or plan.model.feast_registry_version,
-            feature_columns=plan.feature_columns, join_keys=plan.join_keys,
-            probability_columns=probas, classes=plan.model.classes,
-            entities={"rows": plan.rows_total, "input": "entities_df" if plan.entities is not None else plan.source.uri if plan.source else None,
-                      "features": feature_path},
-            output_path=plan.output_path, partitioning={**layout.partitioning, "columns_in_files": output_columns(spec, None)},
-            files=[ManifestFile(path=f, rows=counts[f]) for f in files], total_rows=total,
-            replaced_job_id=replaced_job if replaced else None, replaced_files=replaced,
-            scored_at=started, started_at=started, finished_at=finished, timings=timings,
+            feature_columns=plan.feature_columns,
+            join_keys=plan.join_keys,
+            probability_columns=probas,
+            classes=plan.model.classes,
+            entities={
+                "rows": plan.rows_total,
+                "input": "entities_df" if plan.entities is not None else plan.source.uri if plan.source else None,
+                "features": feature_path,
+            },
+            output_path=plan.output_path,
+            partitioning={**layout.partitioning, "columns_in_files": output_columns(spec, None)},
+            files=[ManifestFile(path=f, rows=counts[f]) for f in files],
+            total_rows=total,
+            replaced_job_id=replaced_job if replaced else None,
+            replaced_files=replaced,
+            scored_at=started,
+            started_at=started,
+            finished_at=finished,
+            timings=timings,
         )
         lease.check()  # a job that lost its lease must not commit over the new holder
         uri = write_manifest(settings, manifest)  # the commit

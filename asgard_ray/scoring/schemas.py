@@ -73,7 +73,9 @@ class BatchScoreRequest(BaseModel):
     )
     model_name: ModelName = Field(description="Registered model name.")
     model_version: str = Field(default="latest", description="A version number, an alias such as 'champion', or 'latest'.")
-    feature_views: list[str] | None = Field(default=None, max_length=64, description="Feature views to read; default the ones the model was trained on.")
+    feature_views: list[str] | None = Field(
+        default=None, max_length=64, description="Feature views to read; default the ones the model was trained on."
+    )
     entities_df: EntityColumns | None = Field(
         default=None,
         description=f"Inline entity ids per join key (optionally 'event_timestamp' per row); at most {MAX_INLINE_ENTITIES:,} rows.",

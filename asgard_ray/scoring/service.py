@@ -21,7 +21,6 @@ from asgard_ray.jobs import (
     JobRecord,
     Plan,
     get_job_sync,
-    get_supervisor,
     list_jobs_sync,
     submit_job_sync,
 )
@@ -65,10 +64,16 @@ def batch_status(record: JobRecord) -> BatchJobStatus:
     """``GET /mlops/serve/batch/{job_id}``: a job's state and progress."""
     res, progress = record.result or {}, record.progress or {}
     return BatchJobStatus(
-        job_id=record.job_id, status=record.status, **_fields(record),
+        job_id=record.job_id,
+        status=record.status,
+        **_fields(record),
         rows_done=int(res.get("total_rows") or progress.get("rows_done") or 0),
-        error=record.error, error_type=record.error_type, created_at=record.created_at, updated_at=record.updated_at,
-        ray_task_name=record.ray_task_name, result=record.result,
+        error=record.error,
+        error_type=record.error_type,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        ray_task_name=record.ray_task_name,
+        result=record.result,
     )
 
 
@@ -77,11 +82,18 @@ def batch_response(record: JobRecord) -> BatchScoreResponse:
     res, progress = record.result or {}, record.progress or {}
     fields = _fields(record)
     return BatchScoreResponse(
-        job_id=record.job_id, status=record.status, model_name=fields["model_name"] or "",
-        model_version=str(fields["model_version"] or ""), output_path=fields["output_path"] or "",
-        alias=res.get("alias") or progress.get("alias"), run_id=res.get("run_id") or progress.get("run_id"),
-        rows_total=fields["rows_total"], total_rows=res.get("total_rows"), manifest_path=fields["manifest_path"],
-        error=record.error, links={"job": f"/mlops/serve/batch/{record.job_id}", "ray_task": f"{KIND}:{record.job_id}"},
+        job_id=record.job_id,
+        status=record.status,
+        model_name=fields["model_name"] or "",
+        model_version=str(fields["model_version"] or ""),
+        output_path=fields["output_path"] or "",
+        alias=res.get("alias") or progress.get("alias"),
+        run_id=res.get("run_id") or progress.get("run_id"),
+        rows_total=fields["rows_total"],
+        total_rows=res.get("total_rows"),
+        manifest_path=fields["manifest_path"],
+        error=record.error,
+        links={"job": f"/mlops/serve/batch/{record.job_id}", "ray_task": f"{KIND}:{record.job_id}"},
     )
 
 
@@ -97,11 +109,19 @@ def _prepare(request: BatchScoreRequest | ScoringInput, settings: Settings, job_
     # It travels as bytes (the supervisor never unpickles it); the task puts it in the object store.
     plan.flavor, obj = load_native_model(settings, plan.model)
     return Plan(
-        job_id=job_id, settings=settings, payload=(plan, given.options, cloudpickle.dumps(obj)),
+        job_id=job_id,
+        settings=settings,
+        payload=(plan, given.options, cloudpickle.dumps(obj)),
         request=given.request.model_dump(mode="json", by_alias=True, exclude={"entities_df"}),
-        progress={"rows_total": plan.rows_total, "rows_done": 0, "model_name": plan.model.name,
-                  "model_version": plan.model.version, "output_path": plan.output_path, "alias": plan.model.alias,
-                  "run_id": plan.model.run_id},
+        progress={
+            "rows_total": plan.rows_total,
+            "rows_done": 0,
+            "model_name": plan.model.name,
+            "model_version": plan.model.version,
+            "output_path": plan.output_path,
+            "alias": plan.model.alias,
+            "run_id": plan.model.run_id,
+        },
         wait=plan.sync,
     )
 
@@ -134,8 +154,16 @@ def _cleanup(record: JobRecord, settings: Settings) -> None:
 
 
 SCORING_JOB = JobKind(
-    name="batch_scoring", id_prefix="batch", prepare=_prepare, run=_run, view=batch_status,
-    limit_setting="asgard_max_running_jobs_scoring", default_limit=4, max_retries=1, wait_s=300.0, on_failed=_cleanup,
+    name="batch_scoring",
+    id_prefix="batch",
+    prepare=_prepare,
+    run=_run,
+    view=batch_status,
+    limit_setting="asgard_max_running_jobs_scoring",
+    default_limit=4,
+    max_retries=1,
+    wait_s=300.0,
+    on_failed=_cleanup,
 )
 
 

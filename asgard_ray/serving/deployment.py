@@ -35,8 +35,7 @@ from asgard_ray.serving.predictor import Predictor
 from asgard_ray.serving.sampler import Sampler, ServedStats
 from asgard_ray.serving.schemas import PredictRequest
 
-__all__ = ["DEPLOYMENT_NAME", "PREDICT_APP", "PREDICT_PREFIX", "PredictionServer", "build_predict_app", "deployment_options",
-           "predict_app"]
+__all__ = ["DEPLOYMENT_NAME", "PREDICT_APP", "PREDICT_PREFIX", "PredictionServer", "build_predict_app", "deployment_options", "predict_app"]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,12 @@ class PredictionServer:
         self.stats = ServedStats()
         self.sampler = Sampler(settings)
         self._loop_task: asyncio.Task[None] | None = None
-        log.info("prediction replica up (cache %d versions, alias poll %.1fs, sample rate %g)",
-                 settings.asgard_serve_model_cache_size, settings.asgard_serve_alias_poll_s, settings.asgard_serve_sample_rate)
+        log.info(
+            "prediction replica up (cache %d versions, alias poll %.1fs, sample rate %g)",
+            settings.asgard_serve_model_cache_size,
+            settings.asgard_serve_alias_poll_s,
+            settings.asgard_serve_sample_rate,
+        )
 
     # --- background work ---------------------------------------------------------------------
     def _ensure_loop(self) -> None:
@@ -163,13 +166,18 @@ class PredictionServer:
 
         headers = http_request.headers
         if not self.keys.enabled and not host_allowed(headers.get("host")):
-            return _error(421, "Host header is not allowed: without an API key predictions only answer to "
-                               "Host 127.0.0.1, localhost or [::1]")
+            return _error(
+                421, "Host header is not allowed: without an API key predictions only answer to Host 127.0.0.1, localhost or [::1]"
+            )
         if self.keys.enabled:
             kind, _, token = headers.get("authorization", "").partition(" ")
             if kind.lower() != "bearer" or not token or self.keys.scope_of(token.strip()) is None:
-                return _error(401, "missing or invalid API key; send 'Authorization: Bearer <key>'", None,
-                              {"WWW-Authenticate": 'Bearer realm="asgard"'})
+                return _error(
+                    401,
+                    "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                    None,
+                    {"WWW-Authenticate": 'Bearer realm="asgard"'},
+                )
         if http_request.method != "POST":
             return _error(405, "use POST /predict/<model_name> with a JSON body", None, {"Allow": "POST"})
         limit = self.settings.asgard_max_body_bytes

@@ -35,8 +35,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class MaterializeRequest(BaseModel):
     """``POST /feast/materialize``: which views, over which event-time range."""
 
-    feature_views: list[str] = Field(default_factory=list, max_length=100,
-                                     description="Views to materialize (default: every registered view).")
+    feature_views: list[str] = Field(
+        default_factory=list, max_length=100, description="Views to materialize (default: every registered view)."
+    )
     start_date: UtcDatetime | None = Field(default=None, description="Earliest event time (default: the beginning).")
     end_date: UtcDatetime | None = Field(default=None, description="Latest event time (default: now).")
 
@@ -88,8 +89,9 @@ def _record_interval(settings: Settings, fv: Any, start: datetime, end: datetime
         store.registry.apply_materialization(fv, store.project, start, end)
 
 
-def materialize(settings: Settings, feature_views: list[str] | None = None, start: datetime | None = None,
-                end: datetime | None = None) -> MaterializeResult:
+def materialize(
+    settings: Settings, feature_views: list[str] | None = None, start: datetime | None = None, end: datetime | None = None
+) -> MaterializeResult:
     """Materialize ``feature_views`` (default all) over ``[start, end)`` into the online store (blocking).
 
     Raises:
@@ -124,20 +126,35 @@ def materialize(settings: Settings, feature_views: list[str] | None = None, star
     # the tables (idempotent) before writing.
     for fv in views:
         fv.online = True
-    provider.update_infra(project=store.project, tables_to_delete=[], tables_to_keep=views, entities_to_delete=[],
-                          entities_to_keep=[store.get_entity(e) for e in {e for fv in views for e in fv.entities}],
-                          partial=True)
+    provider.update_infra(
+        project=store.project,
+        tables_to_delete=[],
+        tables_to_keep=views,
+        entities_to_delete=[],
+        entities_to_keep=[store.get_entity(e) for e in {e for fv in views for e in fv.entities}],
+        partial=True,
+    )
     for fv in views:
         t0 = time.perf_counter()
         provider.materialize_single_feature_view(
-            config=store.config, feature_view=fv, start_date=start, end_date=end, registry=store.registry,
-            project=store.project, tqdm_builder=lambda n: tqdm(total=n, disable=True),
+            config=store.config,
+            feature_view=fv,
+            start_date=start,
+            end_date=end,
+            registry=store.registry,
+            project=store.project,
+            tqdm_builder=lambda n: tqdm(total=n, disable=True),
         )
         _record_interval(settings, fv, start, end)
         done.append(MaterializedView(name=fv.name, seconds=round(time.perf_counter() - t0, 3), last_materialized_at=end))
         log.info("materialized feature view %s over [%s, %s) in %.2fs", fv.name, start, end, done[-1].seconds)
-    return MaterializeResult(feature_views=done, start_date=start, end_date=end,
-                               online_store=settings.feast_online_store, seconds=round(time.perf_counter() - began, 3))
+    return MaterializeResult(
+        feature_views=done,
+        start_date=start,
+        end_date=end,
+        online_store=settings.feast_online_store,
+        seconds=round(time.perf_counter() - began, 3),
+    )
 
 
 def _prepare(request: MaterializeRequest, settings: Settings, job_id: str) -> Plan:
@@ -148,9 +165,15 @@ def _prepare(request: MaterializeRequest, settings: Settings, job_id: str) -> Pl
         registry = FeatureRegistry(settings)
         for name in request.feature_views:
             registry.get(name)
-    return Plan(job_id=job_id, settings=settings, payload=request, request=request.model_dump(mode="json"),
-                progress={"feature_views": request.feature_views or ["(all)"]},
-                links={"status": f"/mlops/jobs/{job_id}"}, wait=True)
+    return Plan(
+        job_id=job_id,
+        settings=settings,
+        payload=request,
+        request=request.model_dump(mode="json"),
+        progress={"feature_views": request.feature_views or ["(all)"]},
+        links={"status": f"/mlops/jobs/{job_id}"},
+        wait=True,
+    )
 
 
 def _run(plan: Plan) -> dict[str, Any]:
@@ -160,12 +183,20 @@ def _run(plan: Plan) -> dict[str, Any]:
 
 def _view(record: JobRecord) -> MaterializeResponse:
     result = MaterializeResult.model_validate(record.result) if record.status == "completed" and record.result else None
-    return MaterializeResponse(job_id=record.job_id, status=record.status, result=result, error=record.error,
-                               links=dict(record.links or {}))
+    return MaterializeResponse(
+        job_id=record.job_id, status=record.status, result=result, error=record.error, links=dict(record.links or {})
+    )
 
 
 MATERIALIZE_JOB = JobKind(
-    name="materialize", id_prefix="mat", prepare=_prepare, run=_run, view=_view,
-    limit_setting="asgard_max_running_jobs_materialize", default_limit=1, max_retries=0, wait_s=600.0,
+    name="materialize",
+    id_prefix="mat",
+    prepare=_prepare,
+    run=_run,
+    view=_view,
+    limit_setting="asgard_max_running_jobs_materialize",
+    default_limit=1,
+    max_retries=0,
+    wait_s=600.0,
 )
 """Materialization as a job kind of the jobs core (``POST /feast/materialize``, ``jobs/materialize.py``)."""

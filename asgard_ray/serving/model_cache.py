@@ -55,8 +55,9 @@ class LoadedModel:
 
     def predict(self, X: pd.DataFrame) -> Prediction:
         """Predict a frame of ``feature_columns`` (one thread: requests run side by side)."""
-        return predict_native(self.native, X[self.feature_columns], model_type=self.resolved.model_type,
-                              classes=self.resolved.classes, num_threads=1)
+        return predict_native(
+            self.native, X[self.feature_columns], model_type=self.resolved.model_type, classes=self.resolved.classes, num_threads=1
+        )
 
 
 def resolve_version(settings: Settings, name: str, ref: str) -> str:
@@ -93,9 +94,13 @@ class ModelCache:
         resolver: ``(settings, name, ref) -> version`` (blocking; run in a thread).
     """
 
-    def __init__(self, settings: Settings, size: int = 4,
-                 loader: Callable[[Settings, str, str], LoadedModel] = _load,
-                 resolver: Callable[[Settings, str, str], str] = resolve_version) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        size: int = 4,
+        loader: Callable[[Settings, str, str], LoadedModel] = _load,
+        resolver: Callable[[Settings, str, str], str] = resolve_version,
+    ) -> None:
         self.settings = settings
         self.size = max(1, size)
         self._loader = loader

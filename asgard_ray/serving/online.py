@@ -80,14 +80,16 @@ class OnlineFeatures:
             raise InvalidRequest(
                 f"feature column(s) {absent} are in none of the feature views {views}; name the views the model was "
                 "trained on, or send the values inline as instances",
-                detail={"missing_columns": absent, "feature_views": views})
+                detail={"missing_columns": absent, "feature_views": views},
+            )
         unknown = sorted(set(entities) - set(join_keys))
         lacking = sorted(set(join_keys) - set(entities))
         if unknown or lacking:
             raise InvalidRequest(
                 f"entities must be keyed by the join key(s) {sorted(join_keys)}; "
                 + (f"unknown: {unknown}" if unknown else f"missing: {lacking}"),
-                detail={"join_keys": sorted(join_keys)})
+                detail={"join_keys": sorted(join_keys)},
+            )
         for key, ids in entities.items():
             wants_int = "int" in join_keys[key]
             bad = [v for v in ids if (isinstance(v, bool) or not isinstance(v, int)) == wants_int]

@@ -33,12 +33,14 @@ def check_rows(request: PredictRequest, max_rows: int) -> None:
         raise PayloadTooLarge(
             f"{request.rows} rows exceed the real-time limit of {max_rows} (ASGARD_SERVE_MAX_ROWS); "
             "score large entity sets with POST /mlops/serve/batch",
-            detail={"rows": request.rows, "max_rows": max_rows, "batch_endpoint": "/mlops/serve/batch"})
+            detail={"rows": request.rows, "max_rows": max_rows, "batch_endpoint": "/mlops/serve/batch"},
+        )
 
 
 def _number(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool)
-                             and (not isinstance(value, float) or math.isfinite(value)))
+    return value is None or (
+        isinstance(value, int | float) and not isinstance(value, bool) and (not isinstance(value, float) or math.isfinite(value))
+    )
 
 
 def inline_frame(instances: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
@@ -49,14 +51,17 @@ def inline_frame(instances: list[dict[str, Any]], columns: list[str]) -> pd.Data
     """
     missing = sorted({c for row in instances for c in columns if c not in row})
     if missing:
-        raise InvalidRequest(f"instances lack the feature column(s) {missing}; the model needs {columns}",
-                             detail={"missing_columns": missing, "feature_columns": columns})
+        raise InvalidRequest(
+            f"instances lack the feature column(s) {missing}; the model needs {columns}",
+            detail={"missing_columns": missing, "feature_columns": columns},
+        )
     bad = [(i, c, row[c]) for i, row in enumerate(instances) for c in columns if not _number(row[c])]
     if bad:
         i, col, value = bad[0]
         raise InvalidRequest(
             f"feature {col!r} of instance {i} is {type(value).__name__} {str(value)[:40]!r}; features take finite numbers or null",
-            detail={"wrong_types": [{"row": i, "column": c, "type": type(v).__name__} for i, c, v in bad[:20]]})
+            detail={"wrong_types": [{"row": i, "column": c, "type": type(v).__name__} for i, c, v in bad[:20]]},
+        )
     return pd.DataFrame({c: np.asarray([row[c] for row in instances], dtype="float64") for c in columns})
 
 
@@ -65,15 +70,23 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _rows(model: LoadedModel, result: Prediction, features: list[dict[str, Any]],
-          entities: list[dict[str, Any]] | None) -> list[PredictionRow]:
+def _rows(
+    model: LoadedModel, result: Prediction, features: list[dict[str, Any]], entities: list[dict[str, Any]] | None
+) -> list[PredictionRow]:
     out = []
     for i, feats in enumerate(features):
         proba = None
         if result.proba is not None and result.classes:
             proba = {str(c): float(result.proba[i, j]) for j, c in enumerate(result.classes)}
-        out.append(PredictionRow(entity=entities[i] if entities else None, prediction=_plain(result.prediction[i]),
-                                 probabilities=proba, model_version=model.version, features=feats))
+        out.append(
+            PredictionRow(
+                entity=entities[i] if entities else None,
+                prediction=_plain(result.prediction[i]),
+                probabilities=proba,
+                model_version=model.version,
+                features=feats,
+            )
+        )
     return out
 
 
@@ -106,8 +119,9 @@ class Predictor:
             assert request.entities is not None
             views = request.feature_views or model.resolved.feature_views
             if not views:
-                raise InvalidRequest(f"model {request.model_name!r} v{model.version} records no feature views; "
-                                     "name them in feature_views or send instances")
+                raise InvalidRequest(
+                    f"model {request.model_name!r} v{model.version} records no feature views; name them in feature_views or send instances"
+                )
             looked = await asyncio.to_thread(self.online.lookup, views, columns, request.entities)
             n = len(looked)
             all_rows = [{k: request.entities[k][i] for k in request.entities} for i in range(n)]
@@ -117,6 +131,11 @@ class Predictor:
             X = pd.DataFrame({c: np.asarray([f[c] for f in features], dtype="float64") for c in columns})
         rows = _rows(model, model.predict(X), features, entity_rows) if len(X) else []
         alias = None if request.ref.isdigit() or request.ref in (DEFAULT_REF, "latest") else request.ref
-        return PredictResponse(model_name=request.model_name, model_version=model.version, alias=alias,
-                               predictions=rows, missing_entities=missing,
-                               latency_ms=round((time.perf_counter() - start) * 1000, 3))
+        return PredictResponse(
+            model_name=request.model_name,
+            model_version=model.version,
+            alias=alias,
+            predictions=rows,
+            missing_entities=missing,
+            latency_ms=round((time.perf_counter() - start) * 1000, 3),
+        )

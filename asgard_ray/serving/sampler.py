@@ -42,10 +42,13 @@ class ServedStats:
             from ray.serve.metrics import Counter, Histogram
 
             self._metrics = (
-                Counter("asgard_predict_requests", description="Real-time prediction requests",
-                        tag_keys=("model", "outcome")),  # type: ignore[arg-type]
-                Histogram("asgard_predict_latency_ms", description="Real-time prediction latency (ms)",
-                          boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("model",)),
+                Counter("asgard_predict_requests", description="Real-time prediction requests", tag_keys=("model", "outcome")),  # type: ignore[arg-type]
+                Histogram(
+                    "asgard_predict_latency_ms",
+                    description="Real-time prediction latency (ms)",
+                    boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+                    tag_keys=("model",),
+                ),
             )
         except Exception:
             log.debug("Serve metrics unavailable here", exc_info=True)
@@ -69,9 +72,13 @@ class ServedStats:
         out = {}
         for model, e in self._models.items():
             recent = sorted(e["recent"])
-            out[model] = {"requests": e["requests"], "errors": e["errors"],
-                          "mean_ms": round(e["total_ms"] / e["requests"], 3),
-                          "p50_ms": _pick(recent, 0.5), "p99_ms": _pick(recent, 0.99)}
+            out[model] = {
+                "requests": e["requests"],
+                "errors": e["errors"],
+                "mean_ms": round(e["total_ms"] / e["requests"], 3),
+                "p50_ms": _pick(recent, 0.5),
+                "p99_ms": _pick(recent, 0.99),
+            }
         return out
 
 
@@ -115,7 +122,7 @@ class Sampler:
                 sent += len(rows)
             except Exception as exc:
                 log.warning("could not send %d sampled prediction(s) of %s v%s to monitoring: %s", len(rows), model, version, exc)
-                self.buffer.setdefault((model, version), []).extend(rows[: _MAX_BUFFER])
+                self.buffer.setdefault((model, version), []).extend(rows[:_MAX_BUFFER])
         self.sent += sent
         return sent
 
@@ -129,9 +136,14 @@ class Sampler:
         metrics: dict[str, float] = {"sampled_rows": float(len(rows))}
         if preds:
             metrics["mean_prediction"] = float(sum(preds) / len(preds))
-        self._client.log(MonitoringRequest(
-            model_name=model, model_version=version, metric_type="custom", metrics=metrics,
-            current_data={"rows": rows[:500]},
-            tags={"source": "realtime", "sample_rate": str(self.rate)},
-        ))
+        self._client.log(
+            MonitoringRequest(
+                model_name=model,
+                model_version=version,
+                metric_type="custom",
+                metrics=metrics,
+                current_data={"rows": rows[:500]},
+                tags={"source": "realtime", "sample_rate": str(self.rate)},
+            )
+        )
         log.info("sent %d sampled real-time prediction(s) of %s v%s to monitoring", len(rows), model, version)

@@ -50,15 +50,21 @@ class PredictRequest(BaseModel):
 
     model_name: ModelName
     model_version: str | int | None = Field(
-        default=None, validate_default=True,
-        description="Version number or alias; default the 'champion' alias if it exists, else the latest version.")
+        default=None,
+        validate_default=True,
+        description="Version number or alias; default the 'champion' alias if it exists, else the latest version.",
+    )
     feature_views: list[str] = Field(
-        default_factory=list, max_length=32,
-        description="Feature views to read entities' features from (default: the ones the model was trained on).")
+        default_factory=list,
+        max_length=32,
+        description="Feature views to read entities' features from (default: the ones the model was trained on).",
+    )
     entities: dict[str, list[EntityId]] | None = Field(
-        default=None, description="Join key -> ids, e.g. {\"customer_id\": [1, 2]}; features come from the online store.")
+        default=None, description='Join key -> ids, e.g. {"customer_id": [1, 2]}; features come from the online store.'
+    )
     instances: list[dict[str, Any]] | None = Field(
-        default=None, description="Rows of feature values given inline, e.g. [{\"total_orders\": 3, ...}].")
+        default=None, description='Rows of feature values given inline, e.g. [{"total_orders": 3, ...}].'
+    )
 
     @field_validator("model_version", mode="before")
     @classmethod
@@ -71,7 +77,7 @@ class PredictRequest(BaseModel):
             raise ValueError("send exactly one of 'entities' (ids looked up online) or 'instances' (inline features)")
         if self.entities is not None:
             if not self.entities:
-                raise ValueError("entities needs at least one join key, e.g. {\"customer_id\": [1]}")
+                raise ValueError('entities needs at least one join key, e.g. {"customer_id": [1]}')
             lengths = {len(v) for v in self.entities.values()}
             if len(lengths) != 1:
                 raise ValueError("every join key in entities needs the same number of ids")

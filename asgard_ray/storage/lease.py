@@ -127,8 +127,9 @@ class _LocalBackend:
         except FileNotFoundError:
             return None
         body = _parse(raw)
-        return LeaseInfo(str(body.get("job_id", "?")), str(body.get("holder", "?")), float(body.get("ttl_s", 0)), age,
-                         str(body.get("token", "")))
+        return LeaseInfo(
+            str(body.get("job_id", "?")), str(body.get("holder", "?")), float(body.get("ttl_s", 0)), age, str(body.get("token", ""))
+        )
 
     def create(self, body: bytes) -> str:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -179,8 +180,7 @@ def current_lease(settings: Settings, output_path: str) -> LeaseInfo | None:
 
 def _held_by(output_path: str, info: LeaseInfo) -> Conflict:
     return Conflict(
-        f"output_path {output_path} is being written by job {info.job_id}; wait for that job to finish "
-        "or choose another output_path",
+        f"output_path {output_path} is being written by job {info.job_id}; wait for that job to finish or choose another output_path",
         detail={"output_path": output_path, "holder_job_id": info.job_id},
     )
 
@@ -210,11 +210,17 @@ class OutputLease:
 
     def _body(self) -> bytes:
         now = datetime.now(UTC)
-        return json.dumps({
-            "job_id": self.job_id, "holder": self.holder, "token": uuid.uuid4().hex, "ttl_s": self.ttl_s,
-            "renewed_at": now.isoformat(), "heartbeat": self._beats,
-            "expires_at": datetime.fromtimestamp(now.timestamp() + self.ttl_s, UTC).isoformat(),
-        }).encode()
+        return json.dumps(
+            {
+                "job_id": self.job_id,
+                "holder": self.holder,
+                "token": uuid.uuid4().hex,
+                "ttl_s": self.ttl_s,
+                "renewed_at": now.isoformat(),
+                "heartbeat": self._beats,
+                "expires_at": datetime.fromtimestamp(now.timestamp() + self.ttl_s, UTC).isoformat(),
+            }
+        ).encode()
 
     def acquire(self) -> OutputLease:
         """Take the lease.
@@ -238,8 +244,14 @@ class OutputLease:
                 self._etag = self._backend.replace(self._body(), info.etag)
             except _Lost:
                 continue
-            log.warning("job %s: took over the lease on %s from %s (job %s, %s)", self.job_id, self.output_path,
-                        info.holder, info.job_id, "expired" if info.expired else "same job")
+            log.warning(
+                "job %s: took over the lease on %s from %s (job %s, %s)",
+                self.job_id,
+                self.output_path,
+                info.holder,
+                info.job_id,
+                "expired" if info.expired else "same job",
+            )
             return self
         info = self._backend.read()
         if info is not None:

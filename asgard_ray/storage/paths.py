@@ -247,7 +247,7 @@ def resolve_location(settings: Settings, raw: object, *, access: Access, field: 
     if match is None:
         raise _refuse(field, raw, "bare paths are not accepted; use s3://<bucket>/<prefix>")
     scheme = match.group(1).lower()
-    rest = folded[match.end():]
+    rest = folded[match.end() :]
     if not rest.startswith("//"):
         raise _refuse(field, raw, f"write it as {scheme}://...")
     rest = rest[2:]
@@ -256,4 +256,3 @@ def resolve_location(settings: Settings, raw: object, *, access: Access, field: 
     if scheme == "local":
         return _check_local(settings, field, raw, rest)
     raise _refuse(field, raw, f"scheme {scheme!r} is not accepted; use s3://<bucket>/<prefix>")
-

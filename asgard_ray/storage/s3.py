@@ -55,7 +55,7 @@ def parse_uri(uri: str) -> ParsedUri:
         key = parsed.path.lstrip("/")
         return ParsedUri("s3", parsed.netloc, f"{parsed.netloc}/{key}".rstrip("/"))
     if parsed.scheme == "local":
-        return ParsedUri("local", None, uri[len("local://"):].strip("/"))
+        return ParsedUri("local", None, uri[len("local://") :].strip("/"))
     if parsed.scheme in ("", "file"):
         path = parsed.path if parsed.scheme == "file" else uri
         return ParsedUri("file", None, path)
@@ -138,7 +138,11 @@ def _boto(endpoint: str | None, key: str, secret: str, region: str) -> Any:
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name=region,
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name=region,
         config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=64),
     )
 

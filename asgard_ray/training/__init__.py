@@ -33,14 +33,26 @@ __all__ = [
 ]
 
 _HOME = {
-    "DataSource": "schemas", "Hyperparameters": "schemas", "SearchDimension": "schemas", "SplitSpec": "schemas",
-    "TrainRequest": "schemas", "TrainResponse": "schemas", "TrainingJob": "schemas",
-    "PreparedData": "data", "entity_hash": "data", "prepare_data": "data",
-    "build_estimator": "estimators", "estimator_class": "estimators", "resolve_params": "estimators",
+    "DataSource": "schemas",
+    "Hyperparameters": "schemas",
+    "SearchDimension": "schemas",
+    "SplitSpec": "schemas",
+    "TrainRequest": "schemas",
+    "TrainResponse": "schemas",
+    "TrainingJob": "schemas",
+    "PreparedData": "data",
+    "entity_hash": "data",
+    "prepare_data": "data",
+    "build_estimator": "estimators",
+    "estimator_class": "estimators",
+    "resolve_params": "estimators",
     "evaluate": "metrics",
-    "run_training": "pipeline", "train_on_frame": "pipeline",
+    "run_training": "pipeline",
+    "train_on_frame": "pipeline",
     "TrainingService": "service",
-    "TrialSpec": "trials", "fit_and_score": "trials", "run_trials": "trials",
+    "TrialSpec": "trials",
+    "fit_and_score": "trials",
+    "run_trials": "trials",
 }
 
 

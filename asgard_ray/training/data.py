@@ -97,10 +97,10 @@ def _split(
         strategy = "stratified" if model_type == "classification" else "random"
     if strategy == "time":
         order = np.argsort(timestamps.to_numpy(), kind="stable")
-        n_val = max(1, int(round(n * spec.validation_fraction)))
+        n_val = max(1, round(n * spec.validation_fraction))
         cutoff = timestamps.iloc[order[n - n_val]]
         train = order[: n - n_val]
-        val = order[n - n_val:]
+        val = order[n - n_val :]
         log.info("time split at %s: %d train, %d validation rows", cutoff, len(train), len(val))
         return np.sort(train), np.sort(val), "time"
     if strategy == "stratified" and model_type != "classification":
@@ -114,9 +114,7 @@ def _split(
             strategy = "random"
         else:
             stratify = y
-    train, val = train_test_split(
-        positions, test_size=spec.validation_fraction, random_state=spec.seed, stratify=stratify
-    )
+    train, val = train_test_split(positions, test_size=spec.validation_fraction, random_state=spec.seed, stratify=stratify)
     return np.sort(train), np.sort(val), strategy
 
 
@@ -161,8 +159,9 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec) -> Pre
             f"only {len(X)} labelled rows (< {MIN_SPLIT_ROWS}): trained on all of them with no validation set; "
             "the metrics are training metrics and say little about new data"
         )
-        return PreparedData(X, y, None, None, list(frame.feature_columns), model_type, classes, "none", warnings,
-                            dict(frame.feature_dtypes))
+        return PreparedData(
+            X, y, None, None, list(frame.feature_columns), model_type, classes, "none", warnings, dict(frame.feature_dtypes)
+        )
     train, val, strategy = _split(X, y, timestamps, model_type, split, warnings)
     return PreparedData(
         X_train=X.iloc[train].reset_index(drop=True),

@@ -96,8 +96,17 @@ def _split_key(batch: pd.DataFrame, keys: list[str], ts: str, seed: int) -> np.n
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _prepare(batch: pd.DataFrame, *, feature_columns: list[str], label: str, classes: list[Any] | None,
-             keys: list[str], ts: str, seed: int, by_time: bool) -> pd.DataFrame:
+def _prepare(
+    batch: pd.DataFrame,
+    *,
+    feature_columns: list[str],
+    label: str,
+    classes: list[Any] | None,
+    keys: list[str],
+    ts: str,
+    seed: int,
+    by_time: bool,
+) -> pd.DataFrame:
     """One batch: labelled rows only, float64 features, encoded label, the split column."""
     batch = batch[batch[label].notna()]
     out = _features(batch, feature_columns).reset_index(drop=True)
@@ -135,8 +144,9 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
     from asgard_ray.features import start_retrieval, training_columns
 
     ds_spec, split = request.data_source, request.split
-    job, meta = start_retrieval(settings, ds_spec.feature_views, ds_spec.entities,
-                                event_timestamps=ds_spec.event_timestamps, label=ds_spec.target_column)
+    job, meta = start_retrieval(
+        settings, ds_spec.feature_views, ds_spec.entities, event_timestamps=ds_spec.event_timestamps, label=ds_spec.target_column
+    )
     label = meta.label or ds_spec.target_column
     raw = job.to_ray_dataset().select_columns(training_columns(meta))
     total = raw.count()
@@ -151,9 +161,17 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
         raise InvalidRequest("split strategy 'stratified' needs model_type classification; use random or time")
     by_time = strategy == "time"
     prepared = raw.map_batches(
-        _prepare, batch_format="pandas",
-        fn_kwargs={"feature_columns": meta.feature_columns, "label": label, "classes": classes,
-                   "keys": meta.join_keys, "ts": meta.timestamp_column, "seed": split.seed, "by_time": by_time},
+        _prepare,
+        batch_format="pandas",
+        fn_kwargs={
+            "feature_columns": meta.feature_columns,
+            "label": label,
+            "classes": classes,
+            "keys": meta.join_keys,
+            "ts": meta.timestamp_column,
+            "seed": split.seed,
+            "by_time": by_time,
+        },
     ).materialize()
     labelled = prepared.count()
     if labelled == 0:
@@ -166,8 +184,11 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
     if labelled < MIN_SPLIT_ROWS:
         warnings.append(f"only {labelled} labelled rows (< {MIN_SPLIT_ROWS}): trained on all of them with no validation set")
         train = prepared.map_batches(_side, batch_format="pandas", fn_kwargs={"low": None, "high": None}).materialize()
-        return ShardedData(settings, train, None, list(meta.feature_columns), request.model_type, classes, "none",
-                           labelled, 0, meta, warnings)
+        return ShardedData(
+            settings, train, None, list(meta.feature_columns), request.model_type, classes, "none", labelled, 0, meta, warnings
+        )
+    train_bounds: tuple[float | None, float | None]
+    val_bounds: tuple[float | None, float | None]
     if by_time:
         # the cutoff is the (1 - fraction) quantile of a bounded sample of timestamps (exact up to that size)
         stamps = sample_frame(prepared.select_columns([_SPLIT]), labelled, PROFILE_SAMPLE_ROWS, seed=split.seed)[_SPLIT]
@@ -184,18 +205,27 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
         train, val = _apply_split(prepared, (None, cut + 1), (cut + 1, None))
         train_rows, val_rows = train.count(), val.count()
     if train_rows == 0 or val_rows == 0:
-        raise InvalidRequest(f"the {used} split left {train_rows} training and {val_rows} validation rows; "
-                             "change split.validation_fraction or split.strategy")
-    log.info("training dataset: %d rows (%d train, %d validation, %s split), %d features", labelled, train_rows,
-             val_rows, used, len(meta.feature_columns))
-    return ShardedData(settings, train, val, list(meta.feature_columns), request.model_type, classes, used,
-                       train_rows, val_rows, meta, warnings)
+        raise InvalidRequest(
+            f"the {used} split left {train_rows} training and {val_rows} validation rows; "
+            "change split.validation_fraction or split.strategy"
+        )
+    log.info(
+        "training dataset: %d rows (%d train, %d validation, %s split), %d features",
+        labelled,
+        train_rows,
+        val_rows,
+        used,
+        len(meta.feature_columns),
+    )
+    return ShardedData(
+        settings, train, val, list(meta.feature_columns), request.model_type, classes, used, train_rows, val_rows, meta, warnings
+    )
 
 
 def _apply_split(prepared: Dataset, train_bounds: tuple[Any, Any], val_bounds: tuple[Any, Any]) -> tuple[Dataset, Dataset]:
     def side(bounds: tuple[Any, Any]) -> Dataset:
         low, high = bounds
-        return prepared.map_batches(_side, batch_format="pandas", fn_kwargs={"low": low, "high": high}).materialize()
+        return prepared.map_batches(_side, batch_format="pandas", fn_kwargs={"low": low, "high": high}).materialize()  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
 
     return side(train_bounds), side(val_bounds)
 
@@ -221,7 +251,7 @@ def profile_dataset(ds: Dataset, columns: list[str], rows: int, sample_rows: int
     sample = sample_frame(ds.select_columns(columns), rows, sample_rows)
     profiles = {c: numeric_profile(sample[c]) for c in columns}
     spec = AggregateSpec(columns=tuple(column_spec(c, profiles[c]) for c in columns), sample_size=1)
-    blobs = ds.select_columns(columns).map_batches(partial_stats, batch_format="pandas", fn_kwargs={"spec": spec}).take_all()
+    blobs = ds.select_columns(columns).map_batches(partial_stats, batch_format="pandas", fn_kwargs={"spec": spec}).take_all()  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
     total = combine([row["partial"] for row in blobs], spec)
     n = int(total["n"])
     for c in columns:
@@ -232,7 +262,15 @@ def profile_dataset(ds: Dataset, columns: list[str], rows: int, sample_rows: int
         finite = n - int(stats["missing"])
         mean = stats["sum"] / finite if finite else None
         var = max(stats["sumsq"] / finite - mean * mean, 0.0) if finite else None  # type: ignore[operator]
-        prof.update(n=n, missing=int(stats["missing"]), missing_rate=(stats["missing"] / n) if n else 0.0,
-                    counts=[int(x) for x in stats["counts"]], mean=mean, std=math.sqrt(var) if var is not None else None,
-                    min=float(stats["min"]), max=float(stats["max"]), sample_rows=len(sample))
+        prof.update(
+            n=n,
+            missing=int(stats["missing"]),
+            missing_rate=(stats["missing"] / n) if n else 0.0,
+            counts=[int(x) for x in stats["counts"]],
+            mean=mean,
+            std=math.sqrt(var) if var is not None else None,
+            min=float(stats["min"]),
+            max=float(stats["max"]),
+            sample_rows=len(sample),
+        )
     return profiles

@@ -119,8 +119,13 @@ def _worker_loop(config: dict[str, Any]) -> None:
         done = start.num_boosted_rounds() if framework == "xgboost" else start.current_iteration()
         log.info("trial %s rank %d resumes at round %d of %d", config["trial_id"], rank, done, rounds)
     # what this worker trained on, where: the answer lists the nodes, tests check them
-    marker = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-              "rows": len(shard), "resumed_from": done}
+    marker = {
+        "rank": rank,
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+        "rows": len(shard),
+        "resumed_from": done,
+    }
     fs, base = config["storage"]
     fs.create_dir(f"{base}/workers/{config['trial_id']}", recursive=True)
     with fs.open_output_stream(f"{base}/workers/{config['trial_id']}/{rank}.json") as f:
@@ -139,8 +144,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
                     _report(framework, _raw(framework, model), n)
                 return False
 
-        xgboost.train(config["params"], xgboost.DMatrix(X, label=y), num_boost_round=remaining, xgb_model=start,
-                      callbacks=[_Checkpoints()])
+        xgboost.train(config["params"], xgboost.DMatrix(X, label=y), num_boost_round=remaining, xgb_model=start, callbacks=[_Checkpoints()])
         return
     import lightgbm
     from ray.train.lightgbm import get_network_params
@@ -187,8 +191,9 @@ def wrap_booster(framework: str, model_type: str, raw: bytes, n_classes: int | N
 _MODELS: dict[str, Any] = {}
 
 
-def _predict(batch: pd.DataFrame, *, framework: str, model_type: str, raw: bytes, n_classes: int | None,
-             feature_columns: list[str]) -> pd.DataFrame:
+def _predict(
+    batch: pd.DataFrame, *, framework: str, model_type: str, raw: bytes, n_classes: int | None, feature_columns: list[str]
+) -> pd.DataFrame:
     """One batch's label and predictions (class probabilities ``__p<i>``, or ``__pred``)."""
     key = hashlib.sha256(raw).hexdigest()
     if key not in _MODELS:
@@ -206,12 +211,19 @@ def _predict(batch: pd.DataFrame, *, framework: str, model_type: str, raw: bytes
     return out
 
 
-def predictions(ds: Dataset, framework: str, model_type: str, raw: bytes, n_classes: int | None,
-                feature_columns: list[str]) -> Dataset:
+def predictions(ds: Dataset, framework: str, model_type: str, raw: bytes, n_classes: int | None, feature_columns: list[str]) -> Dataset:
     """The label and predictions of every row of ``ds``, as a (lazy) dataset of a few numeric columns."""
-    return ds.map_batches(_predict, batch_format="pandas",
-                          fn_kwargs={"framework": framework, "model_type": model_type, "raw": raw,
-                                     "n_classes": n_classes, "feature_columns": feature_columns})
+    return ds.map_batches(
+        _predict,  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
+        batch_format="pandas",
+        fn_kwargs={
+            "framework": framework,
+            "model_type": model_type,
+            "raw": raw,
+            "n_classes": n_classes,
+            "feature_columns": feature_columns,
+        },
+    )
 
 
 def score_dataset(ds: Dataset, spec: TrialSpec, raw: bytes, feature_columns: list[str], prefix: str = "") -> dict[str, float]:
@@ -246,18 +258,31 @@ def _trial(config: dict[str, Any], data: ShardedData, spec: TrialSpec, job_id: s
     trainer_cls = XGBoostTrainer if spec.framework == "xgboost" else LightGBMTrainer
     trainer = trainer_cls(
         _worker_loop,
-        train_loop_config={"framework": spec.framework, "params": params, "rounds": rounds, "trial_id": trial_id,
-                           "every": settings.asgard_train_checkpoint_rounds, "feature_columns": data.feature_columns,
-                           "storage": (fs, base)},
+        train_loop_config={
+            "framework": spec.framework,
+            "params": params,
+            "rounds": rounds,
+            "trial_id": trial_id,
+            "every": settings.asgard_train_checkpoint_rounds,
+            "feature_columns": data.feature_columns,
+            "storage": (fs, base),
+        },
         datasets={"train": data.train},
         # SPREAD: one worker per node where the cluster allows, so shards (and their memory) spread out
-        scaling_config=train.ScalingConfig(num_workers=num_workers, placement_strategy="SPREAD",
-                                           resources_per_worker={"CPU": settings.asgard_train_cpus_per_worker}),
-        run_config=train.RunConfig(name=f"trial-{trial_id}", storage_path=f"{base}/train", storage_filesystem=fs,
-                                   failure_config=train.FailureConfig(max_failures=settings.asgard_train_max_failures),
-                                   checkpoint_config=train.CheckpointConfig(num_to_keep=2)),
+        scaling_config=train.ScalingConfig(
+            num_workers=num_workers, placement_strategy="SPREAD", resources_per_worker={"CPU": settings.asgard_train_cpus_per_worker}
+        ),
+        run_config=train.RunConfig(
+            name=f"trial-{trial_id}",
+            storage_path=f"{base}/train",
+            storage_filesystem=fs,
+            failure_config=train.FailureConfig(max_failures=settings.asgard_train_max_failures),
+            checkpoint_config=train.CheckpointConfig(num_to_keep=2),
+        ),
     )
     result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"trial {spec.framework} ended without a checkpoint; no model to keep")
     with result.checkpoint.as_directory() as folder, open(os.path.join(folder, MODEL_FILES[spec.framework]), "rb") as f:
         raw = f.read()
     fs.create_dir(f"{base}/models", recursive=True)
@@ -305,12 +330,30 @@ def cleanup(settings: Settings, job_id: str) -> None:
         log.warning("job %s: could not delete %s", job_id, base, exc_info=True)
 
 
-def run_dp_trials(data: ShardedData, spec: TrialSpec, search_space: Any, *, job_id: str, num_workers: int,
-                  num_samples: int, max_concurrent_trials: int | None, callbacks: list[Any]) -> Any:
+def run_dp_trials(
+    data: ShardedData,
+    spec: TrialSpec,
+    search_space: Any,
+    *,
+    job_id: str,
+    num_workers: int,
+    num_samples: int,
+    max_concurrent_trials: int | None,
+    callbacks: list[Any],
+) -> Any:
     """Run the data-parallel trials through ``trials.run_trials`` (one trial at a time unless asked)."""
     from asgard_ray.training.trials import run_trials
 
     # the trial only drives its Trainer (Tune refuses a trial with no resources at all)
-    return run_trials(data, spec, search_space, num_samples=num_samples, max_concurrent_trials=max_concurrent_trials or 1,
-                      callbacks=callbacks, name=job_id, trainable=_trial, resources={"cpu": 0.01},
-                      trainable_kwargs={"job_id": job_id, "num_workers": num_workers})
+    return run_trials(
+        data,
+        spec,
+        search_space,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent_trials or 1,
+        callbacks=callbacks,
+        name=job_id,
+        trainable=_trial,
+        resources={"cpu": 0.01},
+        trainable_kwargs={"job_id": job_id, "num_workers": num_workers},
+    )

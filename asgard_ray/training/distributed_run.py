@@ -51,8 +51,9 @@ def _score_and_label(batch: pd.DataFrame, *, classes: list[Any] | None, n_classe
     if classes is not None:
         proba = batch[[c for c in batch.columns if c.startswith("__p")]].to_numpy()
         label = np.asarray(classes, dtype=object)[batch[LABEL].to_numpy().astype(int)]
-        return pd.DataFrame({"prediction": positive_score(proba, n_classes or 2),
-                             "label": pd.to_numeric(pd.Series(label), errors="coerce")})
+        return pd.DataFrame(
+            {"prediction": positive_score(proba, n_classes or 2), "label": pd.to_numeric(pd.Series(label), errors="coerce")}
+        )
     return pd.DataFrame({"prediction": batch["__pred"].to_numpy(), "label": batch[LABEL].to_numpy()})
 
 
@@ -60,15 +61,24 @@ def _profile(data: ShardedData, spec: TrialSpec, raw: bytes) -> dict[str, Any]:
     """``build_reference_profile``'s shape, computed on the datasets (exact counts, sampled bin edges)."""
     features = profile_dataset(data.train, data.feature_columns, data.train_rows)
     scored = predictions(data.eval_ds, spec.framework, spec.model_type, raw, spec.n_classes, data.feature_columns)
-    scored = scored.map_batches(_score_and_label, batch_format="pandas",
-                                fn_kwargs={"classes": data.classes, "n_classes": spec.n_classes}).materialize()
+    scored = scored.map_batches(
+        _score_and_label,  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
+        batch_format="pandas",
+        fn_kwargs={"classes": data.classes, "n_classes": spec.n_classes},
+    ).materialize()
     eval_rows = data.val_rows if data.has_validation else data.train_rows
     tail = profile_dataset(scored, ["prediction", "label"], eval_rows)
     from asgard_ray.monitoring.profile import PROFILE_VERSION
 
-    return {"version": PROFILE_VERSION, "n_rows": data.train_rows, "feature_columns": list(data.feature_columns),
-            "dtypes": {c: "float64" for c in data.feature_columns}, "features": features,
-            "prediction": tail["prediction"], "label": tail["label"]}
+    return {
+        "version": PROFILE_VERSION,
+        "n_rows": data.train_rows,
+        "feature_columns": list(data.feature_columns),
+        "dtypes": {c: "float64" for c in data.feature_columns},
+        "features": features,
+        "prediction": tail["prediction"],
+        "label": tail["label"],
+    }
 
 
 def train_distributed(settings: Settings, request: TrainRequest, job_id: str, plan: ExecutionPlan) -> dict[str, Any]:
@@ -84,20 +94,37 @@ def train_distributed(settings: Settings, request: TrainRequest, job_id: str, pl
     execution = plan.describe()
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(settings, request.experiment_name)
-    tags = {**request.tags, **_lineage_tags(request, data.meta, data, training_rows=data.train_rows),
-            "asgard.job_id": job_id, "asgard.model_name": request.model_name,
-            "mlflow.runName": f"{request.model_name}-{job_id}", **execution_tags(execution)}
+    tags = {
+        **request.tags,
+        **_lineage_tags(request, data.meta, data, training_rows=data.train_rows),
+        "asgard.job_id": job_id,
+        "asgard.model_name": request.model_name,
+        "mlflow.runName": f"{request.model_name}-{job_id}",
+        **execution_tags(execution),
+    }
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     JobStore(settings).update(
-        "training", job_id,
+        "training",
+        job_id,
         progress={"run_id": run_id, "experiment_id": experiment_id, "trials_total": total, "metric": metric},
-        links={"dashboard": settings.dashboard_url, "mlflow_run": run_url(settings, experiment_id, run_id),
-               "mlflow_experiment": run_url(settings, experiment_id)})
-    log.info("job %s: parent run %s, %d data-parallel trial(s) x %d workers of %s/%s on %d rows", job_id, run_id,
-             total, plan.num_workers, request.framework, request.model_type, data.train_rows)
+        links={
+            "dashboard": settings.dashboard_url,
+            "mlflow_run": run_url(settings, experiment_id, run_id),
+            "mlflow_experiment": run_url(settings, experiment_id),
+        },
+    )
+    log.info(
+        "job %s: parent run %s, %d data-parallel trial(s) x %d workers of %s/%s on %d rows",
+        job_id,
+        run_id,
+        total,
+        plan.num_workers,
+        request.framework,
+        request.model_type,
+        data.train_rows,
+    )
     try:
-        return _train_and_log(settings, request, job_id, data, spec, plan, num_samples, total, experiment_id, run_id,
-                              warnings, execution)
+        return _train_and_log(settings, request, job_id, data, spec, plan, num_samples, total, experiment_id, run_id, warnings, execution)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -106,8 +133,18 @@ def train_distributed(settings: Settings, request: TrainRequest, job_id: str, pl
 
 
 def _train_and_log(
-    settings: Settings, request: TrainRequest, job_id: str, data: ShardedData, spec: TrialSpec, plan: ExecutionPlan,
-    num_samples: int, total: int, experiment_id: str, run_id: str, warnings: list[str], execution: dict[str, Any],
+    settings: Settings,
+    request: TrainRequest,
+    job_id: str,
+    data: ShardedData,
+    spec: TrialSpec,
+    plan: ExecutionPlan,
+    num_samples: int,
+    total: int,
+    experiment_id: str,
+    run_id: str,
+    warnings: list[str],
+    execution: dict[str, Any],
 ) -> dict[str, Any]:
     import mlflow
     from mlflow.entities import Metric, Param
@@ -115,14 +152,25 @@ def _train_and_log(
 
     hp = request.hyperparameters
     client = mlflow_client(settings)
-    callbacks = [TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
-                 JobProgress(settings, job_id, spec.metric, spec.mode, total)]
-    outcome = run_dp_trials(data, spec, hp.search_space, job_id=job_id, num_workers=plan.num_workers,
-                            num_samples=num_samples, max_concurrent_trials=hp.max_concurrent_trials, callbacks=callbacks)
+    callbacks = [
+        TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
+        JobProgress(settings, job_id, spec.metric, spec.mode, total),
+    ]
+    outcome = run_dp_trials(
+        data,
+        spec,
+        hp.search_space,
+        job_id=job_id,
+        num_workers=plan.num_workers,
+        num_samples=num_samples,
+        max_concurrent_trials=hp.max_concurrent_trials,
+        callbacks=callbacks,
+    )
     if outcome.best is None:
         first = next((t.error for t in outcome.failed), None)
-        raise InvalidRequest(f"all {len(outcome.trials)} trial(s) failed; first error: {first}",
-                             detail={"errors": [t.error for t in outcome.failed][:10]})
+        raise InvalidRequest(
+            f"all {len(outcome.trials)} trial(s) failed; first error: {first}", detail={"errors": [t.error for t in outcome.failed][:10]}
+        )
     if outcome.failed:
         warnings.append(f"{len(outcome.failed)} of {len(outcome.trials)} trial(s) failed; see their MLflow runs")
     best = outcome.best
@@ -131,21 +179,37 @@ def _train_and_log(
     model = wrap_booster(spec.framework, spec.model_type, raw, spec.n_classes)
     metrics = {k: v for k, v in best.metrics.items() if k != "num_workers"}
     workers = worker_markers(settings, job_id, best.trial_id)
-    execution = {**execution, "worker_nodes": [w["node_id"] for w in workers], "worker_rows": [w["rows"] for w in workers],
-                 "resumed_from_round": max((w["resumed_from"] for w in workers), default=0)}
+    execution = {
+        **execution,
+        "worker_nodes": [w["node_id"] for w in workers],
+        "worker_rows": [w["rows"] for w in workers],
+        "resumed_from_round": max((w["resumed_from"] for w in workers), default=0),
+    }
 
     client.log_batch(
-        run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()], tags=[])
-    for key, value in {"asgard.num_trials": len(outcome.trials), "asgard.failed_trials": len(outcome.failed),
-                       "asgard.best_trial_id": best.trial_id, "asgard.selection_metric": spec.metric,
-                       "asgard.split": data.split, "asgard.validation_rows": data.val_rows,
-                       "asgard.warnings": json.dumps(warnings), **execution_tags(execution)}.items():
+        run_id,
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
+        tags=[],
+    )
+    for key, value in {
+        "asgard.num_trials": len(outcome.trials),
+        "asgard.failed_trials": len(outcome.failed),
+        "asgard.best_trial_id": best.trial_id,
+        "asgard.selection_metric": spec.metric,
+        "asgard.split": data.split,
+        "asgard.validation_rows": data.val_rows,
+        "asgard.warnings": json.dumps(warnings),
+        **execution_tags(execution),
+    }.items():
         client.set_tag(run_id, key, str(value))
     sample = sample_frame(data.eval_ds, data.val_rows if data.has_validation else data.train_rows, FIGURE_ROWS, seed=0)
     X_eval, y_eval = sample[data.feature_columns].astype("float64"), sample[LABEL].to_numpy()
-    score = (positive_score(model.predict_proba(X_eval), spec.n_classes or 2) if spec.model_type == "classification"
-             else np.asarray(model.predict(X_eval), dtype="float64"))
+    score = (
+        positive_score(model.predict_proba(X_eval), spec.n_classes or 2)
+        if spec.model_type == "classification"
+        else np.asarray(model.predict(X_eval), dtype="float64")
+    )
     for path, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
         client.log_figure(run_id, figure, path)
     client.log_dict(run_id, _profile(data, spec, raw), lineage.PROFILE_ARTIFACT)
@@ -158,13 +222,31 @@ def _train_and_log(
         logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
     run = client.get_run(run_id)
     response = TrainResponse(
-        run_id=run_id, experiment_id=experiment_id, model_name=request.model_name,
-        model_uri=f"runs:/{run_id}/{lineage.MODEL_ARTIFACT}", logged_model_uri=logged_uri,
-        metrics=TrainingMetrics(metrics=metrics), artifact_uri=run.info.artifact_uri, job_id=job_id,
-        num_trials=len(outcome.trials), failed_trials=len(outcome.failed), best_params=best_params, metric=spec.metric,
-        training_rows=data.train_rows, validation_rows=data.val_rows, feature_columns=data.feature_columns,
-        mlflow_run_url=run_url(settings, experiment_id, run_id), warnings=warnings, execution=execution,
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_name=request.model_name,
+        model_uri=f"runs:/{run_id}/{lineage.MODEL_ARTIFACT}",
+        logged_model_uri=logged_uri,
+        metrics=TrainingMetrics(metrics=metrics),
+        artifact_uri=run.info.artifact_uri,
+        job_id=job_id,
+        num_trials=len(outcome.trials),
+        failed_trials=len(outcome.failed),
+        best_params=best_params,
+        metric=spec.metric,
+        training_rows=data.train_rows,
+        validation_rows=data.val_rows,
+        feature_columns=data.feature_columns,
+        mlflow_run_url=run_url(settings, experiment_id, run_id),
+        warnings=warnings,
+        execution=execution,
     )
-    log.info("job %s: data-parallel run %s finished on %d workers, %s=%s", job_id, run_id, plan.num_workers,
-             spec.metric, metrics.get(spec.metric))
+    log.info(
+        "job %s: data-parallel run %s finished on %d workers, %s=%s",
+        job_id,
+        run_id,
+        plan.num_workers,
+        spec.metric,
+        metrics.get(spec.metric),
+    )
     return response.model_dump(mode="json")

@@ -60,7 +60,19 @@ _BOOSTERS = {
     "lightgbm": ("lightgbm.LGBMClassifier", "lightgbm.LGBMRegressor"),
 }
 # Accepted by the booster's constructor as **kwargs although get_params() does not list them.
-_EXTRA_PARAMS = {"xgboost": {"eta", "lambda", "alpha"}, "lightgbm": {"verbose", "verbosity", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l1", "lambda_l2"}}
+_EXTRA_PARAMS = {
+    "xgboost": {"eta", "lambda", "alpha"},
+    "lightgbm": {
+        "verbose",
+        "verbosity",
+        "min_data_in_leaf",
+        "feature_fraction",
+        "bagging_fraction",
+        "bagging_freq",
+        "lambda_l1",
+        "lambda_l2",
+    },
+}
 
 
 def _canonical_estimator(name: str | None) -> str:
@@ -161,23 +173,36 @@ def param_bounds(framework: str, settings: Settings) -> dict[str, ParamBound]:
     trees = ParamBound(1, settings.asgard_max_estimators, none_ok=framework == "xgboost", setting="ASGARD_MAX_ESTIMATORS")
     seed = ParamBound(0, _SEED_MAX, none_ok=True)
     depth_low = {"sklearn": 1, "xgboost": 0, "lightgbm": -1}.get(framework, 1)  # xgboost 0 / lightgbm -1: no limit
-    depth = ParamBound(depth_low, settings.asgard_max_tree_depth, none_ok=framework != "lightgbm",
-                       setting="ASGARD_MAX_TREE_DEPTH")
+    depth = ParamBound(depth_low, settings.asgard_max_tree_depth, none_ok=framework != "lightgbm", setting="ASGARD_MAX_TREE_DEPTH")
     leaves_setting = "ASGARD_MAX_LEAVES"
-    common = {"n_estimators": trees, "max_depth": depth, "random_state": seed,
-              "learning_rate": ParamBound(0.0, 1.0, low_open=True, none_ok=framework == "xgboost")}
+    common = {
+        "n_estimators": trees,
+        "max_depth": depth,
+        "random_state": seed,
+        "learning_rate": ParamBound(0.0, 1.0, low_open=True, none_ok=framework == "xgboost"),
+    }
     if framework == "sklearn":
-        return {**common, "max_iter": ParamBound(1, settings.asgard_max_estimators, setting="ASGARD_MAX_ESTIMATORS"),
-                "max_leaf_nodes": ParamBound(2, settings.asgard_max_leaves, none_ok=True, setting=leaves_setting)}
+        return {
+            **common,
+            "max_iter": ParamBound(1, settings.asgard_max_estimators, setting="ASGARD_MAX_ESTIMATORS"),
+            "max_leaf_nodes": ParamBound(2, settings.asgard_max_leaves, none_ok=True, setting=leaves_setting),
+        }
     if framework == "xgboost":
-        return {**common, "eta": common["learning_rate"], "seed": seed,
-                "num_parallel_tree": trees,
-                "max_leaves": ParamBound(0, settings.asgard_max_leaves, none_ok=True, setting=leaves_setting),
-                "max_bin": ParamBound(2, settings.asgard_max_bins, none_ok=True, setting="ASGARD_MAX_BINS"),
-                **{k: _UNIT for k in ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")}}
+        return {
+            **common,
+            "eta": common["learning_rate"],
+            "seed": seed,
+            "num_parallel_tree": trees,
+            "max_leaves": ParamBound(0, settings.asgard_max_leaves, none_ok=True, setting=leaves_setting),
+            "max_bin": ParamBound(2, settings.asgard_max_bins, none_ok=True, setting="ASGARD_MAX_BINS"),
+            **{k: _UNIT for k in ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")},
+        }
     if framework == "lightgbm":
-        return {**common, "num_leaves": ParamBound(2, settings.asgard_max_leaves, setting=leaves_setting),
-                **{k: _UNIT for k in ("subsample", "colsample_bytree", "feature_fraction", "bagging_fraction")}}
+        return {
+            **common,
+            "num_leaves": ParamBound(2, settings.asgard_max_leaves, setting=leaves_setting),
+            **{k: _UNIT for k in ("subsample", "colsample_bytree", "feature_fraction", "bagging_fraction")},
+        }
     return common
 
 
@@ -194,9 +219,7 @@ def _largest(name: str, params: dict[str, Any], space: dict[str, SearchDimension
     return float(dim.upper() or default)
 
 
-def check_param_bounds(
-    framework: str, params: dict[str, Any], search_space: dict[str, SearchDimension] | None, settings: Settings
-) -> None:
+def check_param_bounds(framework: str, params: dict[str, Any], search_space: dict[str, SearchDimension] | None, settings: Settings) -> None:
     """Refuse known parameters out of range, whether fixed in ``params`` or tuned in ``search_space``.
 
     Raises:
@@ -223,8 +246,10 @@ def check_param_bounds(
     if framework == "xgboost" and not problems:
         trees = _largest("n_estimators", params, space, 100) * _largest("num_parallel_tree", params, space, 1)
         if trees > settings.asgard_max_estimators:
-            problems.append(f"n_estimators x num_parallel_tree can reach {trees:g} trees, over the limit "
-                            f"{settings.asgard_max_estimators} (setting ASGARD_MAX_ESTIMATORS)")
+            problems.append(
+                f"n_estimators x num_parallel_tree can reach {trees:g} trees, over the limit "
+                f"{settings.asgard_max_estimators} (setting ASGARD_MAX_ESTIMATORS)"
+            )
     if problems:
         raise InvalidRequest("; ".join(problems), detail={"problems": problems})
 
@@ -252,9 +277,11 @@ def _version(dist: str) -> str | None:
 
 def _requirements(framework: str) -> list[str]:
     """Pinned requirements of the logged model (explicit: inferring them costs seconds per model)."""
-    dists = {"sklearn": [("scikit-learn", "scikit-learn"), ("skops", "skops")],
-             "xgboost": [("xgboost", "xgboost-cpu"), ("xgboost", "xgboost"), ("scikit-learn", "scikit-learn")],
-             "lightgbm": [("lightgbm", "lightgbm"), ("scikit-learn", "scikit-learn"), ("skops", "skops")]}[framework]
+    dists = {
+        "sklearn": [("scikit-learn", "scikit-learn"), ("skops", "skops")],
+        "xgboost": [("xgboost", "xgboost-cpu"), ("xgboost", "xgboost"), ("scikit-learn", "scikit-learn")],
+        "lightgbm": [("lightgbm", "lightgbm"), ("scikit-learn", "scikit-learn"), ("skops", "skops")],
+    }[framework]
     reqs = [f"mlflow=={_version('mlflow')}", f"pandas=={_version('pandas')}", f"numpy=={_version('numpy')}"]
     seen: set[str] = set()
     for name, dist in dists:

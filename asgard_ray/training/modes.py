@@ -118,8 +118,9 @@ def choose_mode(request: TrainRequest, settings: Settings, rows: int | None = No
                 f"execution.mode distributed needs framework xgboost or lightgbm; {framework} has no data-parallel "
                 "trainer (use mode in_memory, or execution.sample_rows for a large training set)"
             )
-        return ExecutionPlan("distributed", rows, spec.num_workers or settings.asgard_train_default_workers, None,
-                             "mode distributed asked for")
+        return ExecutionPlan(
+            "distributed", rows, spec.num_workers or settings.asgard_train_default_workers, None, "mode distributed asked for"
+        )
     if spec.mode == "in_memory":
         if spec.num_workers is not None:
             raise InvalidRequest("execution.num_workers sizes data-parallel trials; leave it out for mode in_memory")
@@ -132,8 +133,13 @@ def choose_mode(request: TrainRequest, settings: Settings, rows: int | None = No
         return ExecutionPlan("in_memory", rows, 1, None, f"{rows:,} rows < ASGARD_TRAIN_DISTRIBUTED_ROWS={limit:,}")
     if framework not in DISTRIBUTED_FRAMEWORKS:
         raise _sklearn_refusal(rows, limit, framework)
-    return ExecutionPlan("distributed", rows, spec.num_workers or settings.asgard_train_default_workers, None,
-                         f"{rows:,} rows >= ASGARD_TRAIN_DISTRIBUTED_ROWS={limit:,}")
+    return ExecutionPlan(
+        "distributed",
+        rows,
+        spec.num_workers or settings.asgard_train_default_workers,
+        None,
+        f"{rows:,} rows >= ASGARD_TRAIN_DISTRIBUTED_ROWS={limit:,}",
+    )
 
 
 def sample_entities(request: TrainRequest, plan: ExecutionPlan) -> tuple[dict[str, list[Any]], list[Any] | None]:

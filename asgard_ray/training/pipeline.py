@@ -62,9 +62,7 @@ def validate_request(request: TrainRequest, settings: Settings | None = None) ->
     limits = settings or Settings.model_construct()
     check_trial_cap(hp.search_space, hp.num_trials, limits)
     check_param_bounds(request.framework, hp.params, hp.search_space, limits)
-    fixed, warnings = resolve_params(
-        request.framework, request.model_type, request.estimator, hp.params, list(hp.search_space or {})
-    )
+    fixed, warnings = resolve_params(request.framework, request.model_type, request.estimator, hp.params, list(hp.search_space or {}))
     choose_mode(request, limits)  # sklearn past the in-memory limit, workers over the cap: 422 before any job
     allowed = CLASSIFICATION_METRICS if request.model_type == "classification" else REGRESSION_METRICS
     if hp.metric is not None and hp.metric.removeprefix("train_") not in allowed:
@@ -111,8 +109,11 @@ def selection_metric(request: TrainRequest, data: PreparedData) -> tuple[str, st
 
 def execution_tags(execution: dict[str, Any]) -> dict[str, str]:
     """Parent-run tags that say which mode ran, with how many workers, and on what sample."""
-    tags = {"asgard.execution_mode": str(execution["mode"]), "asgard.num_workers": str(execution.get("num_workers", 1)),
-            "asgard.execution": json.dumps(execution, default=str)}
+    tags = {
+        "asgard.execution_mode": str(execution["mode"]),
+        "asgard.num_workers": str(execution.get("num_workers", 1)),
+        "asgard.execution": json.dumps(execution, default=str),
+    }
     if execution.get("sample_rows"):
         tags.update({"asgard.sample_rows": str(execution["sample_rows"]), "asgard.sampled_from_rows": str(execution["rows"])})
     return tags
@@ -162,7 +163,11 @@ def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) 
 
 
 def train_on_frame(
-    settings: Settings, request: TrainRequest, frame: TrainingFrame, job_id: str, plan: ExecutionPlan | None = None,
+    settings: Settings,
+    request: TrainRequest,
+    frame: TrainingFrame,
+    job_id: str,
+    plan: ExecutionPlan | None = None,
 ) -> dict[str, Any]:
     """Train on an already retrieved frame (``run_training`` after Feast retrieval), in memory.
 
@@ -175,27 +180,54 @@ def train_on_frame(
     warnings += data.warnings
     metric, mode, metric_warnings = selection_metric(request, data)
     warnings += metric_warnings
-    spec = TrialSpec(request.framework, request.model_type, request.estimator, fixed, metric, mode,
-                     len(data.classes) if data.classes is not None else None)
+    spec = TrialSpec(
+        request.framework,
+        request.model_type,
+        request.estimator,
+        fixed,
+        metric,
+        mode,
+        len(data.classes) if data.classes is not None else None,
+    )
 
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(settings, request.experiment_name)
     plan = plan or ExecutionPlan("in_memory", len(frame.df), 1, None, "frame given")
     if plan.sample_rows:
-        warnings.append(f"trained on a seeded random sample of {plan.sample_rows:,} of {plan.rows:,} entity rows "
-                        "(execution.sample_rows), not on all of them")
-    tags = {**request.tags, **_lineage_tags(request, frame, data), "asgard.job_id": job_id,
-            "asgard.model_name": request.model_name, "mlflow.runName": f"{request.model_name}-{job_id}",
-            **execution_tags(plan.describe())}
+        warnings.append(
+            f"trained on a seeded random sample of {plan.sample_rows:,} of {plan.rows:,} entity rows "
+            "(execution.sample_rows), not on all of them"
+        )
+    tags = {
+        **request.tags,
+        **_lineage_tags(request, frame, data),
+        "asgard.job_id": job_id,
+        "asgard.model_name": request.model_name,
+        "mlflow.runName": f"{request.model_name}-{job_id}",
+        **execution_tags(plan.describe()),
+    }
     parent = client.create_run(experiment_id, tags=tags)
     run_id = parent.info.run_id
     store = JobStore(settings)
-    store.update("training", job_id, progress={"run_id": run_id, "experiment_id": experiment_id, "trials_total": total,
-                                               "metric": metric},
-                 links={"dashboard": settings.dashboard_url, "mlflow_run": run_url(settings, experiment_id, run_id),
-                        "mlflow_experiment": run_url(settings, experiment_id)})
-    log.info("job %s: parent run %s, %d trial(s) of %s/%s on %d rows", job_id, run_id, total, request.framework,
-             request.model_type, len(data.X_train))
+    store.update(
+        "training",
+        job_id,
+        progress={"run_id": run_id, "experiment_id": experiment_id, "trials_total": total, "metric": metric},
+        links={
+            "dashboard": settings.dashboard_url,
+            "mlflow_run": run_url(settings, experiment_id, run_id),
+            "mlflow_experiment": run_url(settings, experiment_id),
+        },
+    )
+    log.info(
+        "job %s: parent run %s, %d trial(s) of %s/%s on %d rows",
+        job_id,
+        run_id,
+        total,
+        request.framework,
+        request.model_type,
+        len(data.X_train),
+    )
     try:
         result = _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings)
         return {**result, "execution": plan.describe()}
@@ -205,21 +237,40 @@ def train_on_frame(
 
 
 def _train_and_log(
-    settings: Settings, request: TrainRequest, job_id: str, data: PreparedData, spec: TrialSpec,
-    num_samples: int, total: int, experiment_id: str, run_id: str, warnings: list[str],
+    settings: Settings,
+    request: TrainRequest,
+    job_id: str,
+    data: PreparedData,
+    spec: TrialSpec,
+    num_samples: int,
+    total: int,
+    experiment_id: str,
+    run_id: str,
+    warnings: list[str],
 ) -> dict[str, Any]:
     import mlflow
     import ray
+
     hp = request.hyperparameters
     client = mlflow_client(settings)
-    callbacks = [TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
-                 JobProgress(settings, job_id, spec.metric, spec.mode, total)]
-    outcome = run_trials(data, spec, hp.search_space, num_samples=num_samples,
-                         max_concurrent_trials=hp.max_concurrent_trials, callbacks=callbacks, name=job_id)
+    callbacks = [
+        TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
+        JobProgress(settings, job_id, spec.metric, spec.mode, total),
+    ]
+    outcome = run_trials(
+        data,
+        spec,
+        hp.search_space,
+        num_samples=num_samples,
+        max_concurrent_trials=hp.max_concurrent_trials,
+        callbacks=callbacks,
+        name=job_id,
+    )
     if outcome.best is None:
         first = next((t.error for t in outcome.failed), None)
-        raise InvalidRequest(f"all {len(outcome.trials)} trial(s) failed; first error: {first}",
-                             detail={"errors": [t.error for t in outcome.failed][:10]})
+        raise InvalidRequest(
+            f"all {len(outcome.trials)} trial(s) failed; first error: {first}", detail={"errors": [t.error for t in outcome.failed][:10]}
+        )
     if outcome.failed:
         warnings.append(f"{len(outcome.failed)} of {len(outcome.trials)} trial(s) failed; see their MLflow runs")
     best_params = {**spec.fixed_params, **outcome.best.config}
@@ -244,16 +295,23 @@ def _train_and_log(
         params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
         tags=[],
     )
-    for key, value in {"asgard.num_trials": len(outcome.trials), "asgard.failed_trials": len(outcome.failed),
-                       "asgard.best_trial_id": outcome.best.trial_id, "asgard.selection_metric": spec.metric,
-                       "asgard.split": data.split, "asgard.validation_rows": len(y_eval) if data.has_validation else 0,
-                       "asgard.warnings": json.dumps(warnings)}.items():
+    for key, value in {
+        "asgard.num_trials": len(outcome.trials),
+        "asgard.failed_trials": len(outcome.failed),
+        "asgard.best_trial_id": outcome.best.trial_id,
+        "asgard.selection_metric": spec.metric,
+        "asgard.split": data.split,
+        "asgard.validation_rows": len(y_eval) if data.has_validation else 0,
+        "asgard.warnings": json.dumps(warnings),
+    }.items():
         client.set_tag(run_id, key, str(value))
     for path, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
         client.log_figure(run_id, figure, path)
     from asgard_ray.monitoring.profile import build_reference_profile
 
-    profile = build_reference_profile(data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval)
+    profile = build_reference_profile(
+        data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval
+    )
     client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)
 
     example, signature = typed_signature(model, data.X_train.head(5), data.feature_dtypes)  # int64 stays int64

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_matrix_figure", "feature_importances", "feature_importance_figure", "model_figures", "residual_figure", "roc_figure"]
+__all__ = ["confusion_matrix_figure", "feature_importance_figure", "feature_importances", "model_figures", "residual_figure", "roc_figure"]
 
 log = logging.getLogger(__name__)
 

@@ -128,12 +128,18 @@ class Hyperparameters(BaseModel):
         default=None, description="Tuned parameters; without it one trial runs with `params`."
     )
     num_trials: int | None = Field(
-        default=None, ge=1, le=200,
+        default=None,
+        ge=1,
+        le=200,
         description="Samples drawn from the search space (default 4); a pure grid runs once over every combination.",
     )
     metric: str | None = Field(default=None, description="Validation metric that picks the best trial (default roc_auc / rmse).")
-    mode: Literal["min", "max"] | None = Field(default=None, description="Whether `metric` is better low or high (default: from the metric).")
-    max_concurrent_trials: int | None = Field(default=None, ge=1, le=64, description="Trials running at once (default: as many as CPUs allow).")
+    mode: Literal["min", "max"] | None = Field(
+        default=None, description="Whether `metric` is better low or high (default: from the metric)."
+    )
+    max_concurrent_trials: int | None = Field(
+        default=None, ge=1, le=64, description="Trials running at once (default: as many as CPUs allow)."
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> Hyperparameters:
@@ -163,11 +169,15 @@ class ExecutionSpec(BaseModel):
         description="auto: data-parallel for xgboost/lightgbm from ASGARD_TRAIN_DISTRIBUTED_ROWS entity rows up, else in memory.",
     )
     num_workers: int | None = Field(
-        default=None, ge=1, le=1024,
+        default=None,
+        ge=1,
+        le=1024,
         description="Ray Train workers per data-parallel trial (default ASGARD_TRAIN_DEFAULT_WORKERS, at most ASGARD_TRAIN_MAX_WORKERS).",
     )
     sample_rows: int | None = Field(
-        default=None, ge=1, le=INT64_MAX,
+        default=None,
+        ge=1,
+        le=INT64_MAX,
         description="Train in memory on a seeded random sample of this many entity rows (recorded in the run and the answer).",
     )
 

@@ -68,9 +68,15 @@ def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
     validate_request(request, settings)
     _, total, _ = plan_trials(request)
     body = request.model_dump(mode="json", by_alias=True)
-    return Plan(job_id=job_id, settings=settings, payload=body, request=body,
-                progress={"trials_total": total, "trials_done": 0}, links={"dashboard": settings.dashboard_url},
-                wait=not request.async_)
+    return Plan(
+        job_id=job_id,
+        settings=settings,
+        payload=body,
+        request=body,
+        progress={"trials_total": total, "trials_done": 0},
+        links={"dashboard": settings.dashboard_url},
+        wait=not request.async_,
+    )
 
 
 def _run(plan: Plan) -> dict[str, Any]:
@@ -80,8 +86,15 @@ def _run(plan: Plan) -> dict[str, Any]:
 
 
 TRAINING_JOB = JobKind(
-    name="training", id_prefix="train", prepare=_prepare, run=_run, view=job_view,
-    limit_setting="asgard_max_running_jobs_training", default_limit=2, max_retries=0, wait_s=3600.0,
+    name="training",
+    id_prefix="train",
+    prepare=_prepare,
+    run=_run,
+    view=job_view,
+    limit_setting="asgard_max_running_jobs_training",
+    default_limit=2,
+    max_retries=0,
+    wait_s=3600.0,
 )
 
 

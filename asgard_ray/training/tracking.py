@@ -20,8 +20,16 @@ from ray.tune import Callback
 from asgard_ray.config import Settings
 from asgard_ray.jobs import JobStore
 
-__all__ = ["JobProgress", "TrialRunLogger", "ensure_experiment", "git_commit", "mlflow_client", "run_url", "typed_example",
-           "typed_signature"]
+__all__ = [
+    "JobProgress",
+    "TrialRunLogger",
+    "ensure_experiment",
+    "git_commit",
+    "mlflow_client",
+    "run_url",
+    "typed_example",
+    "typed_signature",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +75,7 @@ def git_commit() -> str | None:
     """Commit of the checkout the platform's code was loaded from, when it is a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -113,9 +119,9 @@ def _params(values: dict[str, Any]) -> list[Any]:
 
 def _trial_error(trial: Any) -> str:
     """The exception a trial raised, as ``Type: message`` (Tune keeps it in the trial's storage)."""
-    from asgard_ray.training.trials import _error_text
-
     import pickle
+
+    from asgard_ray.training.trials import _error_text
 
     try:
         if trial.pickled_error_file and Path(trial.pickled_error_file).exists():
@@ -233,8 +239,13 @@ class JobProgress(Callback):
         self.best: float | None = None
 
     def _save(self) -> None:
-        progress = {"trials_total": self.total, "trials_done": self.done, "trials_failed": self.failed,
-                    "metric": self.metric, "best_metric": self.best}
+        progress = {
+            "trials_total": self.total,
+            "trials_done": self.done,
+            "trials_failed": self.failed,
+            "metric": self.metric,
+            "best_metric": self.best,
+        }
         try:
             JobStore(self.settings).update("training", self.job_id, progress=progress)
         except Exception:  # progress is informative; the job goes on
@@ -243,9 +254,10 @@ class JobProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         """Track the best metric so far."""
         value = result.get(self.metric)
-        if isinstance(value, int | float) and math.isfinite(value):
-            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-                self.best = float(value)
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = float(value)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Count a finished trial."""

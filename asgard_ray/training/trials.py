@@ -26,6 +26,7 @@ from asgard_ray.training.schemas import SearchDimension
 
 if TYPE_CHECKING:
     from asgard_ray.config import Settings
+    from asgard_ray.training.dataset import ShardedData
 
 __all__ = [
     "DEFAULT_NUM_TRIALS",
@@ -168,7 +169,7 @@ def pick_best(trials: list[TrialResult], metric: str, mode: str) -> TrialResult 
 
 
 def run_trials(
-    data: PreparedData,
+    data: PreparedData | ShardedData,
     spec: TrialSpec,
     search_space: dict[str, SearchDimension] | None = None,
     *,
@@ -196,9 +197,7 @@ def run_trials(
     tuner = tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(
-            num_samples=num_samples, max_concurrent_trials=max_concurrent_trials, reuse_actors=True
-        ),
+        tune_config=tune.TuneConfig(num_samples=num_samples, max_concurrent_trials=max_concurrent_trials, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks or []),
     )
     try:
@@ -213,14 +212,34 @@ def run_trials(
         config = {k: v.item() if hasattr(v, "item") else v for k, v in (result.config or {}).items()}
         trials.append(TrialResult(trial_id=trial_id, config=config, metrics=metrics, error=error))
     best = pick_best(trials, spec.metric, spec.mode)
-    log.info("%s: %d trials, %d failed, best %s=%s", name, len(trials), sum(t.error is not None for t in trials),
-             spec.metric, best.metrics.get(spec.metric) if best else None)
+    log.info(
+        "%s: %d trials, %d failed, best %s=%s",
+        name,
+        len(trials),
+        sum(t.error is not None for t in trials),
+        spec.metric,
+        best.metrics.get(spec.metric) if best else None,
+    )
     return TrialsOutcome(trials=trials, best=best)
 
 
-_TUNE_KEYS = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
-              "iterations_since_restore", "done", "date", "hostname", "node_ip", "trial_id", "experiment_tag",
-              "checkpoint_dir_name", "should_checkpoint"}
+_TUNE_KEYS = {
+    "timestamp",
+    "training_iteration",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "time_since_restore",
+    "iterations_since_restore",
+    "done",
+    "date",
+    "hostname",
+    "node_ip",
+    "trial_id",
+    "experiment_tag",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+}
 
 
 def _is_metric(key: str, value: Any) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 
 from asgard_ray.api.deps import FeaturesDep
@@ -15,10 +17,12 @@ from asgard_ray.features.specs import (
 )
 
 router = APIRouter(prefix="/feast", tags=["features"])
-_ERRORS = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 
-@router.post("/features", response_model=RegisterFeaturesResponse, status_code=201, responses={200: {"model": RegisterFeaturesResponse}, **_ERRORS})
+@router.post(
+    "/features", response_model=RegisterFeaturesResponse, status_code=201, responses={200: {"model": RegisterFeaturesResponse}, **_ERRORS}
+)
 def register_features(body: FeatureViewSpec, features: FeaturesDep, response: Response) -> RegisterFeaturesResponse:
     """Register a feature view over a gold table (201); an identical re-registration answers 200."""
     result = features.register(body)

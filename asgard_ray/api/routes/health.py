@@ -94,8 +94,10 @@ def platform_status(settings: SettingsDep, features: FeaturesDep, request: Reque
         from asgard_ray.monitoring.actor import MonitoringClient
 
         monitoring_stats.update(service(request, "monitoring", MonitoringClient).stats(timeout_s=10))  # type: ignore[attr-defined]
-        return (f"{monitoring_stats['records']} record(s), {monitoring_stats['records_in_memory']} in memory, "
-                f"{monitoring_stats['quarantined_records']} quarantined")
+        return (
+            f"{monitoring_stats['records']} record(s), {monitoring_stats['records_in_memory']} in memory, "
+            f"{monitoring_stats['quarantined_records']} quarantined"
+        )
 
     components = [
         _timed("ray", settings.dashboard_url, ray_check),

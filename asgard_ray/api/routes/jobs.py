@@ -44,8 +44,12 @@ async def get_job(job_id: JobId, settings: SettingsDep) -> TrainingJob:
 
 
 @router.get("/jobs", response_model=JobPage, responses=_ERRORS)
-async def list_jobs(settings: SettingsDep, kind: JobKindName | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None) -> JobPage:
+async def list_jobs(
+    settings: SettingsDep,
+    kind: JobKindName | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+) -> JobPage:
     """Recent jobs of every kind (or one ``kind``), newest first, one page at a time."""
     records, next_cursor = await jobs.list_jobs(settings, kind, limit, cursor)
     return JobPage(jobs=[job_view(r) for r in records], next_cursor=next_cursor)

@@ -70,9 +70,18 @@ def history_get(
 ) -> HistoryResponse:
     """The GET form of history, with query parameters (``+`` in an offset must be sent as ``%2B``)."""
     try:
-        query = HistoryRequest.model_validate({
-            "model_name": model_name, "model_version": model_version, "metric_type": metric_type, "start_date": start_date,
-            "end_date": end_date, "limit": limit, "offset": offset, "alerts_only": alerts_only})
+        query = HistoryRequest.model_validate(
+            {
+                "model_name": model_name,
+                "model_version": model_version,
+                "metric_type": metric_type,
+                "start_date": start_date,
+                "end_date": end_date,
+                "limit": limit,
+                "offset": offset,
+                "alerts_only": alerts_only,
+            }
+        )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"invalid query: {problems}") from None
@@ -138,8 +147,10 @@ async def compute_status(job_id: JobId, settings: SettingsDep) -> JobRecord:
 
 
 @router.get("/dashboard", response_class=HTMLResponse, responses=_ERRORS)
-def dashboard(monitoring: MonitoringDep, model_name: str | None = None, per_version: int = Query(default=200, ge=1, le=2000),
-              ) -> HTMLResponse:
+def dashboard(
+    monitoring: MonitoringDep,
+    model_name: str | None = None,
+    per_version: int = Query(default=200, ge=1, le=2000),
+) -> HTMLResponse:
     """An HTML page with each model version's metric history and alerts as charts."""
     return HTMLResponse(render_dashboard(monitoring.recent(model_name, per_version)))
-

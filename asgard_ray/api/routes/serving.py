@@ -49,8 +49,9 @@ async def forward(request: Request, method: str, *args: Any, timeout_s: float) -
         handle = await asyncio.to_thread(prediction_handle, request)
     except Exception as exc:
         request.app.state.services.pop("predict_handle", None)
-        raise ServiceUnavailable(f"the prediction app {PREDICT_APP!r} is not deployed; run `asgard up` "
-                                 "(or python -m asgard_ray.api.deploy)") from exc
+        raise ServiceUnavailable(
+            f"the prediction app {PREDICT_APP!r} is not deployed; run `asgard up` (or python -m asgard_ray.api.deploy)"
+        ) from exc
     response = getattr(handle, method).remote(*args)
     try:
         return await asyncio.wait_for(response, timeout_s)
@@ -80,8 +81,11 @@ async def serve_predictions(body: PredictRequest, settings: SettingsDep, request
     return await forward(request, "predict", body.model_dump(mode="json"), timeout_s=settings.asgard_serve_timeout_s)
 
 
-@router.post("/feast/materialize", response_model=MaterializeResponse,
-             responses={202: {"model": MaterializeResponse}, 429: {"model": ErrorBody}, **_ERRORS})
+@router.post(
+    "/feast/materialize",
+    response_model=MaterializeResponse,
+    responses={202: {"model": MaterializeResponse}, 429: {"model": ErrorBody}, **_ERRORS},
+)
 async def materialize_features(body: MaterializeRequest, settings: SettingsDep, response: Response) -> MaterializeResponse:
     """Load feature views' latest values into the online store, as a job on Ray (200 when done, 202 while running)."""
     from asgard_ray import jobs
