@@ -69,7 +69,7 @@ def test_aliases_and_resolution(settings: Settings, runs: list[TrainResponse]) -
     assert resolve_model_version(settings, NAME, int(v1)).run_id == runs[0].run_id
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    frame = {"total_orders": [3.0], "avg_order_value": [50.0], "days_since_last_order": [30.0]}
+    frame = {"total_orders": [3], "avg_order_value": [50.0], "days_since_last_order": [30]}  # the view's types
     import pandas as pd
 
     assert len(model.predict(pd.DataFrame(frame))) == 1

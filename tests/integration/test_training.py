@@ -114,7 +114,8 @@ def test_trials_nest_under_parent_run_with_lineage(settings: Settings, customer_
     assert profile["feature_columns"] == result.feature_columns and profile["prediction"]["n"] == 60
 
     model = mlflow.pyfunc.load_model(result.model_uri)
-    frame = pd.DataFrame({"total_orders": [1.0, 30.0], "avg_order_value": [40.0, 40.0], "days_since_last_order": [300.0, 2.0]})
+    # the feature view's own types: int64 stays int64 in the signature (issue 13)
+    frame = pd.DataFrame({"total_orders": [1, 30], "avg_order_value": [40.0, 40.0], "days_since_last_order": [300, 2]})
     assert list(model.predict(frame)) in ([1, 0], [0, 0], [1, 1], [0, 1])
     assert model.metadata.get_input_schema().input_names() == result.feature_columns
 
@@ -122,21 +123,22 @@ def test_trials_nest_under_parent_run_with_lineage(settings: Settings, customer_
 def test_crashed_trial_ends_failed_and_best_of_the_rest_wins(settings: Settings, customer_features: str, frame: TrainingFrame) -> None:
     body = request_body(customer_features, hyperparameters={
         "params": {"n_estimators": 5},
-        "search_space": {"max_depth": {"type": "grid", "values": [3, -4]}},  # -4 makes sklearn raise in fit
+        # a value inside the work limits that sklearn itself refuses in fit (out-of-range depths are 422 up front)
+        "search_space": {"criterion": {"type": "grid", "values": ["gini", "no-such-criterion"]}},
     })
     result = train_frame(settings, body, frame)
 
     assert result.num_trials == 2 and result.failed_trials == 1
-    assert result.best_params["max_depth"] == 3
+    assert result.best_params["criterion"] == "gini"
     assert any("1 of 2 trial(s) failed" in w for w in result.warnings)
     statuses = sorted(c.info.status for c in child_runs(settings, result))
     assert statuses == ["FAILED", "FINISHED"]
     failed = next(c for c in child_runs(settings, result) if c.info.status == "FAILED")
-    assert "max_depth" in failed.data.tags["asgard.error"]
+    assert "criterion" in failed.data.tags["asgard.error"]
 
 
 def test_all_trials_failing_is_422_and_parent_failed(settings: Settings, customer_features: str, frame: TrainingFrame) -> None:
-    body = request_body(customer_features, experiment_name="it_all_fail", hyperparameters={"params": {"n_estimators": -1}})
+    body = request_body(customer_features, experiment_name="it_all_fail", hyperparameters={"params": {"criterion": "no-such-criterion"}})
     with pytest.raises(InvalidRequest, match="all 1 trial"):
         train_frame(settings, body, frame)
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)

@@ -45,7 +45,7 @@ def test_xgboost_classification_with_time_split_trains_and_registers(settings: S
     registered = ModelRegistry(settings).register(RegisterModelRequest(model_name="it_xgb_churn", run_id=result.run_id))
     resolved = resolve_model_version(settings, "it_xgb_churn", registered.version)
     assert resolved.run_id == result.run_id and resolved.tags[lineage.TAG_FRAMEWORK] == "xgboost"
-    assert mlflow.pyfunc.load_model(resolved.model_uri).predict(frame.X.astype("float64").head(3)).shape == (3,)
+    assert mlflow.pyfunc.load_model(resolved.model_uri).predict(frame.X.head(3)).shape == (3,)
 
 
 def test_lightgbm_regression_via_job_entrypoint(settings: Settings, customer_features: str, capsys: pytest.CaptureFixture[str]) -> None:
