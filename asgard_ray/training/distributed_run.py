@@ -18,7 +18,6 @@ import pandas as pd
 
 from asgard_ray import lineage
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest
 from asgard_ray.jobs import JobStore
 from asgard_ray.training.dataset import LABEL, ShardedData, build_training_dataset, profile_dataset, sample_frame
 from asgard_ray.training.distributed import (
@@ -166,14 +165,7 @@ def _train_and_log(
         max_concurrent_trials=hp.max_concurrent_trials,
         callbacks=callbacks,
     )
-    if outcome.best is None:
-        first = next((t.error for t in outcome.failed), None)
-        raise InvalidRequest(
-            f"all {len(outcome.trials)} trial(s) failed; first error: {first}", detail={"errors": [t.error for t in outcome.failed][:10]}
-        )
-    if outcome.failed:
-        warnings.append(f"{len(outcome.failed)} of {len(outcome.trials)} trial(s) failed; see their MLflow runs")
-    best = outcome.best
+    best = outcome.winner(warnings)
     best_params = {**spec.fixed_params, **best.config}
     raw = load_trial_model(settings, job_id, best.trial_id)  # reused, not refit: the trial's booster
     model = wrap_booster(spec.framework, spec.model_type, raw, spec.n_classes)

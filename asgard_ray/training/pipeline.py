@@ -266,14 +266,8 @@ def _train_and_log(
         callbacks=callbacks,
         name=job_id,
     )
-    if outcome.best is None:
-        first = next((t.error for t in outcome.failed), None)
-        raise InvalidRequest(
-            f"all {len(outcome.trials)} trial(s) failed; first error: {first}", detail={"errors": [t.error for t in outcome.failed][:10]}
-        )
-    if outcome.failed:
-        warnings.append(f"{len(outcome.failed)} of {len(outcome.trials)} trial(s) failed; see their MLflow runs")
-    best_params = {**spec.fixed_params, **outcome.best.config}
+    best = outcome.winner(warnings)
+    best_params = {**spec.fixed_params, **best.config}
 
     refit = ray.remote(_refit).options(name=f"training:{job_id}:refit", num_cpus=1, max_retries=0)
     model = ray.get(refit.remote(spec, data, best_params))
@@ -298,7 +292,7 @@ def _train_and_log(
     for key, value in {
         "asgard.num_trials": len(outcome.trials),
         "asgard.failed_trials": len(outcome.failed),
-        "asgard.best_trial_id": outcome.best.trial_id,
+        "asgard.best_trial_id": best.trial_id,
         "asgard.selection_metric": spec.metric,
         "asgard.split": data.split,
         "asgard.validation_rows": len(y_eval) if data.has_validation else 0,

@@ -80,6 +80,17 @@ class TrialsOutcome:
         """The trials that raised."""
         return [t for t in self.trials if t.error is not None]
 
+    def winner(self, warnings: list[str]) -> TrialResult:
+        """The best trial; ``InvalidRequest`` if every trial failed (a warning notes partial failures)."""
+        if self.best is None:
+            first = next((t.error for t in self.failed), None)
+            raise InvalidRequest(
+                f"all {len(self.trials)} trial(s) failed; first error: {first}", detail={"errors": [t.error for t in self.failed][:10]}
+            )
+        if self.failed:
+            warnings.append(f"{len(self.failed)} of {len(self.trials)} trial(s) failed; see their MLflow runs")
+        return self.best
+
 
 def fit_and_score(spec: TrialSpec, data: PreparedData, params: dict[str, Any]) -> tuple[Any, dict[str, float]]:
     """Fit one model on the training rows (one thread) and score it on training and validation rows."""
