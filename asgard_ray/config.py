@@ -79,7 +79,19 @@ class Settings(BaseSettings):
     trino_catalog: str = "iceberg"
     """Trino catalog of the gold layer."""
     gold_schema: str = "gold"
-    """Schema (namespace) of the gold tables; also the folder ``s3://<bucket>/<GOLD_SCHEMA>/`` in embedded mode."""
+    """Namespace of the gold tables in the Iceberg catalog (and Trino's schema); Parquet-folder tables live under ``s3://<bucket>/<GOLD_SCHEMA>/``."""
+    asgard_gold_catalog: Literal["sql", "rest", "glue", "hive"] = "sql"
+    """Iceberg catalog type (pyiceberg): ``sql`` (embedded default: SQLite under ``ASGARD_HOME``), ``rest``, ``glue`` or ``hive``."""
+    asgard_gold_catalog_uri: str | None = None
+    """Catalog URI: a SQLAlchemy URL (sql), the REST endpoint (rest) or a thrift URI (hive); default SQLite under ``<home>/iceberg``."""
+    asgard_gold_warehouse: str | None = None
+    """Warehouse location of new Iceberg tables; default ``s3://<bucket>/warehouse``."""
+    asgard_gold_catalog_properties: dict[str, str] = {}
+    """Extra pyiceberg catalog properties (JSON object), non-secret ones only (``rest.sigv4-enabled``, ``glue.region``...)."""
+    asgard_gold_catalog_credential: SecretStr | None = None
+    """The REST catalog's OAuth client credential (``client_id:client_secret``) or token; from the environment, never stored."""
+    asgard_gold_target_file_mb: int = Field(default=32, ge=1, le=1024)
+    """Target data-file size of the gold tables the platform writes (``write.target-file-size-bytes``)."""
 
     # --- Ray and ports -------------------------------------------------------------------------
     ray_address: str | None = None
@@ -231,8 +243,22 @@ class Settings(BaseSettings):
         return f"s3://{self.s3_bucket}/{key}"
 
     def gold_uri(self, table_name: str) -> str:
-        """Location of a gold-layer table (embedded: Parquet under the platform bucket)."""
+        """Location of a Parquet-folder gold table (``source.format: parquet``) under the platform bucket."""
         return self.s3_uri(self.gold_schema, table_name)
+
+    @property
+    def gold_catalog_uri(self) -> str | None:
+        """The Iceberg catalog's URI: explicit, else (sql) SQLite under ``<home>/iceberg``."""
+        if self.asgard_gold_catalog_uri:
+            return self.asgard_gold_catalog_uri
+        if self.asgard_gold_catalog == "sql":
+            return f"sqlite:///{(self.asgard_home / 'iceberg' / 'catalog.db').absolute()}"
+        return None
+
+    @property
+    def gold_warehouse(self) -> str:
+        """Where new Iceberg tables are placed."""
+        return self.asgard_gold_warehouse or self.s3_uri("warehouse")
 
     @property
     def token_path(self) -> Path | None:
@@ -264,6 +290,8 @@ class Settings(BaseSettings):
                 return str(value.absolute())
             if isinstance(value, list):
                 return json.dumps([v.get_secret_value() if isinstance(v, SecretStr) else v for v in value])
+            if isinstance(value, dict):
+                return json.dumps(value)
             if isinstance(value, bool):
                 return "true" if value else "false"
             return str(getattr(value, "value", value))
