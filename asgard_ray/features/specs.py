@@ -140,6 +140,11 @@ class FeatureSourceSpec(BaseModel):
     table_name: str = Field(description="Gold-layer table name (resolved under GOLD_SCHEMA).", examples=["customer_aggregates"])
     timestamp_field: str = Field(default="event_timestamp", description="Event-time column of the table.")
     created_timestamp_column: str | None = None
+    format: Literal["iceberg", "parquet"] | None = Field(
+        default=None,
+        description="How the table is stored: an Iceberg table in the gold catalog, or a Parquet folder under "
+        "s3://<bucket>/<GOLD_SCHEMA>/<table>/. Default: iceberg when the catalog has the table, else parquet.",
+    )
 
     @field_validator("table_name", "timestamp_field")
     @classmethod
