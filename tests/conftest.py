@@ -101,10 +101,24 @@ def mlflow_server(base_settings: Settings) -> Iterator[str]:
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     log = open(base_settings.asgard_home / "mlflow.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{db}",
-         "--artifacts-destination", base_settings.s3_uri("mlflow-artifacts"),
-         "--host", "127.0.0.1", "--port", port, "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            mlflow_bin,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            base_settings.s3_uri("mlflow-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_http(f"{uri}/health", timeout=300)  # a loaded machine starts MLflow slowly
@@ -216,6 +230,18 @@ def api_url(env: dict[str, str]) -> str:
 def dashboard_url(env: dict[str, str]) -> str:
     """The stack's Ray dashboard / Jobs API."""
     return f"http://127.0.0.1:{env['ASGARD_DASHBOARD_PORT']}"
+
+
+def stack_settings(env: dict[str, str]) -> Settings:
+    """The ``Settings`` a process with exactly ``env`` builds (nothing from this process's environment).
+
+    Session fixtures export the integration servers' ``S3_ENDPOINT_URL`` and friends into
+    ``os.environ``; a plain ``Settings(...)`` here would read those and talk to the wrong stack.
+    """
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def token_path(env: dict[str, str]) -> Path:

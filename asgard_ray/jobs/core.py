@@ -133,11 +133,35 @@ def run_tracked(
         result = fn(*args, **kwargs)
     except Exception as exc:
         message = describe_failure(exc)
+        lost = _owner_lost(settings, store, kind, job_id)
+        if lost:  # Ray is stopping this task because its owner died: the error seen here is a symptom
+            message = f"job {job_id} failed: {lost}; the task's last error was {message}"
         log.error("job %s failed: %s\n%s", job_id, message, traceback.format_exc())
         store.update(kind, job_id, status="failed", error=message, error_type=type(_innermost(exc)).__name__)
         raise
     store.update(kind, job_id, status="completed", result=result, error=None, error_type=None)
     return result
+
+
+def _owner_lost(settings: Settings, store: JobStore, kind: JobKindName, job_id: str) -> str | None:
+    """Why this task's owner is gone (the supervisor incarnation that started it), or None if it is alive.
+
+    A worker whose owner died is stopped by Ray mid-step, and what it raises on the way out (an
+    interrupted import, a closed connection) says nothing of the cause; the record should.
+    """
+    record = store.find(kind, job_id)
+    epoch = record.owner_epoch if record is not None else None
+    if not epoch:
+        return None
+    try:
+        import ray
+
+        info = ray.get(get_supervisor(settings).info.remote(), timeout=10)
+    except Exception as exc:
+        return f"its owner, the job supervisor (epoch {epoch}), is unreachable ({type(exc).__name__})"
+    if info.get("epoch") != epoch:
+        return f"its owner, the job supervisor, restarted (epoch {epoch} is gone, now {info.get('epoch')}); Ray stopped its task"
+    return None
 
 
 # --- the supervisor ------------------------------------------------------------------------------

@@ -82,11 +82,6 @@ def test_45_concurrent_small_batches_end_completed_failed_or_429(settings: Setti
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    reason="ci2: the job failed with 'ImportError: generic_type: type \"ObjSense\" is already registered!' (a worker re-imported "
-    "a pybind11 module) instead of the supervisor's cause; open",
-    strict=False,
-)
 def test_killed_owner_mid_write_fails_cleanly_and_a_rerun_is_correct(settings: Settings, version: str) -> None:
     import ray
 

@@ -15,8 +15,6 @@ from tests.conftest import free_port
 
 pytestmark = [
     pytest.mark.multinode,
-    # passes alone (240 s); in ci2 a row count was off by one (642 vs 643) under a loaded machine. Open.
-    pytest.mark.xfail(reason="row count off by one under load in ci2 (642 vs 643); passes alone", strict=False),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +46,11 @@ def test_workflow_on_head_and_two_workers(settings: Settings, tmp_path: Path) ->
     # data-parallel training: both Ray Train workers trained, one on each worker node, on disjoint shards
     assert out["dp_mode"] == "distributed"
     assert sorted(out["dp_worker_nodes"]) == sorted(out["worker_node_ids"]), out
-    assert all(rows > 0 for rows in out["dp_worker_rows"]) and sum(out["dp_worker_rows"]) == out["dp_training_rows"]
+    # Ray Train splits the dataset with streaming_split(n, equal=True): equal shards, so up to n-1 leftover rows
+    # are dropped (ci2: 643 training rows, 321 + 321 trained)
+    shards, total = out["dp_worker_rows"], out["dp_training_rows"]
+    assert all(rows > 0 for rows in shards) and total - (len(shards) - 1) <= sum(shards) <= total, out
+    assert max(shards) - min(shards) <= 1, out
     # outputs live on S3 and behind the MLflow server, not in a local folder
     assert out["output_path"].startswith("s3://")
     assert exists(settings, out["output_path"].rstrip("/") + "/_manifest.json")

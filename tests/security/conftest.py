@@ -88,10 +88,7 @@ def _register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     """Train a small classifier on the demo data, log it the way training does, register version 1."""
     import lightgbm as lgb
     import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
-    from asgard_ray import lineage
     from asgard_ray.local.demo_data import customer_aggregates
 
     tracking = f"http://127.0.0.1:{env['ASGARD_MLFLOW_PORT']}"
@@ -99,22 +96,44 @@ def _register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     gold = customer_aggregates()
     train = gold[gold["event_timestamp"] == gold["event_timestamp"].max()]
     est = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, n_jobs=1, verbose=-1).fit(train[cols], train["churned"])
+    # both URIs, explicitly: the registry URI otherwise follows this process's MLFLOW_TRACKING_URI, which the
+    # integration fixtures point at their own server (ci2: the version create went there and got 500s)
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    try:
+        return _log_and_register(est, train[cols], name, tracking)
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+
+
+def _log_and_register(est: Any, X: Any, name: str, tracking: str) -> tuple[str, str]:
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    from asgard_ray import lineage
+
+    cols = list(X.columns)
     mlflow.set_experiment("security-suite")
     with mlflow.start_run() as run:
-        info = mlflow.lightgbm.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(train[cols], est.predict(train[cols])))
-        mlflow.set_tags({
-            lineage.TAG_FEATURE_COLUMNS: json.dumps(cols),
-            lineage.TAG_FEATURE_VIEWS: json.dumps(["customer_features"]),
-            lineage.TAG_JOIN_KEYS: json.dumps(["customer_id"]),
-            lineage.TAG_LABEL: "churned",
-            lineage.TAG_FRAMEWORK: "lightgbm",
-            lineage.TAG_MODEL_TYPE: "classification",
-            lineage.TAG_CLASSES: json.dumps([int(c) for c in est.classes_]),
-            lineage.TAG_FEAST_REGISTRY_VERSION: "security-suite",
-        })
+        info = mlflow.lightgbm.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(X, est.predict(X)))
+        mlflow.set_tags(
+            {
+                lineage.TAG_FEATURE_COLUMNS: json.dumps(cols),
+                lineage.TAG_FEATURE_VIEWS: json.dumps(["customer_features"]),
+                lineage.TAG_JOIN_KEYS: json.dumps(["customer_id"]),
+                lineage.TAG_LABEL: "churned",
+                lineage.TAG_FRAMEWORK: "lightgbm",
+                lineage.TAG_MODEL_TYPE: "classification",
+                lineage.TAG_CLASSES: json.dumps([int(c) for c in est.classes_]),
+                lineage.TAG_FEAST_REGISTRY_VERSION: "security-suite",
+            }
+        )
     mv = mlflow.register_model(info.model_uri, name)
-    MlflowClient(tracking).set_registered_model_alias(name, "champion", mv.version)
+    assert MlflowClient(tracking, registry_uri=tracking).get_model_version(name, mv.version).run_id == run.info.run_id
+    MlflowClient(tracking, registry_uri=tracking).set_registered_model_alias(name, "champion", mv.version)
     return run.info.run_id, str(mv.version)
 
 
@@ -143,8 +162,11 @@ def world(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     (host_dir / "private.parquet").write_bytes(_private_parquet())
 
     s3 = boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{env['ASGARD_S3_PORT']}", aws_access_key_id="asgard",
-        aws_secret_access_key="asgard-secret", region_name="us-east-1",
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{env['ASGARD_S3_PORT']}",
+        aws_access_key_id="asgard",
+        aws_secret_access_key="asgard-secret",
+        region_name="us-east-1",
     )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in (SENTINEL_BUCKET, PRIVATE_BUCKET):
@@ -161,12 +183,23 @@ def world(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     assert r.status_code in (200, 201), r.text
     run_id, _ = _register_model(env, MODEL)
     # a monitored model with one record, so history and the record count have something to guard
-    r = http.post("/mlops/monitoring", json={
-        "model_name": MONITORED, "model_version": "1", "metric_type": "data_quality", "metrics": {"null_rate": 0.01},
-    })
+    r = http.post(
+        "/mlops/monitoring",
+        json={
+            "model_name": MONITORED,
+            "model_version": "1",
+            "metric_type": "data_quality",
+            "metrics": {"null_rate": 0.01},
+        },
+    )
     assert r.status_code == 200, r.text
     yield World(
-        env=env, http=http, s3=s3, mlflow=MlflowClient(f"http://127.0.0.1:{env['ASGARD_MLFLOW_PORT']}"),
-        host_dir=host_dir, run_id=run_id, platform_bucket=env.get("S3_BUCKET", "asgard"),
+        env=env,
+        http=http,
+        s3=s3,
+        mlflow=MlflowClient(f"http://127.0.0.1:{env['ASGARD_MLFLOW_PORT']}", registry_uri=f"http://127.0.0.1:{env['ASGARD_MLFLOW_PORT']}"),
+        host_dir=host_dir,
+        run_id=run_id,
+        platform_bucket=env.get("S3_BUCKET", "asgard"),
     )
     http.close()

@@ -28,9 +28,6 @@ from tests.security.conftest import MODEL, MONITORED, PRIVATE_BUCKET, PRIVATE_CO
 
 pytestmark = [
     pytest.mark.e2e,
-    # CI run ci2 (50cb89e): the sentinel model's registration got MLflow 500s ("too many 500 error responses")
-    # from the session stack's MLflow server late in the suite; the suite passed on a fresh stack. Open.
-    pytest.mark.xfail(reason="sentinel registration hit MLflow 500s late in the full suite (ci2); see the issue-10 note", strict=False),
 ]
 
 Body = Callable[[World], Any]
