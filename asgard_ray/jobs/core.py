@@ -228,7 +228,13 @@ async def start_job(kind_name: str, request: Any, settings: Settings, job_id: st
             log.info("job %s already completed; answering from its record", job_id)
             return Started(kind, existing, None, True)
     plan = await asyncio.to_thread(kind.prepare, request, settings, job_id or new_job_id(kind.id_prefix))
-    out = await _call(settings, "submit", kind.name, plan, kind.limit(settings), kind.max_retries, kind.num_cpus)
+    release = await asyncio.to_thread(kind.reserve, plan) if kind.reserve is not None else None
+    try:
+        out = await _call(settings, "submit", kind.name, plan, kind.limit(settings), kind.max_retries, kind.num_cpus)
+    except BaseException:
+        if release is not None:
+            await asyncio.to_thread(release)
+        raise
     ref = out["ref"][0] if out["ref"] else None
     return Started(kind, JobRecord.model_validate(out["record"]), ref, plan.wait)
 

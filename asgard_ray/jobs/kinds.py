@@ -62,6 +62,10 @@ class JobKind:
         num_cpus: CPUs the job task itself asks for (it mostly orchestrates).
         wait_s: How long a waiting caller waits before answering with the running job.
         on_failed: ``(record, settings) -> None`` cleanup when the reconciler fails a dead job.
+        reserve: ``(plan) -> release`` on the caller, after ``prepare`` and before the job is submitted:
+            claims what the job will hold exclusively (an output path's lease), so a second request
+            gets its 409 at once instead of a job that fails later; ``release`` undoes it when the
+            submission is refused (429) or fails.
     """
 
     name: JobKindName
@@ -75,6 +79,7 @@ class JobKind:
     num_cpus: float = 0
     wait_s: float = 300.0
     on_failed: Callable[[JobRecord, Settings], None] | None = None
+    reserve: Callable[[Plan], Callable[[], None]] | None = None
 
     def limit(self, settings: Settings) -> int:
         """The admission limit for this kind under ``settings``."""

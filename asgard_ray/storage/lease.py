@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict
 from asgard_ray.storage.s3 import _client, _host_path, parse_uri
 
-__all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri"]
+__all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri", "reserve_output"]
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +311,19 @@ class OutputLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def reserve_output(settings: Settings, output_path: str, job_id: str) -> Callable[[], None]:
+    """Claim ``output_path`` for ``job_id`` before its job is submitted; return the release.
+
+    The claim is an ordinary lease, written by the submitting process without a heartbeat, with a
+    TTL of at least two minutes: the job's own ``OutputLease`` takes it over when the job starts
+    (same job id). A second request for the path meanwhile gets its 409 at submission instead of
+    a job that fails when it starts. If the job never starts, the claim expires.
+
+    Raises:
+        Conflict: Another job holds a live lease on the path.
+    """
+    lease = OutputLease(settings, output_path, job_id, ttl_s=max(settings.asgard_output_lease_ttl_s, 120.0))
+    lease.acquire()
+    return lease.release
