@@ -27,6 +27,9 @@ def test_workflow_on_head_and_two_workers(settings: Settings, tmp_path: Path) ->
     # a home no other process shares: nothing may depend on a local folder shared between nodes
     env = service_env(settings.model_copy(update={"asgard_home": tmp_path / "mn_home", "feast_repo_path": tmp_path / "mn_feast"}))
     env["MN_DASHBOARD_PORT"] = str(free_port())
+    # the gold catalog is the session's (its SQLite file on this machine, the head); workers read pinned
+    # snapshots through S3 alone (GoldTable.read opens the pinned metadata file, not the catalog)
+    env["ASGARD_GOLD_CATALOG_URI"] = str(settings.gold_catalog_uri)
     env["ASGARD_TRAIN_CPUS_PER_WORKER"] = "0.5"  # a 1-CPU worker node keeps half a CPU for Ray Data
     ensure_token(Path(env["RAY_AUTH_TOKEN_PATH"]))  # the cluster this test starts has a token of its own
     env.pop("RAY_ADDRESS", None)
