@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
-from asgard_ray.features.sources import table_schema, table_uri
+from asgard_ray.features.sources import table_uri
 from asgard_ray.features.specs import (
     FeastStatus,
     FeatureField,
@@ -37,11 +37,12 @@ from asgard_ray.features.specs import (
     RegisterFeaturesResponse,
 )
 from asgard_ray.features.store import feature_store
+from asgard_ray.gold import GoldTable, catalog_properties, catalog_status, resolve_table
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
-__all__ = ["SPEC_TAG", "WRITER_ACTOR", "FeatureRegistry", "feast_type", "registry_version"]
+__all__ = ["OFFLINE_STORE", "SPEC_TAG", "WRITER_ACTOR", "FeatureRegistry", "batch_source", "feast_type", "registry_version"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,65 @@ def _check_against_table(spec: FeatureViewSpec, schema: pa.Schema) -> None:
         )
 
 
+OFFLINE_STORE = "asgard: as-of join on Ray over pinned Iceberg snapshots (resolve_table -> GoldTable.read -> scoring.pit)"
+"""What serves offline reads (training frames, batch scoring, materialization): the platform, not Feast's offline store."""
+
+
+def _source_uri(fv: FeatureView, settings: Settings, spec: FeatureViewSpec) -> str:
+    """Where the view's rows are: ``iceberg://<catalog>/<namespace>.<table>`` or the Parquet folder."""
+    source: Any = fv.batch_source
+    if source is not None and hasattr(source, "iceberg_table"):
+        return f"iceberg://{source.catalog_name}/{source.namespace}.{source.iceberg_table}"
+    if source is not None and getattr(source, "path", None):
+        return str(source.path)
+    return table_uri(settings, spec.source.table_name, spec.source.format)
+
+
+def batch_source(settings: Settings, spec: FeatureViewSpec, table: GoldTable) -> Any:
+    """The Feast data source recorded for a view: ``IcebergSource`` (no secret in it) or ``FileSource``."""
+    if table.format == "iceberg":
+        from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+
+        return IcebergSource(
+            name=spec.source.table_name,
+            warehouse=settings.gold_warehouse,
+            namespace=table.namespace,
+            table=table.name,
+            catalog_type=settings.asgard_gold_catalog,
+            catalog_name=settings.trino_catalog,
+            endpoint=settings.gold_catalog_uri if settings.asgard_gold_catalog == "rest" else None,
+            catalog_properties=catalog_properties(settings, secrets=False),
+            timestamp_field=spec.source.timestamp_field,
+            created_timestamp_column=spec.source.created_timestamp_column or "",
+            credential_vending=False,
+        )
+    from feast import FileSource
+
+    return FileSource(
+        name=spec.source.table_name,
+        path=table.location,
+        timestamp_field=spec.source.timestamp_field,
+        created_timestamp_column=spec.source.created_timestamp_column or "",
+        s3_endpoint_override=settings.s3_endpoint,
+    )
+
+
+def _same_spec(stored: str | None, spec: FeatureViewSpec) -> bool:
+    """A re-registration that leaves ``source.format`` out matches the stored spec's resolved format."""
+    if stored is None:
+        return False
+    if stored == spec.canonical():
+        return True
+    if spec.source.format is None:
+        old = FeatureViewSpec.model_validate_json(stored)
+        return old.source.format is not None and stored == _with_format(spec, old.source.format).canonical()
+    return False
+
+
+def _with_format(spec: FeatureViewSpec, fmt: str) -> FeatureViewSpec:
+    return spec.model_copy(update={"source": spec.source.model_copy(update={"format": fmt})})
+
+
 def _utc(ts: datetime | None) -> datetime | None:
     """Feast keeps naive UTC timestamps; the API promises RFC 3339 (with an offset)."""
     return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
@@ -139,7 +199,7 @@ def _info(fv: FeatureView, settings: Settings) -> FeatureViewInfo:
         return FeatureViewInfo(
             **spec.model_dump(exclude={"tags"}),
             tags=spec.tags,
-            source_uri=table_uri(settings, spec.source.table_name),
+            source_uri=_source_uri(fv, settings, spec),
             created_at=_utc(fv.created_timestamp),
             updated_at=_utc(fv.last_updated_timestamp),
             last_materialized_at=_utc(fv.most_recent_end_time),
@@ -269,7 +329,7 @@ class FeatureRegistry:
 
     def register_here(self, spec: FeatureViewSpec) -> RegisterFeaturesResponse:
         """``register`` in this process, unserialised (the writer actor's body)."""
-        from feast import Entity, FeatureView, Field, FileSource
+        from feast import Entity, FeatureView, Field
         from feast.errors import FeatureViewNotFoundException
 
         store = self.store
@@ -279,7 +339,7 @@ class FeatureRegistry:
             existing = None
         if existing is not None:
             old = (existing.tags or {}).get(SPEC_TAG)
-            if old == spec.canonical():
+            if _same_spec(old, spec):
                 log.info("feature view %s unchanged", spec.name)
                 return RegisterFeaturesResponse(
                     **_info(existing, self.settings).model_dump(),
@@ -292,8 +352,10 @@ class FeatureRegistry:
                 detail={"existing": FeatureViewSpec.model_validate_json(old).model_dump() if old else None},
             )
 
-        schema = table_schema(self.settings, spec.source.table_name)
+        table = resolve_table(self.settings, spec.source.table_name, format=spec.source.format)
+        schema = table.schema
         _check_against_table(spec, schema)
+        spec = _with_format(spec, table.format)  # later readers know how the table is stored
         entities = []
         for name in spec.entities:
             value_type = _entity_value_type(schema.field(name).type)
@@ -306,13 +368,7 @@ class FeatureRegistry:
                 if isinstance(exc, Conflict):
                     raise
                 entities.append(Entity(name=name, join_keys=[name], value_type=value_type))
-        source = FileSource(
-            name=spec.source.table_name,
-            path=table_uri(self.settings, spec.source.table_name),
-            timestamp_field=spec.source.timestamp_field,
-            created_timestamp_column=spec.source.created_timestamp_column or "",
-            s3_endpoint_override=self.settings.s3_endpoint,
-        )
+        source = batch_source(self.settings, spec, table)
         view = FeatureView(
             name=spec.name,
             entities=entities,
@@ -324,7 +380,7 @@ class FeatureRegistry:
             tags={**spec.tags, SPEC_TAG: spec.canonical()},
         )
         store.apply([*entities, view])
-        log.info("registered feature view %s over %s", spec.name, spec.source.table_name)
+        log.info("registered feature view %s over %s table %s (snapshot %s)", spec.name, table.format, table.identifier, table.snapshot_id)
         return RegisterFeaturesResponse(
             **_info(self._get_view(spec.name), self.settings).model_dump(),
             status="registered",
@@ -368,11 +424,12 @@ class FeatureRegistry:
 
     def status(self) -> FeastStatus:
         """Registry, stores and counts; never raises."""
-        base = {
+        base: dict[str, Any] = {
             "project": self.settings.feast_project,
             "registry": self.settings.s3_uri("feast", "registry.pb"),
-            "offline_store": "ray",
-            "online_store": "sqlite",
+            "offline_store": OFFLINE_STORE,
+            "online_store": self.settings.feast_online_store,
+            "catalog": catalog_status(self.settings),
         }
         try:
             store = self.store

@@ -1,46 +1,47 @@
-"""Gold-layer tables: where ``source.table_name`` lives and what columns it has.
+"""Gold-layer tables as the older callers see them: a schema and a location (thin wrappers).
 
-Embedded mode keeps each gold table as Parquet under ``s3://<bucket>/<GOLD_SCHEMA>/<table>/``.
-Production keeps them as Iceberg tables in ``TRINO_CATALOG.GOLD_SCHEMA``; Feast reads their Parquet
-data files through the same S3 path (an Iceberg table's ``data/`` folder), configured by the same
-settings. Reading Iceberg metadata through pyiceberg/Trino is not wired yet.
+The gold layer is :mod:`asgard_ray.gold`: ``resolve_table`` finds a table by name in the Iceberg
+catalog (or a Parquet folder, ``source.format: parquet``) and pins a snapshot. These two helpers
+remain for callers that still list Parquet files under a location (monitoring's label join, and
+scoring/retrieval until they read through ``resolve_table``):
+
+- ``table_schema``: the table's schema at its current snapshot, through ``resolve_table``.
+- ``table_uri``: the Parquet folder, or for an Iceberg table its ``data/`` folder. Listing that
+  folder sees every data file ever appended, which equals the current snapshot only for an
+  append-only table with no deletes or compaction; read through ``resolve_table`` for snapshot pins.
 """
 
 from __future__ import annotations
 
-import re
-
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest, NotFound
-from asgard_ray.storage import Access, list_files, resolve, resolve_location
+from asgard_ray.gold import GoldFormat, resolve_table, valid_identifier
+from asgard_ray.storage import Access, resolve_location
 
 __all__ = ["table_schema", "table_uri"]
 
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
-
-def table_uri(settings: Settings, table_name: str) -> str:
-    """The S3 prefix of a gold table, through the storage resolver (read allow-list).
+def table_uri(settings: Settings, table_name: str, format: GoldFormat | None = None) -> str:
+    """The S3 folder holding a gold table's Parquet data files (a Parquet folder through the read allow-list).
 
     Raises:
-        InvalidRequest: The name does not resolve to a readable location (``..``, slashes, encodings).
+        InvalidRequest: A bad name, or a location outside the read allow-list.
     """
-    if not isinstance(table_name, str) or not _TABLE.match(table_name):
-        raise InvalidRequest(f"table name {str(table_name)[:100]!r} is not valid; use letters, digits and '_'")
+    valid_identifier(table_name)
+    if format != "parquet":
+        from asgard_ray.gold.tables import _load
+
+        table = _load(settings, settings.gold_schema, table_name)
+        if table is not None:  # the catalog's own location (not request input): no allow-list to pass
+            return f"{table.location().rstrip('/')}/data"
     return resolve_location(settings, settings.gold_uri(table_name), access=Access.READ, field="table_name").uri
 
 
-def table_schema(settings: Settings, table_name: str) -> pa.Schema:
-    """Read a gold table's schema from its Parquet footers (no data is read)."""
-    uri = table_uri(settings, table_name)
-    files = [f for f in list_files(settings, uri) if f.endswith(".parquet")]
-    if not files:
-        raise NotFound(
-            f"gold table {table_name!r} not found: no Parquet files under {uri}",
-            detail={"table_name": table_name, "location": uri, "gold_schema": settings.gold_schema},
-        )
-    fs, _ = resolve(settings, uri)
-    return pads.dataset(files[:1], filesystem=fs, format="parquet").schema
+def table_schema(settings: Settings, table_name: str, format: GoldFormat | None = None) -> pa.Schema:
+    """A gold table's schema at its current snapshot (Iceberg), or from a Parquet footer (no data is read).
+
+    Raises:
+        NotFound: No such table.
+    """
+    return resolve_table(settings, table_name, format=format).schema

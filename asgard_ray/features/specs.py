@@ -250,8 +250,11 @@ class FeastStatus(BaseModel):
     registry: str
     registry_version: str | None
     offline_store: str
+    """What serves offline reads: the platform's as-of join on Ray over pinned Iceberg snapshots (not Feast's)."""
     online_store: str
     feature_views: int
     entities: int
     healthy: bool
     error: str | None = None
+    catalog: dict | None = None
+    """The gold catalog (``asgard_ray.gold.catalog_status``): type, name, namespace, warehouse, tables, health; no secret."""

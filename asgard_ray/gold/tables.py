@@ -70,9 +70,15 @@ class GoldTable:
             files = [f for f in list_files(settings, self.location) if f.endswith(".parquet")]
             fs, _ = resolve(settings, self.location)
             return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=columns)
+        from pyiceberg.io.pyarrow import ArrowScan
+
         table = _static(settings, self.location)
         scan = table.scan(snapshot_id=self.snapshot_id, selected_fields=tuple(columns) if columns else ("*",))
-        return scan.to_arrow()
+        # rows in commit order (oldest append first), so "the row stored last wins" holds for ties in
+        # the as-of join and materialization; pyiceberg plans the newest manifest's files first
+        sequence = _commit_order(table, self.snapshot_id)
+        tasks = sorted(scan.plan_files(), key=lambda t: sequence.get(t.file.file_path, 0))
+        return ArrowScan(table.metadata, table.io, scan.projection(), scan.row_filter, scan.case_sensitive, scan.limit).to_table(tasks)
 
     def to_ray(self, settings: Settings, columns: list[str] | None = None) -> Any:
         """The pinned rows as a Ray Dataset (one read task per data file)."""
@@ -92,6 +98,14 @@ class GoldTable:
             snapshot_id=self.snapshot_id,
         )
         return ds.select_columns(columns) if columns else ds
+
+
+def _commit_order(table: Table, snapshot_id: int | None) -> dict[str, int]:
+    """Each live data file's sequence number (the commit that added it) at ``snapshot_id``."""
+    if snapshot_id is None:
+        return {}
+    entries = table.inspect.entries(snapshot_id).select(["sequence_number", "data_file"]).to_pylist()
+    return {e["data_file"]["file_path"]: int(e["sequence_number"] or 0) for e in entries}
 
 
 def _static(settings: Settings, metadata_location: str) -> Table:

@@ -4,11 +4,15 @@
 ``POST /feast/materialize`` and ``jobs/materialize.py`` run it as the Ray task
 ``materialize:<job_id>`` (listed at ``/mlops/jobs``, admitted and reconciled like every job).
 
-Per view it runs Feast's provider materialization: the Ray offline store pulls the latest row per
-entity in ``[start, end)`` as Ray Data work, and the rows are written to the online store (SQLite in
-the embedded stack, Redis in production). The finished interval is then recorded in Feast's registry
-through the registry's writer actor (one registry write at a time), which is where ``GET
-/feast/features/{name}`` reads the last materialized time from.
+Per view it takes the platform's path, not Feast's provider materialization (Feast's Ray offline
+store cannot read an ``IcebergSource``, and Feast's Iceberg path ignores snapshot pins): it pins the
+view's gold table at its current snapshot (``resolve_table``), reads the key, timestamp and feature
+columns of that snapshot (``GoldTable.read``), keeps the latest row per entity key with event time in
+``[start, end)`` (ties: the row stored last wins, as in Feast), and writes them with Feast's
+``write_to_online_store`` (SQLite in the embedded stack, Redis in production). The finished interval
+is then recorded in Feast's registry through the registry's writer actor (one registry write at a
+time), which is where ``GET /feast/features/{name}`` reads the last materialized time from; the
+result names the snapshot each view was loaded from.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
 from asgard_ray.config import Settings
@@ -25,7 +30,15 @@ from asgard_ray.errors import InvalidRequest, NotFound
 from asgard_ray.jobs import JobKind, JobRecord, Plan
 from asgard_ray.types import UtcDatetime
 
-__all__ = ["MATERIALIZE_JOB", "MaterializeRequest", "MaterializeResponse", "MaterializeResult", "MaterializedView", "materialize"]
+__all__ = [
+    "MATERIALIZE_JOB",
+    "MaterializeRequest",
+    "MaterializeResponse",
+    "MaterializeResult",
+    "MaterializedView",
+    "latest_rows",
+    "materialize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +67,11 @@ class MaterializedView(BaseModel):
     name: str
     seconds: float
     last_materialized_at: datetime | None = None
+    rows: int | None = None
+    """Entity rows written to the online store."""
+    table_name: str | None = None
+    snapshot_id: int | None = None
+    """The gold table's snapshot the values came from (None: a Parquet folder)."""
 
 
 class MaterializeResult(BaseModel):
@@ -89,6 +107,50 @@ def _record_interval(settings: Settings, fv: Any, start: datetime, end: datetime
         store.registry.apply_materialization(fv, store.project, start, end)
 
 
+def latest_rows(
+    df: pd.DataFrame,
+    join_keys: list[str],
+    timestamp_field: str,
+    start: datetime,
+    end: datetime,
+    created_timestamp_column: str | None = None,
+) -> pd.DataFrame:
+    """The latest row per entity key with ``start <= event time < end`` (Feast's materialization semantics).
+
+    Rows are ordered by event time, then by created time if the source has one, then by their order
+    in the table (a stable sort), and the last one per key wins.
+    """
+    ts = pd.to_datetime(df[timestamp_field], utc=True)
+    window = df[(ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))]
+    order = [timestamp_field, *([created_timestamp_column] if created_timestamp_column else [])]
+    latest = window.sort_values(order, kind="stable").drop_duplicates(subset=join_keys, keep="last")
+    return latest.reset_index(drop=True)
+
+
+def _view_rows(settings: Settings, fv: Any, start: datetime, end: datetime) -> tuple[pd.DataFrame, Any]:
+    """The view's latest rows from its gold table, pinned at the current snapshot; and the pin."""
+    from asgard_ray.features.registry import SPEC_TAG
+    from asgard_ray.features.specs import FeatureViewSpec
+    from asgard_ray.gold import resolve_table
+
+    source = fv.batch_source
+    spec_json = (fv.tags or {}).get(SPEC_TAG)
+    if spec_json:
+        src = FeatureViewSpec.model_validate_json(spec_json).source
+        table_name, fmt = src.table_name, src.format
+    elif hasattr(source, "iceberg_table"):
+        table_name, fmt = source.iceberg_table, "iceberg"
+    else:
+        raise InvalidRequest(f"feature view {fv.name!r} was not registered through asgard; register it with POST /feast/features")
+    table = resolve_table(settings, table_name, format=fmt)
+    keys = [c.name for c in fv.entity_columns]
+    ts_field = source.timestamp_field
+    created = source.created_timestamp_column or None
+    columns = list(dict.fromkeys([*keys, ts_field, *([created] if created else []), *(f.name for f in fv.features)]))
+    df = table.read(settings, columns).to_pandas()
+    return latest_rows(df, keys, ts_field, start, end, created), table
+
+
 def materialize(
     settings: Settings, feature_views: list[str] | None = None, start: datetime | None = None, end: datetime | None = None
 ) -> MaterializeResult:
@@ -99,7 +161,6 @@ def materialize(
         InvalidRequest: An empty registry or a reversed range.
     """
     from feast.errors import FeatureViewNotFoundException
-    from tqdm import tqdm
 
     from asgard_ray.features.store import feature_store
 
@@ -121,9 +182,8 @@ def materialize(
     provider = store._get_provider()
     began = time.perf_counter()
     done = []
-    # Feast's local engine writes online only for views marked online, and SQLite needs the view's table:
-    # mark this in-memory copy (views registered before real-time serving say online=False) and create
-    # the tables (idempotent) before writing.
+    # The online store needs the view's table (SQLite: one per view; idempotent). Views registered
+    # before real-time serving say online=False: mark this in-memory copy so the table is made.
     for fv in views:
         fv.online = True
     provider.update_infra(
@@ -136,18 +196,24 @@ def materialize(
     )
     for fv in views:
         t0 = time.perf_counter()
-        provider.materialize_single_feature_view(
-            config=store.config,
-            feature_view=fv,
-            start_date=start,
-            end_date=end,
-            registry=store.registry,
-            project=store.project,
-            tqdm_builder=lambda n: tqdm(total=n, disable=True),
-        )
+        rows, table = _view_rows(settings, fv, start, end)
+        if len(rows):
+            store.write_to_online_store(fv.name, rows)
         _record_interval(settings, fv, start, end)
-        done.append(MaterializedView(name=fv.name, seconds=round(time.perf_counter() - t0, 3), last_materialized_at=end))
-        log.info("materialized feature view %s over [%s, %s) in %.2fs", fv.name, start, end, done[-1].seconds)
+        done.append(
+            MaterializedView(
+                name=fv.name,
+                seconds=round(time.perf_counter() - t0, 3),
+                last_materialized_at=end,
+                rows=len(rows),
+                table_name=table.identifier,
+                snapshot_id=table.snapshot_id,
+            )
+        )
+        log.info(
+            "materialized feature view %s over [%s, %s) from %s snapshot %s: %d rows in %.2fs",
+            fv.name, start, end, table.identifier, table.snapshot_id, len(rows), done[-1].seconds,
+        )  # fmt: skip
     return MaterializeResult(
         feature_views=done,
         start_date=start,

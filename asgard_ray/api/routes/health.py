@@ -41,6 +41,8 @@ class PlatformStatus(BaseModel):
     monitoring_quarantined_records: int | None = None
     """Monitoring records that could not be read back from storage and were moved to quarantine."""
     serving: dict | None = None
+    gold_catalog: dict | None = None
+    """The gold layer's Iceberg catalog (type, name, namespace, warehouse, tables, health); no secret."""
     """Real-time predictions per model (requests, errors, mean/p50/p99 ms) of one prediction replica; ``{"error"}`` without one."""
 
 
@@ -114,8 +116,11 @@ def platform_status(settings: SettingsDep, features: FeaturesDep, request: Reque
     except Exception as exc:
         request.app.state.services.pop("predict_handle", None)
         serving = {"error": f"prediction app unavailable: {type(exc).__name__}"}
+    from asgard_ray.gold import catalog_status
+
     return PlatformStatus(
         serving=serving,
+        gold_catalog=catalog_status(settings),
         status="healthy" if all(c.healthy for c in components) else "degraded",
         components=components,
         links={"docs": f"{settings.api_url}/docs", "dashboard": settings.dashboard_url, "mlflow": settings.tracking_uri},
