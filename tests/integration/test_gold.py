@@ -341,3 +341,38 @@ def test_streaming_write_iceberg_still_adds_source_columns(settings: Settings, r
     columns = [f.name for f in table.schema().fields]
     assert "total_orders" in columns, columns  # the bug: a source column in the target
     assert table.scan(selected_fields=("total_orders",)).to_arrow()["total_orders"].null_count == 40_000  # all nulls
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+def test_feast_status_reports_the_catalog_without_secrets(settings: Settings) -> None:
+    status = FeatureRegistry(settings).status()
+    assert status.healthy
+    assert status.catalog is not None and status.catalog["healthy"] is True
+    assert (status.catalog["type"], status.catalog["name"], status.catalog["namespace"]) == (
+        settings.asgard_gold_catalog,
+        settings.trino_catalog,
+        settings.gold_schema,
+    )
+    assert status.catalog["warehouse"] == settings.gold_warehouse
+    assert f"{settings.gold_schema}.{CUSTOMER_TABLE}" in status.catalog["tables"]
+    assert "Iceberg" in status.offline_store and "Ray" in status.offline_store  # not Feast's offline store
+    assert settings.aws_secret_access_key not in status.model_dump_json()
+
+
+def test_status_routes_report_the_catalog(settings: Settings, ray_session: None) -> None:
+    from fastapi.testclient import TestClient
+
+    from asgard_ray.api.app import create_app
+
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as api:  # keyless API: loopback Host only
+        feast = api.get("/feast/status")
+        mlops = api.get("/mlops/status")
+    assert feast.status_code == 200 and mlops.status_code == 200, (feast.text, mlops.text)
+    for catalog in (feast.json()["catalog"], mlops.json()["gold_catalog"]):
+        assert catalog["healthy"] is True and catalog["type"] == settings.asgard_gold_catalog
+        assert f"{settings.gold_schema}.{CUSTOMER_TABLE}" in catalog["tables"]
+    assert "Iceberg" in feast.json()["offline_store"]
+    for body in (feast.text, mlops.text):
+        assert settings.aws_secret_access_key not in body
