@@ -6,6 +6,9 @@ writer and the readers cannot drift apart.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from typing import Annotated, Final
 
 from pydantic import AfterValidator, Field
@@ -24,12 +27,18 @@ __all__ = [
     "TAG_FEATURE_VIEWS",
     "TAG_FRAMEWORK",
     "TAG_GIT_COMMIT",
+    "TAG_GOLD_SNAPSHOTS",
+    "TAG_GOLD_SNAPSHOT_REF",
+    "TAG_GOLD_SNAPSHOT_TAG_ERROR",
     "TAG_JOIN_KEYS",
     "TAG_LABEL",
     "TAG_MODEL_TYPE",
     "TAG_TRAINING_ROWS",
     "UserTags",
     "check_user_tags",
+    "gold_snapshot_tag",
+    "gold_snapshot_tags",
+    "snapshots_from_tags",
 ]
 
 MODEL_ARTIFACT = "model"
@@ -59,6 +68,37 @@ TAG_GIT_COMMIT = "asgard.git_commit"
 """Commit of the code that trained the model, when known."""
 TAG_CLASSES = "asgard.classes"
 """JSON list of class labels (classification), in predict_proba column order."""
+
+TAG_GOLD_SNAPSHOTS = "asgard.gold_snapshots"
+"""JSON ``{table: snapshot id}`` of every gold table the run read (``null``: a Parquet folder, no snapshots)."""
+TAG_GOLD_SNAPSHOT_REF = "asgard.gold_snapshot_tag"
+"""On a model version: the Iceberg tag (``asgard-<model>-v<version>``) that keeps its training snapshots."""
+TAG_GOLD_SNAPSHOT_TAG_ERROR = "asgard.gold_snapshot_tag_error"
+"""On a model version: why its training snapshots could not be tagged (registering the run again retries)."""
+_GOLD_SNAPSHOT = re.compile(r"^asgard\.gold\.([A-Za-z_][A-Za-z0-9_]{0,127})\.snapshot_id$")
+
+
+def gold_snapshot_tag(table: str) -> str:
+    """The run tag that records the snapshot a run read of gold table ``table``: ``asgard.gold.<table>.snapshot_id``."""
+    return f"asgard.gold.{table}.snapshot_id"
+
+
+def gold_snapshot_tags(snapshots: Mapping[str, int | None]) -> dict[str, str]:
+    """The run tags of the snapshots a run read: one per Iceberg table, plus the JSON summary of all."""
+    tags = {gold_snapshot_tag(t): str(s) for t, s in snapshots.items() if s is not None}
+    if snapshots:
+        tags[TAG_GOLD_SNAPSHOTS] = json.dumps(dict(snapshots), sort_keys=True)
+    return tags
+
+
+def snapshots_from_tags(tags: Mapping[str, str]) -> dict[str, int]:
+    """The ``{table: snapshot id}`` a run (or a model version) records in its ``asgard.gold.<table>.snapshot_id`` tags."""
+    found: dict[str, int] = {}
+    for key, value in tags.items():
+        match = _GOLD_SNAPSHOT.match(key)
+        if match and value.strip().lstrip("-").isdigit():
+            found[match.group(1)] = int(value)
+    return found
 
 
 RESERVED_TAG_PREFIX: Final = "asgard."

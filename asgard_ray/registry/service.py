@@ -16,6 +16,11 @@ end with one version; a loser's version exists only for the moment between its c
 the registered model is raced the same way: ``RESOURCE_ALREADY_EXISTS`` means another request won,
 and this one proceeds. A failed request removes the registered model only if it created it and the
 model still has no version at all, so it never deletes another request's work.
+
+A version also keeps its training data: the Iceberg snapshots the run read (its
+``asgard.gold.<table>.snapshot_id`` tags) are tagged ``asgard-<model>-v<version>``, so snapshot
+expiry keeps them. The tag needs the version number, so it is set right after the version is
+created, best effort (see ``ModelRegistry._tag_snapshots``).
 """
 
 from __future__ import annotations
@@ -179,6 +184,8 @@ class ModelRegistry:
         if existing:
             mv = existing[0]
             log.info("run %s already registered as %s v%s", request.run_id, name, mv.version)
+            if lineage.TAG_GOLD_SNAPSHOT_REF not in (mv.tags or {}):  # an earlier tagging failed: retry it
+                self._tag_snapshots(name, mv, run)
             return self._answer(name, request.run_id, mv, "already_registered")
         created_model = self._ensure_model(name, request.description)
         # lineage last: a user tag can never replace what scoring and monitoring trust
@@ -206,7 +213,40 @@ class ModelRegistry:
             client.delete_model_version(name, str(mv.version))
             return self._answer(name, request.run_id, winner, "already_registered")
         log.info("registered run %s as %s v%s", request.run_id, name, mv.version)
+        self._tag_snapshots(name, mv, run)
         return self._answer(name, request.run_id, mv, "registered")
+
+    def _tag_snapshots(self, name: str, mv: Any, run: Any) -> None:
+        """Tag the gold snapshots the run was trained on ``asgard-<model>-v<version>``, so expiry keeps them.
+
+        Best effort: the version is already registered and usable, so a catalog failure does not
+        undo it. The failure is logged and recorded on the version (``asgard.gold_snapshot_tag_error``);
+        registering the same run again retries the tags (idempotent) and clears the error. On
+        success the version records the tag's name (``asgard.gold_snapshot_tag``).
+        """
+        snapshots = lineage.snapshots_from_tags(run.data.tags)
+        if not snapshots:
+            return
+        from asgard_ray.gold import resolve_table, snapshot_tag, tag_snapshot
+
+        client = self.client
+        tag = snapshot_tag(name, mv.version)
+        try:
+            for table, snapshot_id in sorted(snapshots.items()):
+                tag_snapshot(self.settings, resolve_table(self.settings, table, snapshot_id=snapshot_id, format="iceberg"), tag)
+        except Exception as exc:
+            log.warning("%s v%s: could not tag gold snapshots %s as %s: %s", name, mv.version, snapshots, tag, exc, exc_info=True)
+            try:
+                client.set_model_version_tag(
+                    name, str(mv.version), lineage.TAG_GOLD_SNAPSHOT_TAG_ERROR, f"{type(exc).__name__}: {exc}"[:4000]
+                )
+            except Exception:
+                log.warning("%s v%s: could not record the tagging failure either", name, mv.version, exc_info=True)
+            return
+        client.set_model_version_tag(name, str(mv.version), lineage.TAG_GOLD_SNAPSHOT_REF, tag)
+        if lineage.TAG_GOLD_SNAPSHOT_TAG_ERROR in (mv.tags or {}):
+            client.delete_model_version_tag(name, str(mv.version), lineage.TAG_GOLD_SNAPSHOT_TAG_ERROR)
+        log.info("%s v%s: tagged gold snapshots %s as %s", name, mv.version, snapshots, tag)
 
     def _run_versions(self, name: str, run_id: str) -> list[Any]:
         """The run's versions of the model, lowest version first."""

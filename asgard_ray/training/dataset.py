@@ -1,11 +1,12 @@
-"""The training set as Ray Data blocks: Feast's point-in-time retrieval, split and profiled without pandas on the driver.
+"""The training set as Ray Data blocks: the point-in-time retrieval, split and profiled without pandas on the driver.
 
 Data-parallel training (``asgard_ray.training.distributed``) never collects the training set into
 one process. This module builds it as Ray Datasets:
 
-* **Retrieval.** Feast's Ray offline store answers ``get_historical_features`` with a retrieval job
-  whose ``to_ray_dataset()`` keeps the point-in-time join's rows as Ray Data blocks
-  (``asgard_ray.features.start_retrieval`` is the same retrieval the in-memory frame uses).
+* **Retrieval.** ``asgard_ray.features.start_retrieval`` (the same retrieval the in-memory frame
+  uses) pins each gold table once and answers with a job whose ``to_ray_dataset()`` runs the as-of
+  join in Ray tasks against indexes shared through the object store, so the joined rows stay Ray
+  Data blocks.
 * **Preparation.** Each batch goes through the in-memory mode's own checks (``data._features``:
   numeric features cast to float64) and label encoding against the class list found by
   ``Dataset.unique``; unlabelled rows are dropped (counted, and reported as a warning).
@@ -145,7 +146,12 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
 
     ds_spec, split = request.data_source, request.split
     job, meta = start_retrieval(
-        settings, ds_spec.feature_views, ds_spec.entities, event_timestamps=ds_spec.event_timestamps, label=ds_spec.target_column
+        settings,
+        ds_spec.feature_views,
+        ds_spec.entities,
+        event_timestamps=ds_spec.event_timestamps,
+        label=ds_spec.target_column,
+        as_of_snapshot=request.as_of_snapshot,
     )
     label = meta.label or ds_spec.target_column
     raw = job.to_ray_dataset().select_columns(training_columns(meta))
@@ -161,7 +167,7 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
         raise InvalidRequest("split strategy 'stratified' needs model_type classification; use random or time")
     by_time = strategy == "time"
     prepared = raw.map_batches(
-        _prepare,
+        _prepare,  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
         batch_format="pandas",
         fn_kwargs={
             "feature_columns": meta.feature_columns,

@@ -232,6 +232,7 @@ def _train_and_log(
         mlflow_run_url=run_url(settings, experiment_id, run_id),
         warnings=warnings,
         execution=execution,
+        feature_snapshots=dict(data.meta.snapshots),
     )
     log.info(
         "job %s: data-parallel run %s finished on %d workers, %s=%s",

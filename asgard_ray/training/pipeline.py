@@ -1,7 +1,9 @@
-"""One training request, end to end: Feast frame -> split -> Tune trials -> refit best -> MLflow.
+"""One training request, end to end: point-in-time frame -> split -> Tune trials -> refit best -> MLflow.
 
 ``run_training`` is the body of the Ray task ``training:<job_id>`` (see ``asgard_ray.jobs.submit``).
-It asks for no CPU itself: the trials and the refit ask for one each.
+It asks for no CPU itself: the trials and the refit ask for one each. The frame's gold tables are
+pinned once at the start (the current snapshot, or the request's ``as_of_snapshot``); the parent
+run records each pin as ``asgard.gold.<table>.snapshot_id``, and the answer as ``feature_snapshots``.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ def _lineage_tags(request: TrainRequest, frame: Any, data: Any, training_rows: i
         lineage.TAG_MODEL_TYPE: request.model_type,
         lineage.TAG_TRAINING_ROWS: str(len(data.X_train) if training_rows is None else training_rows),
         lineage.TAG_ENTITY_HASH: entity_hash(frame),
+        **lineage.gold_snapshot_tags(frame.snapshots),
     }
     if data.classes is not None:
         tags[lineage.TAG_CLASSES] = json.dumps([c.item() if hasattr(c, "item") else c for c in data.classes])
@@ -158,7 +161,10 @@ def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) 
         return train_distributed(settings, request, job_id, plan)
     ds = request.data_source
     entities, timestamps = sample_entities(request, plan)
-    frame = build_training_frame(settings, ds.feature_views, entities, event_timestamps=timestamps, label=ds.target_column)
+    # the gold tables are pinned once, here: the frame holds exactly those snapshots (frame.snapshots)
+    frame = build_training_frame(
+        settings, ds.feature_views, entities, event_timestamps=timestamps, label=ds.target_column, as_of_snapshot=request.as_of_snapshot
+    )
     return train_on_frame(settings, request, frame, job_id, plan)
 
 
@@ -169,7 +175,7 @@ def train_on_frame(
     job_id: str,
     plan: ExecutionPlan | None = None,
 ) -> dict[str, Any]:
-    """Train on an already retrieved frame (``run_training`` after Feast retrieval), in memory.
+    """Train on an already retrieved frame (``run_training`` after retrieval), in memory.
 
     The job record ``job_id`` must exist (``JobStore.create``); its progress is updated as trials end.
     """
@@ -230,7 +236,7 @@ def train_on_frame(
     )
     try:
         result = _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings)
-        return {**result, "execution": plan.describe()}
+        return {**result, "execution": plan.describe(), "feature_snapshots": dict(frame.snapshots)}
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

@@ -8,6 +8,7 @@ are checked by ``asgard_ray.training.estimators.check_work_limits`` before a job
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from asgard_ray.types import INT64_MAX, INT64_MIN, FiniteFloat, ModelName, check
 __all__ = [
     "CLASSIFICATION_METRICS",
     "MAX_SEARCH_VALUES",
+    "MAX_SNAPSHOT_PINS",
     "REGRESSION_METRICS",
     "SEED_MAX",
     "DataSource",
@@ -33,6 +35,7 @@ __all__ = [
     "TrainResponse",
     "TrainingJob",
     "TrainingMetrics",
+    "check_snapshot_pins",
     "metric_mode",
 ]
 
@@ -182,6 +185,27 @@ class ExecutionSpec(BaseModel):
     )
 
 
+MAX_SNAPSHOT_PINS = 64
+"""Most gold tables one request may pin."""
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_snapshot_pins(value: Any) -> dict[str, int]:
+    """An ``as_of_snapshot`` mapping: gold table names (letters, digits, ``_``) to int64 snapshot ids.
+
+    Raises:
+        ValueError: Not a mapping, too many entries, a bad table name, or an id that is not an int64.
+    """
+    if not isinstance(value, dict) or len(value) > MAX_SNAPSHOT_PINS:
+        raise ValueError(f"as_of_snapshot maps gold table names to snapshot ids (at most {MAX_SNAPSHOT_PINS})")
+    for name, snap in value.items():
+        if not isinstance(name, str) or not _TABLE_NAME.match(name):
+            raise ValueError(f"as_of_snapshot: {str(name)[:100]!r} is not a valid table name (letters, digits and '_', at most 128)")
+        if isinstance(snap, bool) or not isinstance(snap, int) or not INT64_MIN <= snap <= INT64_MAX:
+            raise ValueError(f"as_of_snapshot[{name!r}] must be an integer snapshot id (int64)")
+    return value
+
+
 class DataSource(BaseModel):
     """Where the training rows come from: Feast feature views, entity ids and the label column."""
 
@@ -216,7 +240,21 @@ class TrainRequest(BaseModel):
     split: SplitSpec = Field(default_factory=SplitSpec)
     tags: UserTags = Field(default_factory=dict, description="Tags of the MLflow run (the `asgard.` prefix is reserved).")
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="In-memory or data-parallel trials, workers, sampling.")
+    as_of_snapshot: dict[str, int] | None = Field(
+        default=None,
+        description=(
+            "Pin gold tables to Iceberg snapshots: table name -> snapshot id (default: each table's current snapshot, "
+            "resolved once when the job starts). A run's pins are its `asgard.gold.<table>.snapshot_id` tags; "
+            "sending them back reproduces its training set."
+        ),
+        examples=[{"customer_aggregates": 4358187011244383519}],
+    )
     async_: bool = Field(default=False, alias="async", description="Answer 202 with a job id instead of waiting.")
+
+    @field_validator("as_of_snapshot", mode="before")
+    @classmethod
+    def _snapshots(cls, v: Any) -> Any:
+        return None if v is None else check_snapshot_pins(v)
 
     @field_validator("framework", mode="before")
     @classmethod
@@ -258,6 +296,10 @@ class TrainResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     execution: dict[str, Any] = Field(
         default_factory=dict, description="The mode that ran (in_memory / distributed), its workers and any sample."
+    )
+    feature_snapshots: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="Gold table -> the Iceberg snapshot id the training set was read from (null: a Parquet folder).",
     )
 
 

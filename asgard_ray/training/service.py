@@ -66,6 +66,10 @@ def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
     from asgard_ray.training.pipeline import plan_trials, validate_request
 
     validate_request(request, settings)
+    if request.as_of_snapshot:  # a pin of a table the views do not read (422) or of no snapshot (404): before any job
+        from asgard_ray.features.retrieval import pin_view_tables
+
+        pin_view_tables(settings, request.data_source.feature_views, request.as_of_snapshot)
     _, total, _ = plan_trials(request)
     body = request.model_dump(mode="json", by_alias=True)
     return Plan(
