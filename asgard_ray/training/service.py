@@ -63,19 +63,21 @@ def train_answer(record: JobRecord) -> TrainResponse | TrainingJob:
 
 
 def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
+    from asgard_ray.features.retrieval import pin_view_tables
     from asgard_ray.training.pipeline import plan_trials, validate_request
 
     validate_request(request, settings)
-    if request.as_of_snapshot:  # a pin of a table the views do not read (422) or of no snapshot (404): before any job
-        from asgard_ray.features.retrieval import pin_view_tables
-
-        pin_view_tables(settings, request.data_source.feature_views, request.as_of_snapshot)
+    # the gold snapshots are pinned here, at submission, on the caller: a pin of a table the views do not
+    # read (422) or of no snapshot (404) is refused before any job, and the job (and a retry of it) reads
+    # the snapshots that were current when it was accepted, not when a worker got to it
+    tables = pin_view_tables(settings, request.data_source.feature_views, request.as_of_snapshot)
     _, total, _ = plan_trials(request)
     body = request.model_dump(mode="json", by_alias=True)
+    pinned = {name: t.snapshot_id for name, t in tables.items() if t.snapshot_id is not None}
     return Plan(
         job_id=job_id,
         settings=settings,
-        payload=body,
+        payload={**body, "as_of_snapshot": pinned or None},
         request=body,
         progress={"trials_total": total, "trials_done": 0},
         links={"dashboard": settings.dashboard_url},
