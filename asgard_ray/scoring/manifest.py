@@ -57,6 +57,14 @@ class Manifest(BaseModel):
     classes: list[Any] | None = None
     entities: dict[str, Any] = Field(default_factory=dict)
     output_path: str
+    output_parquet: bool = True
+    """False when the request named only ``output_table``: ``output_path`` is then the job's staging prefix."""
+    output_table: str | None = None
+    """``<namespace>.<table>``: the Iceberg table the rows were appended to (after this manifest's first write)."""
+    output_snapshot_id: int | None = None
+    """The snapshot of ``output_table`` holding exactly this job's rows; None until that commit is done."""
+    feature_snapshots: dict[str, int | None] = Field(default_factory=dict)
+    """Gold table -> the snapshot id the features (and a table entity source) were read from; None: a Parquet folder."""
     partitioning: dict[str, Any] = Field(default_factory=dict)
     files: list[ManifestFile] = Field(default_factory=list)
     replaced_job_id: str | None = None

@@ -10,26 +10,48 @@ job is submitted: the model and version (404), the output location (422) and whe
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, InvalidRequest, PayloadTooLarge
 from asgard_ray.features.retrieval import EVENT_TIMESTAMP, build_entity_df
+from asgard_ray.gold import GoldTable, resolve_table
 from asgard_ray.scoring.model import ResolvedModel, resolve_model
 from asgard_ray.scoring.schemas import MAX_INLINE_ENTITIES, BatchScoreRequest
-from asgard_ray.scoring.sink import check_output_path, foreign_conflict, output_state
+from asgard_ray.scoring.sink import check_output_path, check_table_columns, foreign_conflict, output_state, split_table, staging_path
 from asgard_ray.storage import Access, current_lease, list_files, resolve, resolve_location
 
-__all__ = ["SYNC_MAX_ROWS", "ScoringPlan", "SourcePlan", "ViewPlan", "prepare_plan"]
+__all__ = ["SYNC_MAX_ROWS", "ScoringPlan", "SourcePlan", "TablePin", "ViewPlan", "prepare_plan"]
 
 log = logging.getLogger(__name__)
 
 SYNC_MAX_ROWS = 10_000
 """Jobs up to this many rows answer synchronously (the seed's ``"status": "completed"``); larger get 202."""
+
+
+class TablePin(BaseModel):
+    """A gold table pinned when the plan was made: every attempt of the job reads exactly this state."""
+
+    name: str
+    format: Literal["iceberg", "parquet"]
+    location: str
+    """Iceberg: the metadata file of the pinned state (read through S3 alone); Parquet: the folder."""
+    snapshot_id: int | None = None
+    namespace: str
+
+    @classmethod
+    def of(cls, table: GoldTable) -> TablePin:
+        """The pin of a resolved table."""
+        return cls(name=table.name, format=table.format, location=table.location, snapshot_id=table.snapshot_id, namespace=table.namespace)
+
+    def gold(self) -> GoldTable:
+        """The pinned table, for ``read`` / ``to_ray`` (which do not use the schema, so it is left empty)."""
+        return GoldTable(self.name, self.format, self.location, pa.schema([]), self.snapshot_id, self.namespace)
 
 
 class ViewPlan(BaseModel):
@@ -41,6 +63,9 @@ class ViewPlan(BaseModel):
     timestamp_field: str
     ttl_seconds: int | None = None
     features: list[str]
+    table_format: Literal["iceberg", "parquet"] | None = None
+    """The view's ``source.format`` (None: Iceberg when the catalog has the table, else a Parquet folder)."""
+    pin: TablePin | None = None
 
 
 class SourcePlan(BaseModel):
@@ -51,6 +76,8 @@ class SourcePlan(BaseModel):
     columns: list[str]
     timestamp_column: str | None
     features_included: bool
+    pin: TablePin | None = None
+    """Set for ``entities_source.table_name``: the pinned gold table (then ``files`` is empty)."""
 
 
 class ScoringPlan(BaseModel):
@@ -68,6 +95,13 @@ class ScoringPlan(BaseModel):
     entities: dict[str, list[Any]] | None = None
     source: SourcePlan | None = None
     output_path: str
+    """The Parquet output (the request's, or a per-job staging prefix when only ``output_table`` is given)."""
+    output_parquet: bool = True
+    """Whether the request asked for ``output_path`` (False: staging for ``output_table`` only)."""
+    output_table: str | None = None
+    """``<namespace>.<table>``: the Iceberg table the job appends its rows to, after the Parquet commit."""
+    feature_snapshots: dict[str, int | None] = Field(default_factory=dict)
+    """Gold table -> the snapshot id this job reads (None: a Parquet folder, which has no snapshots)."""
     overwrite: bool = False
     rows_total: int
     run_async: bool = False
@@ -100,6 +134,7 @@ def _views(settings: Settings, names: list[str], model: ResolvedModel) -> tuple[
                 timestamp_field=info.source.timestamp_field,
                 ttl_seconds=info.ttl_seconds,
                 features=mine,
+                table_format=info.source.format,
             )
         )
     missing = [c for c in model.feature_columns if c not in served]
@@ -114,23 +149,28 @@ def _views(settings: Settings, names: list[str], model: ResolvedModel) -> tuple[
 
 
 def _source(
-    settings: Settings, request: BatchScoreRequest, join_keys: list[str], model: ResolvedModel
+    settings: Settings, request: BatchScoreRequest, join_keys: list[str], model: ResolvedModel, gold: GoldTable | None
 ) -> tuple[SourcePlan, int, dict[str, str]]:
     spec = request.entities_source
     assert spec is not None
-    if spec.table_name:
-        from asgard_ray.features import table_uri
-
-        uri = table_uri(settings, spec.table_name)
+    files: list[str] = []
+    if gold is not None and gold.format == "iceberg":
+        uri = gold.identifier
+        schema = gold.schema
     else:
-        uri = resolve_location(settings, spec.path, access=Access.READ, field="entities_source.path").uri
-    files = [
-        f for f in list_files(settings, uri) if f.endswith(".parquet") and "/_" not in f and not f.rsplit("/", 1)[-1].startswith(("_", "."))
-    ]
-    if not files:
-        raise InvalidRequest(f"entities_source {uri} holds no Parquet files; write the entity rows there first")
-    fs, _ = resolve(settings, uri)
-    schema = pq.read_schema(fs.open_input_file(files[0]))
+        if gold is not None:
+            uri = gold.location
+        else:
+            uri = resolve_location(settings, spec.path, access=Access.READ, field="entities_source.path").uri
+        files = [
+            f
+            for f in list_files(settings, uri)
+            if f.endswith(".parquet") and "/_" not in f and not f.rsplit("/", 1)[-1].startswith(("_", "."))
+        ]
+        if not files:
+            raise InvalidRequest(f"entities_source {uri} holds no Parquet files; write the entity rows there first")
+        fs, _ = resolve(settings, uri)
+        schema = pq.read_schema(fs.open_input_file(files[0]))
     columns = list(schema.names)
     missing = [k for k in join_keys if k not in columns]
     if missing:
@@ -150,14 +190,37 @@ def _source(
         for c in model.feature_columns:
             t = schema.field(c).type
             dtypes[c] = "int64" if str(t).startswith(("int", "uint")) else "float64" if str(t) in ("double", "float") else str(t)
-    rows = 0
-    for f in files:
-        with fs.open_input_file(f) as handle:
-            rows += pq.ParquetFile(handle).metadata.num_rows
+    if gold is not None and gold.format == "iceberg":
+        rows = gold.read(settings, join_keys[:1]).num_rows
+    else:
+        rows = 0
+        for f in files:
+            with fs.open_input_file(f) as handle:
+                rows += pq.ParquetFile(handle).metadata.num_rows
     if rows == 0:
         raise InvalidRequest(f"entities_source {uri} holds no rows")
-    plan = SourcePlan(uri=uri, files=files, columns=columns, timestamp_column=ts, features_included=spec.features_included)
+    pin = TablePin.of(gold) if gold is not None else None
+    plan = SourcePlan(uri=uri, files=files, columns=columns, timestamp_column=ts, features_included=spec.features_included, pin=pin)
     return plan, rows, dtypes
+
+
+def _pin(
+    settings: Settings, names: list[str], formats: dict[str, Literal["iceberg", "parquet"] | None], as_of: dict[str, int] | None
+) -> dict[str, GoldTable]:
+    """Resolve each gold table once: the snapshot ``as_of`` names, else the current one.
+
+    Raises:
+        InvalidRequest: ``as_of`` names a table this job does not read (422), or pins a Parquet folder.
+        NotFound: An unknown table or snapshot (404).
+    """
+    pins = dict(as_of or {})
+    unknown = sorted(set(pins) - set(names))
+    if unknown:
+        raise InvalidRequest(
+            f"as_of_snapshot names table(s) {', '.join(unknown)} that this job does not read; it reads {', '.join(names) or 'none'}",
+            detail={"unknown_tables": unknown, "tables": names},
+        )
+    return {n: resolve_table(settings, n, snapshot_id=pins.get(n), format=formats.get(n)) for n in dict.fromkeys(names)}
 
 
 def _check_free(settings: Settings, output_path: str, job_id: str, overwrite: bool) -> None:
@@ -190,7 +253,14 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
         PayloadTooLarge: More inline entity rows than ``MAX_INLINE_ENTITIES``.
         Conflict: The output prefix holds other data and ``overwrite`` is false.
     """
-    output_path = check_output_path(settings, request.output_path)
+    if request.output_path is not None:
+        output_path = check_output_path(settings, request.output_path)
+    elif request.output_table is not None:
+        output_path = staging_path(settings, request.output_table, job_id)
+    else:
+        raise InvalidRequest("give output_path (Parquet on S3), output_table (an Iceberg table) or both")
+    if request.output_table is not None:
+        split_table(request.output_table)  # 422 on a bad name
     if request.entities_df is not None:
         lengths = {len(v) for v in request.entities_df.values() if isinstance(v, list)}
         if lengths and max(lengths) > MAX_INLINE_ENTITIES:
@@ -213,6 +283,14 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
     if not join_keys:
         raise InvalidRequest("cannot tell the entity join keys: the model records none and no feature view was given")
 
+    # Pin every gold table the job reads, once: a retried attempt reads exactly these snapshots.
+    read_views = [v for v in views if v.features]
+    entity_table = source.table_name if source is not None else None
+    tables = [v.table_name for v in read_views] + ([entity_table] if entity_table else [])
+    pins = _pin(settings, tables, {v.table_name: v.table_format for v in read_views}, request.as_of_snapshot)
+    for v in read_views:
+        v.pin = TablePin.of(pins[v.table_name])
+
     entities: dict[str, list[Any]] | None = None
     source_plan: SourcePlan | None = None
     if request.entities_df is not None:
@@ -220,9 +298,12 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
         entities = {k: list(v) for k, v in request.entities_df.items()}
         rows = len(frame)
     else:
-        source_plan, rows, src_dtypes = _source(settings, request, join_keys, model)
+        gold = pins[entity_table] if entity_table else None
+        source_plan, rows, src_dtypes = _source(settings, request, join_keys, model, gold)
         dtypes.update(src_dtypes)
     _check_free(settings, output_path, job_id, request.overwrite)
+    if request.output_table is not None:
+        check_table_columns(settings, request.output_table, _table_columns(model, join_keys))
     return ScoringPlan(
         job_id=job_id,
         model=model,
@@ -234,11 +315,20 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
         entities=entities,
         source=source_plan,
         output_path=output_path,
+        output_parquet=request.output_path is not None,
+        output_table=request.output_table,
+        feature_snapshots={name: table.snapshot_id for name, table in pins.items()},
         overwrite=request.overwrite,
         rows_total=int(rows),
         run_async=request.run_async,
         feast_registry_version=feast_version,
     )
+
+
+def _table_columns(model: ResolvedModel, join_keys: list[str]) -> list[str]:
+    """The columns a job's rows have in ``output_table`` (probability columns aside)."""
+    core = [*join_keys, EVENT_TIMESTAMP, *model.feature_columns, "prediction", "model_name", "run_id", "job_id", "scored_at"]
+    return [*core, "model_version", "score_date"]
 
 
 def entity_frame(plan: ScoringPlan) -> pd.DataFrame:

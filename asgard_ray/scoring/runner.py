@@ -29,9 +29,11 @@ from asgard_ray.scoring.pipeline import (
 )
 from asgard_ray.scoring.plan import ScoringPlan, entity_frame
 from asgard_ray.scoring.sink import (
+    SUMMARY_JOB_ID,
     JobFilenameProvider,
     OutputLayout,
     ProgressPoller,
+    commit_table,
     count_rows,
     delete_files,
     foreign_conflict,
@@ -66,13 +68,12 @@ def _report(settings: Settings, job_id: str, track: bool, **progress: Any) -> No
         log.debug("job %s: progress update failed: %s", job_id, exc)
 
 
-def _committed(settings: Settings, plan: ScoringPlan) -> dict[str, Any] | None:
-    """The result of an earlier, committed run of this job id, if the output still holds it."""
+def _committed(settings: Settings, plan: ScoringPlan) -> Manifest | None:
+    """The manifest of an earlier, committed run of this job id, if the output still holds it."""
     uri = manifest_uri(plan.output_path)
     if exists(settings, uri) and read_json(settings, uri).get("job_id") == plan.job_id:
-        manifest = read_manifest(settings, plan.output_path)
         log.info("job %s already committed at %s; not scoring again", plan.job_id, plan.output_path)
-        return _result(manifest, uri)
+        return read_manifest(settings, plan.output_path)
     return None
 
 
@@ -80,7 +81,11 @@ def _result(manifest: Manifest, uri: str) -> dict[str, Any]:
     return {
         "job_id": manifest.job_id,
         "output_path": manifest.output_path,
+        "output_parquet": manifest.output_parquet,
         "manifest_path": uri,
+        "output_table": manifest.output_table,
+        "output_snapshot_id": manifest.output_snapshot_id,
+        "feature_snapshots": manifest.feature_snapshots,
         "model_name": manifest.model_name,
         "model_version": manifest.model_version,
         "alias": manifest.alias,
@@ -89,6 +94,38 @@ def _result(manifest: Manifest, uri: str) -> dict[str, Any]:
         "files": len(manifest.files),
         "timings": manifest.timings,
     }
+
+
+def _commit_table(settings: Settings, manifest: Manifest, lease: OutputLease | None) -> Manifest:
+    """Append a committed output's rows to its ``output_table`` (once per job id), then record the
+    snapshot id in the manifest (a second write of the same job's manifest).
+
+    Runs after the Parquet commit. A crash between the two leaves a committed Parquet output whose
+    manifest has ``output_table`` but no ``output_snapshot_id``; re-running the job id finds that
+    manifest and does only this step (the summary check makes it append at most once).
+    """
+    assert manifest.output_table is not None
+    if lease is not None:
+        lease.check()
+    t = time.perf_counter()
+    layout = manifest.partitioning.get("values", {})
+    values = {"model_version": str(layout.get("model_version", manifest.model_version)), "score_date": str(layout.get("score_date", ""))}
+    summary = {
+        SUMMARY_JOB_ID: manifest.job_id,
+        "asgard.model_name": manifest.model_name,
+        "asgard.model_version": manifest.model_version,
+        "asgard.run_id": manifest.run_id or "",
+    }
+    snapshot_id, appended = commit_table(
+        settings, manifest.output_table, manifest.output_path, [f.path for f in manifest.files], values, summary
+    )
+    timings = {**manifest.timings, "table_commit_s": round(time.perf_counter() - t, 3)}
+    manifest = manifest.model_copy(update={"output_snapshot_id": snapshot_id, "timings": timings})
+    write_manifest(settings, manifest)
+    log.info(
+        "job %s: %s %s as snapshot %d", manifest.job_id, "appended to" if appended else "already in", manifest.output_table, snapshot_id
+    )
+    return manifest
 
 
 def _probability_columns(settings: Settings, files: list[str]) -> list[str]:
@@ -104,25 +141,21 @@ def _probability_columns(settings: Settings, files: list[str]) -> list[str]:
 
 
 def _index_refs(settings: Settings, plan: ScoringPlan) -> list[Any]:
-    """Build an as-of index per feature view from its gold table and put it in the object store."""
-    import pyarrow.dataset as pads
+    """Build an as-of index per feature view from its pinned gold table and put it in the object store."""
     import ray
 
-    from asgard_ray.features import table_uri
+    from asgard_ray.gold import resolve_table
     from asgard_ray.scoring.pit import build_asof_index
-    from asgard_ray.storage import list_files
 
     refs = []
     for view in plan.views:
         if not view.features:
             continue
-        uri = table_uri(settings, view.table_name)
-        files = [f for f in list_files(settings, uri) if f.endswith(".parquet")]
-        fs, _ = resolve(settings, uri)
+        table = view.pin.gold() if view.pin is not None else resolve_table(settings, view.table_name, format=view.table_format)
         cols = [*view.join_keys, view.timestamp_field, *view.features]
-        table = pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=cols).to_pandas()
-        index = build_asof_index(table, view.join_keys, view.timestamp_field, view.features, view.ttl_seconds)
-        log.info("job %s: as-of index for %s: %d rows", plan.job_id, view.name, index.rows)
+        frame = table.read(settings, cols).to_pandas()
+        index = build_asof_index(frame, view.join_keys, view.timestamp_field, view.features, view.ttl_seconds)
+        log.info("job %s: as-of index for %s (snapshot %s): %d rows", plan.job_id, view.name, table.snapshot_id, index.rows)
         refs.append(ray.put(index))
     return refs
 
@@ -130,15 +163,11 @@ def _index_refs(settings: Settings, plan: ScoringPlan) -> list[Any]:
 def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_actors: int, as_of: datetime) -> tuple[Any, list[Any], str]:
     """The input dataset, the as-of index refs the actors need, and what fed it (for the manifest)."""
     if plan.entities is not None:
-        from asgard_ray.features import build_training_frame
-
         entity_df = entity_frame(plan)
         if "event_timestamp" not in plan.entities:
             entity_df["event_timestamp"] = pd.Timestamp(as_of)
-        frame = build_training_frame(settings, plan.feature_views, entity_df)
-        plan.feast_registry_version = frame.registry_version
-        df = frame.df[[*plan.join_keys, "event_timestamp", *plan.feature_columns]]
-        return dataset_from_frame(df, options, num_actors), [], "feast"
+        df = entity_df[[*plan.join_keys, "event_timestamp"]]
+        return dataset_from_frame(df, options, num_actors), _index_refs(settings, plan), "asof_index"
     assert plan.source is not None
     src = plan.source
     cols = [*plan.join_keys]
@@ -146,7 +175,10 @@ def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_
         cols.append(src.timestamp_column)
     if src.features_included:
         cols += [c for c in plan.feature_columns if c not in cols]
-    ds = dataset_from_parquet(settings, src.files, cols, options)
+    if src.pin is not None and src.pin.format == "iceberg":
+        ds = src.pin.gold().to_ray(settings, cols)
+    else:
+        ds = dataset_from_parquet(settings, src.files, cols, options)
     if src.timestamp_column and src.timestamp_column != "event_timestamp":
         ds = ds.rename_columns({src.timestamp_column: "event_timestamp"})
     if src.features_included:
@@ -177,7 +209,10 @@ def run_scoring(
     t0 = time.perf_counter()
     done = _committed(settings, plan)
     if done is not None:
-        return done
+        if done.output_table is not None and done.output_snapshot_id is None:  # crashed between the two commits
+            with OutputLease(settings, plan.output_path, plan.job_id) as lease:
+                done = _commit_table(settings, done, lease)
+        return _result(done, manifest_uri(done.output_path))
     with OutputLease(settings, plan.output_path, plan.job_id) as lease:
         return _run_leased(settings, plan, options, model_box, track, lease, started, t0)
 
@@ -307,6 +342,9 @@ def _run_leased(
                 "features": feature_path,
             },
             output_path=plan.output_path,
+            output_parquet=plan.output_parquet,
+            output_table=plan.output_table,
+            feature_snapshots=plan.feature_snapshots,
             partitioning={**layout.partitioning, "columns_in_files": output_columns(spec, None)},
             files=[ManifestFile(path=f, rows=counts[f]) for f in files],
             total_rows=total,
@@ -328,6 +366,8 @@ def _run_leased(
     if replaced:  # only files a platform manifest listed (see sink.classify); never anything else
         log.info("job %s: removing %d file(s) of job %s's output it replaced", job_id, len(replaced), replaced_job)
         delete_files(settings, replaced)
+    if manifest.output_table is not None:  # the second commit, after the Parquet one (see _commit_table)
+        manifest = _commit_table(settings, manifest, lease)
     _report(settings, job_id, track, rows_done=total)
     log.info("job %s committed %d rows in %d file(s) at %s (%.1fs)", job_id, total, len(files), plan.output_path, timings["total_s"])
     return _result(manifest, uri)

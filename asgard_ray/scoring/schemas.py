@@ -81,7 +81,19 @@ class BatchScoreRequest(BaseModel):
         description=f"Inline entity ids per join key (optionally 'event_timestamp' per row); at most {MAX_INLINE_ENTITIES:,} rows.",
     )
     entities_source: EntitiesSource | None = Field(default=None, description="Entity rows on S3 or in a gold table, for large sets.")
-    output_path: str = Field(description="Output prefix (a folder, even when it ends in .parquet) on an allowed bucket.")
+    output_path: str | None = Field(
+        default=None, description="Output prefix (a folder, even when it ends in .parquet) on an allowed bucket; or give output_table."
+    )
+    output_table: str | None = Field(
+        default=None,
+        description="Also (or instead) append the predictions to this Iceberg table, '<namespace>.<table>', in one commit per job.",
+        examples=["predictions.churn_predictor"],
+    )
+    as_of_snapshot: dict[str, int] | None = Field(
+        default=None,
+        description="Pin gold tables to snapshots: table name -> Iceberg snapshot id (default each table's current snapshot).",
+        examples=[{"customer_aggregates": 4358187011244383519}],
+    )
     overwrite: bool = Field(default=False, description="Replace existing output under output_path (otherwise 409).")
     run_async: bool = Field(default=False, alias="async", description="Answer 202 at once and run in the background.")
     job_id: str | None = Field(default=None, description="Re-run (or resume after a crash) the job with this id; default a new id.")
@@ -103,10 +115,36 @@ class BatchScoreRequest(BaseModel):
             raise ValueError("job_id must be 1-64 letters, digits or '-', starting with a letter or digit")
         return v
 
+    @field_validator("output_table")
+    @classmethod
+    def _output_table(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.split(".")
+        if len(parts) != 2 or not all(_NAME.match(p) and len(p) <= 128 for p in parts):
+            raise ValueError("output_table must be '<namespace>.<table>' (letters, digits and '_', at most 128 each)")
+        return v
+
+    @field_validator("as_of_snapshot", mode="before")
+    @classmethod
+    def _snapshots(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, dict) or len(v) > 64:
+            raise ValueError("as_of_snapshot maps gold table names to snapshot ids (at most 64)")
+        for name, snap in v.items():
+            if not isinstance(name, str) or not _NAME.match(name) or len(name) > 128:
+                raise ValueError(f"as_of_snapshot: {str(name)[:100]!r} is not a valid table name")
+            if isinstance(snap, bool) or not isinstance(snap, int) or not -(2**63) <= snap < 2**63:
+                raise ValueError(f"as_of_snapshot[{name!r}] must be an integer snapshot id (int64)")
+        return v
+
     @model_validator(mode="after")
     def _one_entity_input(self) -> BatchScoreRequest:
         if (self.entities_df is None) == (self.entities_source is None):
             raise ValueError("give exactly one of entities_df (inline ids) or entities_source (Parquet on S3)")
+        if self.output_path is None and self.output_table is None:
+            raise ValueError("give output_path (Parquet on S3), output_table (an Iceberg table) or both")
         return self
 
 
@@ -118,6 +156,7 @@ class BatchScoreResponse(BaseModel):
     model_version: str
     status: JobState
     output_path: str
+    output_table: str | None = None
     alias: str | None = None
     run_id: str | None = None
     rows_total: int | None = None
@@ -135,6 +174,7 @@ class BatchJobStatus(BaseModel):
     model_name: str | None = None
     model_version: str | None = None
     output_path: str | None = None
+    output_table: str | None = None
     rows_done: int = 0
     rows_total: int | None = None
     manifest_path: str | None = None

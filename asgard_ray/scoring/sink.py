@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,19 +43,25 @@ from asgard_ray.storage import LEASE_NAME, Access, list_files, read_json, resolv
 
 __all__ = [
     "MANIFEST_NAME",
+    "SUMMARY_JOB_ID",
     "JobFilenameProvider",
     "OutputLayout",
     "OutputState",
     "ProgressPoller",
     "check_output_path",
+    "check_table_columns",
     "classify",
+    "commit_table",
     "count_rows",
     "delete_files",
     "foreign_conflict",
     "is_job_file",
     "job_files",
+    "job_snapshot",
     "output_state",
     "read_platform_manifest",
+    "split_table",
+    "staging_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -269,3 +276,122 @@ class ProgressPoller:
                     self._report(done)
             except Exception as exc:  # progress is best effort; the final count is authoritative
                 log.debug("progress poll for %s failed: %s", self._job_id, exc)
+
+
+# --- predictions as an Iceberg table (``output_table``) -------------------------------------------
+
+SUMMARY_JOB_ID = "asgard.job_id"
+"""Snapshot-summary key carrying the scoring job id: how a retry finds that its commit happened."""
+
+
+def split_table(output_table: str) -> tuple[str, str]:
+    """``"<namespace>.<table>"`` -> ``(namespace, table)``, both checked as catalog identifiers.
+
+    Raises:
+        InvalidRequest: Not two valid names.
+    """
+    from asgard_ray.errors import InvalidRequest
+    from asgard_ray.gold import valid_identifier
+
+    parts = output_table.split(".")
+    if len(parts) != 2:
+        raise InvalidRequest(f"output_table {output_table[:200]!r} must be '<namespace>.<table>'")
+    return valid_identifier(parts[0], field="output_table namespace"), valid_identifier(parts[1], field="output_table")
+
+
+def staging_path(settings: Settings, output_table: str, job_id: str) -> str:
+    """Where a job with only ``output_table`` writes (and commits, with its manifest) its Parquet rows first."""
+    ns, name = split_table(output_table)
+    return settings.s3_uri("predictions-staging", f"{ns}.{name}", job_id)
+
+
+def job_snapshot(settings: Settings, output_table: str, job_id: str) -> int | None:
+    """The snapshot of ``output_table`` whose summary names ``job_id`` (its earlier commit), if any."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from asgard_ray.gold import gold_catalog
+
+    try:
+        table = gold_catalog(settings).load_table(split_table(output_table))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return None
+    for snap in table.snapshots():
+        if snap.summary is not None and snap.summary.get(SUMMARY_JOB_ID) == job_id:
+            return int(snap.snapshot_id)
+    return None
+
+
+def check_table_columns(settings: Settings, output_table: str, columns: list[str]) -> None:
+    """Refuse (409) an existing ``output_table`` whose columns differ from what this job writes.
+
+    Checked before the job runs so a mismatch fails before anything is written, rather than after
+    the Parquet output is committed.
+    """
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from asgard_ray.gold import gold_catalog
+
+    try:
+        table = gold_catalog(settings).load_table(split_table(output_table))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return
+
+    def core(names: list[str]) -> set[str]:  # probability columns depend on the model's classes: compared on append
+        return {c for c in names if c != "prediction_proba" and not c.startswith("proba_")}
+
+    have = [f.name for f in table.schema().fields]
+    if core(have) != core(columns):
+        raise Conflict(
+            f"output_table {output_table} has columns that differ from this job's output "
+            f"(missing {sorted(set(columns) - set(have)) or 'none'}, extra {sorted(set(have) - set(columns)) or 'none'}); "
+            "write to another output_table",
+            detail={"output_table": output_table, "table_columns": have, "job_columns": columns},
+        )
+
+
+def commit_table(
+    settings: Settings,
+    output_table: str,
+    output_path: str,
+    files: list[str],
+    layout_values: dict[str, str],
+    summary: dict[str, str],
+) -> tuple[int, bool]:
+    """Append a committed Parquet output's rows to ``output_table`` in one commit; idempotent per job.
+
+    The rows are exactly ``files`` (the manifest's), plus the ``model_version`` and ``score_date``
+    partition values as string columns, so the table and the Parquet output hold the same rows.
+
+    Returns:
+        ``(snapshot_id, appended)``: ``appended`` is False when a snapshot with this job id already
+        existed (a retry), and nothing was written.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from asgard_ray.gold import write_table
+
+    job_id = summary[SUMMARY_JOB_ID]
+    found = job_snapshot(settings, output_table, job_id)
+    if found is not None:
+        log.info("job %s already appended to %s as snapshot %d; not appending again", job_id, output_table, found)
+        return found, False
+    fs, _ = resolve(settings, output_path)
+    paths = [resolve(settings, f)[1] for f in files]
+    arrow = pads.dataset(paths, filesystem=fs, format="parquet", partitioning=None).to_table()
+    for name, value in layout_values.items():
+        arrow = arrow.append_column(name, pa.array([value] * arrow.num_rows, type=pa.string()))
+    from pyiceberg.exceptions import CommitFailedException
+
+    ns, name = split_table(output_table)
+    for attempt in range(5):
+        try:
+            return write_table(settings, name, arrow, namespace=ns, summary=summary), True
+        except CommitFailedException:  # another job committed first: look again for ours, then retry
+            found = job_snapshot(settings, output_table, job_id)
+            if found is not None:
+                return found, False
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
