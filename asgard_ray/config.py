@@ -198,6 +198,12 @@ class Settings(BaseSettings):
     """Feast online store: SQLite under the Feast repo (embedded) or Redis (production)."""
     feast_redis_connection_string: SecretStr | None = None
     """Redis connection for the online store (``host:port,password=...,ssl=true``), when ``feast_online_store=redis``."""
+    feast_offline_store: Literal["ray", "trino"] = "ray"
+    """Feast offline store in ``feature_store.yaml``: Ray (default) or Trino over the gold Iceberg catalog (``TRINO_*``, production)."""
+    trino_user: str = "asgard"
+    """Trino user of Feast's Trino offline store."""
+    trino_password: SecretStr | None = None
+    """Trino password (basic auth over https) for Feast's Trino offline store; from the environment, never stored."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -1,4 +1,4 @@
-"""The Feast store, configured from settings: registry on S3, Ray offline store, SQLite online store.
+"""The Feast store, configured from settings: registry on S3, Ray (or Trino) offline store, SQLite (or Redis) online store.
 
 The registry is a file on S3 (durable, shared by every node and replica, read fresh on every call).
 The offline store is Feast's Ray offline store, so point-in-time joins run as Ray Data work on the
@@ -18,7 +18,7 @@ from asgard_ray.config import Settings
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-__all__ = ["feature_store", "online_store_config", "repo_config_dict", "write_repo"]
+__all__ = ["feature_store", "offline_store_config", "online_store_config", "repo_config_dict", "write_repo"]
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,41 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
             "path": settings.s3_uri("feast", "registry.pb"),
             "cache_ttl_seconds": 0,
         },
-        "offline_store": {
-            "type": "ray",
-            "storage_path": settings.s3_uri("feast", "staging"),
-            "enable_ray_logging": False,
-        },
+        "offline_store": offline_store_config(settings),
         "online_store": online_store_config(settings),
         "entity_key_serialization_version": 3,
+    }
+
+
+def offline_store_config(settings: Settings) -> dict[str, Any]:
+    """The offline store: Feast's Ray store (default) or its Trino store over the gold Iceberg catalog.
+
+    ``FEAST_OFFLINE_STORE=trino`` points Feast at ``TRINO_HOST:TRINO_PORT``, catalog ``TRINO_CATALOG``
+    (the same Iceberg catalog as ``ASGARD_GOLD_CATALOG``), user ``TRINO_USER``. With
+    ``TRINO_PASSWORD`` set it uses basic auth over https; the password goes into the in-memory config
+    only and ``write_repo`` writes a placeholder. The platform's own offline reads (training frames,
+    scoring's as-of index) do not go through this store: they read pinned snapshots (``asgard_ray.gold``).
+    """
+    if settings.feast_offline_store == "trino":
+        config: dict[str, Any] = {
+            "type": "trino",
+            "host": settings.trino_host,
+            "port": settings.trino_port,
+            "catalog": settings.trino_catalog,
+            "user": settings.trino_user,
+            "connector": {"type": "iceberg"},
+        }
+        if settings.trino_password is not None:
+            config["http-scheme"] = "https"
+            config["auth"] = {
+                "type": "basic",
+                "config": {"username": settings.trino_user, "password": settings.trino_password.get_secret_value()},
+            }
+        return config
+    return {
+        "type": "ray",
+        "storage_path": settings.s3_uri("feast", "staging"),
+        "enable_ray_logging": False,
     }
 
 
@@ -64,6 +92,8 @@ def write_repo(settings: Settings) -> None:
     config = repo_config_dict(settings)
     if config["online_store"]["type"] == "redis":  # never a secret on disk
         config["online_store"]["connection_string"] = "${FEAST_REDIS_CONNECTION_STRING}"
+    if "auth" in config["offline_store"]:  # the Trino password, likewise
+        config["offline_store"]["auth"]["config"]["password"] = "${TRINO_PASSWORD}"
     text += yaml.safe_dump(config, sort_keys=False)
     (settings.feast_repo / "feature_store.yaml").write_text(text)
 
