@@ -8,6 +8,7 @@ own CRD schemas when ``ASGARD_KUBERAY_CRDS`` points at ``kuberay/ray-operator/co
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -29,18 +30,24 @@ CLUSTER = ROOT / "cluster"
 KUBERAY = CLUSTER / "kuberay"
 
 RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
-API_VERSIONS = {"RayCluster": "ray.io/v1", "RayJob": "ray.io/v1", "RayService": "ray.io/v1",
-                "ConfigMap": "v1", "Secret": "v1"}
+API_VERSIONS = {"RayCluster": "ray.io/v1", "RayJob": "ray.io/v1", "RayService": "ray.io/v1", "ConfigMap": "v1", "Secret": "v1"}
 SETTINGS_CONFIGMAP = "asgard-settings"
 SETTINGS_SECRET = "asgard-secrets"
 RAY_AUTH_SECRET = "asgard-ray-auth"
 # Environment variables that are not Settings fields but that Ray, AWS SDKs or Python read.
 KNOWN_EXTERNAL_ENV = {
-    "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS",
-    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_ADDRESS",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
     "PYTHONUNBUFFERED",
 }
-SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 PLACEHOLDER = re.compile(r"^<replace-with-[a-z0-9-]+>$")
 
 
@@ -91,8 +98,9 @@ def _named(kube_docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, An
 def _cluster_spec(doc: dict[str, Any]) -> dict[str, Any]:
     """The RayCluster spec inside a RayCluster, RayJob or RayService."""
     spec = doc["spec"]
-    return {"RayCluster": lambda: spec, "RayJob": lambda: spec["rayClusterSpec"],
-            "RayService": lambda: spec["rayClusterConfig"]}[doc["kind"]]()
+    return {"RayCluster": lambda: spec, "RayJob": lambda: spec["rayClusterSpec"], "RayService": lambda: spec["rayClusterConfig"]}[
+        doc["kind"]
+    ]()
 
 
 def _pod_specs(cluster_spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -122,7 +130,7 @@ def _docker_env(run_options: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for option in run_options:
         words = shlex.split(option)
-        for flag, value in zip(words, words[1:]):
+        for flag, value in itertools.pairwise(words):
             if flag in ("--env", "-e"):
                 name, _, val = value.partition("=")
                 env[name] = val
@@ -142,9 +150,17 @@ def test_ray_pin_is_one_version_everywhere() -> None:
 
 def test_every_yaml_under_cluster_parses(docs: dict[Path, list[dict[str, Any]]]) -> None:
     names = {str(p.relative_to(CLUSTER)) for p in docs}
-    expected = {"serve_config.yaml", "ray-up-aws.yaml", "kuberay/raycluster.yaml", "kuberay/rayservice.yaml",
-                "kuberay/rayjob-train.yaml", "kuberay/rayjob-batch-score.yaml", "kuberay/configmap.yaml",
-                "kuberay/secret.example.yaml", "kuberay/job-requests.yaml"}
+    expected = {
+        "serve_config.yaml",
+        "ray-up-aws.yaml",
+        "kuberay/raycluster.yaml",
+        "kuberay/rayservice.yaml",
+        "kuberay/rayjob-train.yaml",
+        "kuberay/rayjob-batch-score.yaml",
+        "kuberay/configmap.yaml",
+        "kuberay/secret.example.yaml",
+        "kuberay/job-requests.yaml",
+    }
     assert expected <= names, expected - names
     for path, ds in docs.items():
         assert ds and all(isinstance(d, dict) for d in ds), path
@@ -181,8 +197,9 @@ def test_dockerfile_builds_on_the_pinned_ray_image() -> None:
     assert froms == [f"rayproject/ray:{_ray_pin()}-{_python_tag()}"]
     assert re.search(r"pip install .*-c constraints\.txt \.", text)
     assert f"-t asgard-ray:{_image_tag()}" in text  # the documented build command uses the tag the manifests use
-    sources = [src for line in re.findall(r"^COPY\s+(.+)$", text, re.MULTILINE)
-               for src in [w for w in line.split() if not w.startswith("--")][:-1]]
+    sources = [
+        src for line in re.findall(r"^COPY\s+(.+)$", text, re.MULTILINE) for src in [w for w in line.split() if not w.startswith("--")][:-1]
+    ]
     assert "jobs/" in sources and "asgard_ray/" in sources
     ignore = (CLUSTER / "Dockerfile.dockerignore").read_text().splitlines()
     for src in sources:
@@ -228,16 +245,13 @@ def test_env_var_names_are_settings_fields_or_known(kube_docs: list[dict[str, An
     settings_names = {name.upper() for name in Settings.model_fields}
     worker_env = set(Settings().worker_env())
     names = _env_names(kube_docs)
-    unknown = {n: where for n, where in names.items()
-               if n not in settings_names | worker_env | KNOWN_EXTERNAL_ENV}
+    unknown = {n: where for n, where in names.items() if n not in settings_names | worker_env | KNOWN_EXTERNAL_ENV}
     assert not unknown, f"not a Settings field nor a known Ray/AWS variable: {unknown}"
     # the secret ones are Settings fields too, so the API reads them under the same names
     assert {"ASGARD_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= settings_names & set(names)
 
 
-def test_configmap_is_a_valid_production_settings(
-    kube_docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_configmap_is_a_valid_production_settings(kube_docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env file
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
@@ -275,6 +289,55 @@ def test_no_secret_value_is_written_in_any_deploy_file(kube_docs: list[dict[str,
             assert not re.search(r"\b[A-Za-z0-9]{32,}\b", text), f"token-like string in {path}"
 
 
+def test_gold_catalog_and_trino_production_config(kube_docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The ConfigMap sets a REST gold catalog and Feast's Trino offline store; their secrets are in the Secret."""
+    from asgard_ray.features.store import repo_config_dict, write_repo
+    from asgard_ray.gold import catalog_properties
+
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    data = _named(kube_docs, "ConfigMap")[SETTINGS_CONFIGMAP]["data"]
+    secret = _named(kube_docs, "Secret")[SETTINGS_SECRET]["stringData"]
+    assert {"ASGARD_GOLD_CATALOG_CREDENTIAL", "TRINO_PASSWORD", "AWS_SECRET_ACCESS_KEY"} <= set(secret)
+    assert not {"ASGARD_GOLD_CATALOG_CREDENTIAL", "TRINO_PASSWORD"} & set(data)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    # what the Secret injects at run time (values here are stand-ins, never from the repo)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "stand-in-aws")
+    monkeypatch.setenv("ASGARD_GOLD_CATALOG_CREDENTIAL", "client:stand-in-catalog")
+    monkeypatch.setenv("TRINO_PASSWORD", "stand-in-trino")
+    monkeypatch.setenv("FEAST_REDIS_CONNECTION_STRING", "redis:6379,password=stand-in-redis")
+    monkeypatch.setenv("FEAST_REPO_PATH", str(tmp_path / "feast_repo"))
+    settings = Settings()
+    assert settings.asgard_gold_catalog in ("rest", "glue", "hive")
+    props = catalog_properties(settings)
+    assert props["uri"] == data["ASGARD_GOLD_CATALOG_URI"] and props["credential"] == "client:stand-in-catalog"
+    assert "credential" not in catalog_properties(settings, secrets=False)
+    offline = repo_config_dict(settings)["offline_store"]
+    assert offline["type"] == "trino" and offline["connector"] == {"type": "iceberg"}
+    assert (offline["host"], str(offline["port"]), offline["catalog"]) == (data["TRINO_HOST"], data["TRINO_PORT"], data["TRINO_CATALOG"])
+    assert offline["auth"]["config"]["password"] == "stand-in-trino"
+    write_repo(settings)
+    text = (settings.feast_repo / "feature_store.yaml").read_text()
+    assert not re.search("stand-in", text), "a secret reached feature_store.yaml"
+
+
+def test_secrets_reach_containers_only_through_secret_references(kube_docs: list[dict[str, Any]]) -> None:
+    """Secret settings come from the Kubernetes Secret (``envFrom.secretRef`` or ``secretKeyRef``), never a literal."""
+    secret_keys = set(_named(kube_docs, "Secret")[SETTINGS_SECRET]["stringData"])
+    seen = 0
+    for where, c in _containers(kube_docs):
+        assert {"secretRef": {"name": SETTINGS_SECRET}} in c["envFrom"], where
+        for e in c.get("env", []):
+            if e["name"] in secret_keys or SECRET_NAME.search(e["name"]):
+                assert "value" not in e, f"{where}: {e['name']} as a literal"
+                ref = e["valueFrom"]["secretKeyRef"]
+                assert ref["name"] in _named(kube_docs, "Secret") and ref["key"], where
+        seen += 1
+    assert seen
+
+
 # --- Serve -----------------------------------------------------------------------------------------
 
 
@@ -295,7 +358,10 @@ def test_serve_config_validates_against_rays_schema() -> None:
     from asgard_ray.serving.deployment import PREDICT_APP, PREDICT_PREFIX, deployment_options
 
     assert (predict.name, predict.route_prefix, predict.import_path) == (
-        PREDICT_APP, PREDICT_PREFIX, "asgard_ray.serving.deployment:build_predict_app")
+        PREDICT_APP,
+        PREDICT_PREFIX,
+        "asgard_ray.serving.deployment:build_predict_app",
+    )
     (predict_deployment,) = predict.deployments
     assert predict_deployment.name == PREDICT_DEPLOYMENT
     wanted = deployment_options(Settings())
@@ -436,8 +502,12 @@ def test_ray_up_config_rejects_unknown_fields() -> None:
 def _strict(schema: Any) -> Any:
     """Reject unknown fields, as `kubectl apply --validate=strict` does."""
     if isinstance(schema, dict):
-        if (schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         for value in schema.values():
             _strict(value)
@@ -457,9 +527,8 @@ def test_kuberay_manifests_match_crd_schemas(kube_docs: list[dict[str, Any]]) ->
         for version in crd["spec"]["versions"]:
             if version["name"] == "v1":
                 schemas[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
-    assert RAY_KINDS <= set(schemas)
+    assert set(schemas) >= RAY_KINDS
     for doc in kube_docs:
         if doc["kind"] in RAY_KINDS:
-            errors = [f"{list(e.absolute_path)}: {e.message}"
-                      for e in jsonschema.Draft7Validator(schemas[doc["kind"]]).iter_errors(doc)]
+            errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(schemas[doc["kind"]]).iter_errors(doc)]
             assert not errors, (doc["metadata"]["name"], errors)
