@@ -71,9 +71,10 @@ def trino_source(
     from feast.infra.offline_stores.contrib.trino_offline_store.trino_source import TrinoSource
 
     valid_identifier(timestamp_field, field="timestamp_field")
+    # parenthesised: Feast's Trino store puts a source's query straight after FROM in some queries
     return TrinoSource(
         name=name or f"{table}_at_{_snapshot(snapshot_id)}",
-        query=pinned_select(settings, table, snapshot_id, columns, namespace=namespace),
+        query=f"({pinned_select(settings, table, snapshot_id, columns, namespace=namespace)})",
         timestamp_field=timestamp_field,
     )
 

@@ -5,6 +5,7 @@ No Trino server or REST catalog runs here: these tests check the generated confi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,59 @@ def test_job_predictions_sql(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidRequest):
         job_predictions_sql(settings, 'gold."x;', 12)
+
+
+# --- against Feast's own Trino classes (the `trino` client is not installed: stubbed, import only) ---
+
+
+@pytest.fixture
+def feast_trino(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Feast 0.67's Trino offline-store module, imported with a stub ``trino`` client (no connection is made)."""
+    import sys
+    import types
+
+    stubs = {name: types.ModuleType(name) for name in ("trino", "trino.auth", "trino.dbapi", "trino.exceptions")}
+    for cls in (
+        "BasicAuthentication",
+        "CertificateAuthentication",
+        "JWTAuthentication",
+        "KerberosAuthentication",
+        "OAuth2Authentication",
+        "Authentication",
+    ):
+        setattr(stubs["trino.auth"], cls, type(cls, (), {"__init__": lambda self, *a, **k: None}))
+    stubs["trino.exceptions"].TrinoQueryError = type("TrinoQueryError", (Exception,), {})  # type: ignore[attr-defined]
+    stubs["trino.dbapi"].Cursor = type("Cursor", (), {})  # type: ignore[attr-defined]
+    stubs["trino"].auth, stubs["trino"].dbapi = stubs["trino.auth"], stubs["trino.dbapi"]  # type: ignore[attr-defined]
+    before = set(sys.modules)
+    for name, module in stubs.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    import importlib
+
+    yield importlib.import_module("feast.infra.offline_stores.contrib.trino_offline_store.trino")
+    for name in set(sys.modules) - before:  # drop every module imported against the stub
+        if name.startswith("feast.infra.offline_stores.contrib.trino_offline_store"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_feast_accepts_the_trino_config(feast_trino: Any, tmp_path: Path) -> None:
+    from feast.repo_config import RepoConfig
+
+    for password in (None, SecretStr(TRINO_PASSWORD)):
+        settings = _settings(tmp_path, trino_password=password)
+        offline = RepoConfig(repo_path=tmp_path, **repo_config_dict(settings)).offline_store
+        assert isinstance(offline, feast_trino.TrinoOfflineStoreConfig)
+        assert (offline.host, offline.port, offline.catalog, offline.user) == ("trino.example.internal", 8443, "lake", "feast")
+        assert offline.connector == {"type": "iceberg"}
+        assert offline.http_scheme == ("http" if password is None else "https")
+        assert (offline.auth is None) == (password is None)
+
+
+def test_trino_source_reads_a_pinned_snapshot(feast_trino: Any, tmp_path: Path) -> None:
+    from asgard_ray.gold.trino import trino_source
+
+    source = trino_source(_settings(tmp_path), "customer_features", 42, timestamp_field="event_timestamp")
+    assert source.name == "customer_features_at_42" and source.timestamp_field == "event_timestamp"
+    assert source.get_table_query_string() == ('(SELECT * FROM "lake"."gold_prod"."customer_features" FOR VERSION AS OF 42)')
+    with pytest.raises(InvalidRequest):
+        trino_source(_settings(tmp_path), "customer_features", 42, timestamp_field="ts; DROP")
