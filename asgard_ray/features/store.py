@@ -8,6 +8,7 @@ platform's cluster; it reuses the Ray connection of the calling process instead 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -98,14 +99,29 @@ def write_repo(settings: Settings) -> None:
     (settings.feast_repo / "feature_store.yaml").write_text(text)
 
 
+_STORE_SECRETS = ("feast_redis_connection_string", "trino_password")
+
+
 @functools.lru_cache(maxsize=4)
-def _store(settings_json: str) -> FeatureStore:
+def _store(settings_json: str, secrets: tuple[tuple[str, str], ...] = ()) -> FeatureStore:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
+    from pydantic import SecretStr
 
+    # JSON masks SecretStr values: the store's secrets travel beside it, as values
     settings = Settings.model_validate_json(settings_json)
+    settings = settings.model_copy(update={name: SecretStr(value) for name, value in secrets})
     settings.feast_repo.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(repo_path=settings.feast_repo, **repo_config_dict(settings))
+    config_dict = repo_config_dict(settings)
+    if config_dict["offline_store"]["type"] == "trino" and importlib.util.find_spec("trino") is None:
+        # Feast validates the Trino store eagerly and needs the `trino` client (feast[trino]). The
+        # platform's own offline reads never go through Feast (pinned snapshots, asgard_ray.gold),
+        # so without the client this process keeps the Ray store; feature_store.yaml keeps Trino.
+        log.warning(
+            "FEAST_OFFLINE_STORE=trino but the trino client is not installed (feast[trino]); using the Ray offline store in-process"
+        )
+        config_dict["offline_store"] = offline_store_config(settings.model_copy(update={"feast_offline_store": "ray"}))
+    config = RepoConfig(repo_path=settings.feast_repo, **config_dict)
     return FeatureStore(config=config)
 
 
@@ -121,4 +137,5 @@ def feature_store(settings: Settings) -> FeatureStore:
 
     for name, value in settings.worker_env().items():
         os.environ.setdefault(name, value)
-    return _store(settings.model_dump_json(exclude={"s3_endpoint", "tracking_uri", "dashboard_url", "api_url"}))
+    secrets = tuple((name, value.get_secret_value()) for name in _STORE_SECRETS if (value := getattr(settings, name)) is not None)
+    return _store(settings.model_dump_json(exclude={"s3_endpoint", "tracking_uri", "dashboard_url", "api_url"}), secrets)

@@ -147,10 +147,14 @@ def test_job_predictions_sql(tmp_path: Path) -> None:
 @pytest.fixture
 def feast_trino(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Feast 0.67's Trino offline-store module, imported with a stub ``trino`` client (no connection is made)."""
+    import importlib
+    import importlib.machinery
     import sys
     import types
 
     stubs = {name: types.ModuleType(name) for name in ("trino", "trino.auth", "trino.dbapi", "trino.exceptions")}
+    for name, module in stubs.items():
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # found by importlib.util.find_spec
     for cls in (
         "BasicAuthentication",
         "CertificateAuthentication",
@@ -166,8 +170,6 @@ def feast_trino(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     before = set(sys.modules)
     for name, module in stubs.items():
         monkeypatch.setitem(sys.modules, name, module)
-    import importlib
-
     yield importlib.import_module("feast.infra.offline_stores.contrib.trino_offline_store.trino")
     for name in set(sys.modules) - before:  # drop every module imported against the stub
         if name.startswith("feast.infra.offline_stores.contrib.trino_offline_store"):
@@ -195,3 +197,27 @@ def test_trino_source_reads_a_pinned_snapshot(feast_trino: Any, tmp_path: Path) 
     assert source.get_table_query_string() == ('(SELECT * FROM "lake"."gold_prod"."customer_features" FOR VERSION AS OF 42)')
     with pytest.raises(InvalidRequest):
         trino_source(_settings(tmp_path), "customer_features", 42, timestamp_field="ts; DROP")
+
+
+def test_platform_store_builds_without_the_trino_client(tmp_path: Path) -> None:
+    """Without feast[trino] the process's Feast store keeps the Ray offline store (Feast validates eagerly)."""
+    import importlib.util
+
+    from asgard_ray.features import store as store_module
+
+    if importlib.util.find_spec("trino") is not None:
+        pytest.skip("the trino client is installed: the in-process store uses Trino")
+    settings = _settings(tmp_path, trino_password=SecretStr(TRINO_PASSWORD))
+    settings = settings.model_copy(update={"feast_repo_path": tmp_path / "feast_repo"})
+    fs = store_module._store(settings.model_dump_json())
+    assert fs.config.offline_store.type == "ray"
+    assert repo_config_dict(settings)["offline_store"]["type"] == "trino"  # feature_store.yaml keeps Trino
+
+
+def test_platform_store_gets_the_secret_values(feast_trino: Any, tmp_path: Path) -> None:
+    """``feature_store`` passes secrets beside the settings JSON (which masks them as ``**********``)."""
+    from asgard_ray.features.store import feature_store
+
+    fs = feature_store(_settings(tmp_path, trino_password=SecretStr(TRINO_PASSWORD)))
+    assert fs.config.offline_store.type == "trino"
+    assert fs.config.offline_store.auth.config["password"] == TRINO_PASSWORD
