@@ -214,10 +214,17 @@ def test_platform_store_builds_without_the_trino_client(tmp_path: Path) -> None:
     assert repo_config_dict(settings)["offline_store"]["type"] == "trino"  # feature_store.yaml keeps Trino
 
 
-def test_platform_store_gets_the_secret_values(feast_trino: Any, tmp_path: Path) -> None:
+def test_platform_store_gets_the_secret_values(feast_trino: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``feature_store`` passes secrets beside the settings JSON (which masks them as ``**********``)."""
+    import os
+
     from asgard_ray.features.store import feature_store
 
-    fs = feature_store(_settings(tmp_path, trino_password=SecretStr(TRINO_PASSWORD)))
+    settings = _settings(tmp_path, trino_password=SecretStr(TRINO_PASSWORD))
+    for name in settings.worker_env():  # feature_store sets these in os.environ: undo after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
+    fs = feature_store(settings)
     assert fs.config.offline_store.type == "trino"
     assert fs.config.offline_store.auth.config["password"] == TRINO_PASSWORD
