@@ -12,6 +12,7 @@ removed by the sink's cleanup.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -135,15 +136,19 @@ def _run(plan: Plan) -> dict[str, Any]:
     import ray
 
     from asgard_ray.scoring.runner import run_scoring
+    from asgard_ray.storage import release_lease_of
 
     scoring_plan, options, model_bytes = plan.payload
-    return run_scoring(plan.settings, scoring_plan, options, [ray.put(cloudpickle.loads(model_bytes))])
+    try:
+        return run_scoring(plan.settings, scoring_plan, options, [ray.put(cloudpickle.loads(model_bytes))])
+    finally:  # the submission's claim, if the run ended before its own lease took it over (a no-op otherwise)
+        release_lease_of(plan.settings, scoring_plan.output_path, plan.job_id)
 
 
 def _cleanup(record: JobRecord, settings: Settings) -> None:
     """Remove the files a dead job left (the manifest rules ignore them anyway); never a committed output."""
     from asgard_ray.scoring.sink import delete_files, job_files
-    from asgard_ray.storage import exists, read_json
+    from asgard_ray.storage import exists, read_json, release_lease_of
 
     output = _fields(record)["output_path"]
     if not output:
@@ -155,6 +160,15 @@ def _cleanup(record: JobRecord, settings: Settings) -> None:
     if stale:
         log.warning("job %s: removing %d partial file(s) under %s", record.job_id, len(stale), output)
         delete_files(settings, stale)
+    release_lease_of(settings, output, record.job_id)  # a re-run under another job id need not wait for expiry
+
+
+def _reserve(plan: Plan) -> Callable[[], None]:
+    """Claim the output path's lease at submission: a second job on it gets 409 now, not a failed job later."""
+    from asgard_ray.storage import reserve_output
+
+    scoring_plan = plan.payload[0]
+    return reserve_output(plan.settings, scoring_plan.output_path, plan.job_id)
 
 
 SCORING_JOB = JobKind(
@@ -168,6 +182,7 @@ SCORING_JOB = JobKind(
     max_retries=1,
     wait_s=300.0,
     on_failed=_cleanup,
+    reserve=_reserve,
 )
 
 

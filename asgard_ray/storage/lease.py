@@ -35,7 +35,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict
 from asgard_ray.storage.s3 import _client, _host_path, parse_uri
 
-__all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri", "reserve_output"]
+__all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri", "release_lease_of", "reserve_output"]
 
 log = logging.getLogger(__name__)
 
@@ -327,3 +327,22 @@ def reserve_output(settings: Settings, output_path: str, job_id: str) -> Callabl
     lease = OutputLease(settings, output_path, job_id, ttl_s=max(settings.asgard_output_lease_ttl_s, 120.0))
     lease.acquire()
     return lease.release
+
+
+def release_lease_of(settings: Settings, output_path: str, job_id: str) -> bool:
+    """Remove ``job_id``'s lease on ``output_path`` (its job is known dead); another job's is left alone.
+
+    Returns whether a lease was removed. Conditional on the lease read, so a job that took it over
+    meanwhile keeps it.
+    """
+    backend = _backend(settings, output_path.rstrip("/"))
+    info = backend.read()
+    if info is None or info.job_id != job_id:
+        return False
+    try:
+        backend.delete(info.etag)
+    except Exception as exc:  # expiry frees it anyway
+        log.warning("job %s: removing its lease on %s failed: %s", job_id, output_path, exc)
+        return False
+    log.info("job %s: lease on %s removed after the job failed", job_id, output_path)
+    return True
