@@ -228,3 +228,20 @@ def test_platform_store_gets_the_secret_values(feast_trino: Any, tmp_path: Path,
     fs = feature_store(settings)
     assert fs.config.offline_store.type == "trino"
     assert fs.config.offline_store.auth.config["password"] == TRINO_PASSWORD
+
+
+def test_redis_online_store_builds_with_the_connection_secret_as_a_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production ConfigMap sets FEAST_ONLINE_STORE=redis: the client is installed (feast[redis]) and the
+    process's store gets the password itself, not its mask (building the store opens no connection)."""
+    import os
+
+    from asgard_ray.features.store import feature_store
+
+    settings = _settings(tmp_path, feast_online_store="redis", feast_redis_connection_string=SecretStr("redis:6379,password=redis-pw-2"))
+    for name in settings.worker_env():  # feature_store sets these in os.environ: undo after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
+    fs = feature_store(settings)
+    assert type(fs.config.online_store).__name__ == "RedisOnlineStoreConfig"
+    assert fs.config.online_store.connection_string == "redis:6379,password=redis-pw-2"
