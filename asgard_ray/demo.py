@@ -98,7 +98,7 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
         console,
         "training run",
         model,
-        ["run_id", "model_uri", "metrics", "status", "num_trials", "best_params", "mlflow_run_url", "warnings"],
+        ["run_id", "model_uri", "metrics", "status", "num_trials", "best_params", "feature_snapshots", "mlflow_run_url", "warnings"],
     )
 
     console.rule("Step 3: register the model (POST /mlops/registry)")
@@ -121,10 +121,11 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
                 "feature_views": ["customer_features"],
                 "entities_df": {"customer_id": list(range(1, 11))},
                 "output_path": output,
+                "output_table": "predictions.churn_predictor",
                 "overwrite": True,
             },
         )
-    _show(console, "batch job", batch)
+    _show(console, "batch job (Parquet on S3, and one snapshot of the Iceberg table predictions.churn_predictor)", batch)
     scored = _preview_output(settings, console, batch.get("output_path", output))
 
     console.rule("Step 4b: a real-time prediction on Ray Serve (POST /mlops/serve)")
@@ -191,6 +192,7 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
     table.add_row("MLflow UI", settings.tracking_uri)
     table.add_row("Monitoring page", f"{settings.api_url}/mlops/monitoring/dashboard")
     table.add_row("Predictions (Parquet)", batch.get("output_path", output))
+    table.add_row("Predictions (Iceberg)", f"predictions.churn_predictor, snapshot {batch.get('output_snapshot_id')}")
     console.print(table)
     console.print(
         f"The Ray dashboard asks for the auth token ({settings.token_path}): [bold]asgard token[/] prints it. "

@@ -162,6 +162,10 @@ class BatchScoreResponse(BaseModel):
     rows_total: int | None = None
     total_rows: int | None = Field(default=None, description="Rows written (completed jobs).")
     manifest_path: str | None = None
+    feature_snapshots: dict[str, int | None] | None = Field(
+        default=None, description="Gold table -> the Iceberg snapshot id the features were read from (null: a Parquet folder)."
+    )
+    output_snapshot_id: int | None = Field(default=None, description="The output_table snapshot this job committed (completed jobs).")
     error: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
 

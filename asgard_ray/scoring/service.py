@@ -95,6 +95,8 @@ def batch_response(record: JobRecord) -> BatchScoreResponse:
         rows_total=fields["rows_total"],
         total_rows=res.get("total_rows"),
         manifest_path=fields["manifest_path"],
+        feature_snapshots=res.get("feature_snapshots") or progress.get("feature_snapshots"),
+        output_snapshot_id=res.get("output_snapshot_id"),
         error=record.error,
         links={"job": f"/mlops/serve/batch/{record.job_id}", "ray_task": f"{KIND}:{record.job_id}"},
     )
