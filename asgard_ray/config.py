@@ -320,7 +320,18 @@ class Settings(BaseSettings):
             "ASGARD_S3_PORT": str(self.asgard_s3_port),
             "ASGARD_MLFLOW_PORT": str(self.asgard_mlflow_port),
             "GOLD_SCHEMA": self.gold_schema,
+            # the gold catalog, resolved: a process that builds Settings() from this env (a job
+            # entrypoint, a worker) must find the same catalog, not one under its own working folder
+            "ASGARD_GOLD_CATALOG": self.asgard_gold_catalog,
+            "ASGARD_GOLD_WAREHOUSE": self.gold_warehouse,
+            "TRINO_CATALOG": self.trino_catalog,
         }
+        if self.gold_catalog_uri:
+            env["ASGARD_GOLD_CATALOG_URI"] = self.gold_catalog_uri
+        if self.asgard_gold_catalog_properties:
+            env["ASGARD_GOLD_CATALOG_PROPERTIES"] = json.dumps(self.asgard_gold_catalog_properties)
+        if self.asgard_gold_catalog_credential is not None:
+            env["ASGARD_GOLD_CATALOG_CREDENTIAL"] = self.asgard_gold_catalog_credential.get_secret_value()
         if self.s3_endpoint:
             env["S3_ENDPOINT_URL"] = self.s3_endpoint
             env["AWS_ENDPOINT_URL_S3"] = self.s3_endpoint
