@@ -138,19 +138,19 @@ def _run(plan: Plan) -> dict[str, Any]:
     import ray
 
     from asgard_ray.scoring.runner import run_scoring
-    from asgard_ray.storage import release_lease_of
+    from asgard_ray.storage import release_claim
 
     scoring_plan, options, model_bytes = plan.payload
     try:
         return run_scoring(plan.settings, scoring_plan, options, [ray.put(cloudpickle.loads(model_bytes))])
     finally:  # the submission's claim, if the run ended before its own lease took it over (a no-op otherwise)
-        release_lease_of(plan.settings, scoring_plan.output_path, plan.job_id)
+        release_claim(plan.settings, scoring_plan.output_path, plan.job_id)
 
 
 def _cleanup(record: JobRecord, settings: Settings) -> None:
     """Remove the files a dead job left (the manifest rules ignore them anyway); never a committed output."""
     from asgard_ray.scoring.sink import delete_files, job_files
-    from asgard_ray.storage import exists, read_json, release_lease_of
+    from asgard_ray.storage import exists, read_json, release_claim
 
     output = _fields(record)["output_path"]
     if not output:
@@ -162,7 +162,7 @@ def _cleanup(record: JobRecord, settings: Settings) -> None:
     if stale:
         log.warning("job %s: removing %d partial file(s) under %s", record.job_id, len(stale), output)
         delete_files(settings, stale)
-    release_lease_of(settings, output, record.job_id)  # a re-run under another job id need not wait for expiry
+    release_claim(settings, output, record.job_id)  # a claim no run took over would block the path for its TTL
 
 
 def _reserve(plan: Plan) -> Callable[[], None]:

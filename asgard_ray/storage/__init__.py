@@ -1,6 +1,6 @@
 """Storage: one S3 filesystem for every read and write, the path resolver, and output leases."""
 
-from asgard_ray.storage.lease import LEASE_NAME, LeaseInfo, OutputLease, current_lease, lease_uri, release_lease_of, reserve_output
+from asgard_ray.storage.lease import LEASE_NAME, LeaseInfo, OutputLease, current_lease, lease_uri, release_claim, reserve_output
 from asgard_ray.storage.paths import Access, Location, allowed_locations, normalise_key, resolve_location
 from asgard_ray.storage.s3 import (
     ParsedUri,
@@ -37,7 +37,7 @@ __all__ = [
     "parse_uri",
     "read_bytes",
     "read_json",
-    "release_lease_of",
+    "release_claim",
     "reserve_output",
     "resolve",
     "resolve_location",

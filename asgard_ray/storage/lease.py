@@ -35,11 +35,15 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict
 from asgard_ray.storage.s3 import _client, _host_path, parse_uri
 
-__all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri", "release_lease_of", "reserve_output"]
+__all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri", "release_claim", "reserve_output"]
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "_lease.json"
+
+
+CLAIM_PREFIX = "claim:"
+"""Holder prefix of a submission's claim (``reserve_output``), as opposed to a running job's lease."""
 
 
 def lease_uri(output_path: str) -> str:
@@ -197,17 +201,20 @@ class OutputLease:
             ...commit...
     """
 
-    def __init__(self, settings: Settings, output_path: str, job_id: str, ttl_s: float | None = None) -> None:
+    def __init__(self, settings: Settings, output_path: str, job_id: str, ttl_s: float | None = None, *, claim: bool = False) -> None:
         self.output_path = output_path.rstrip("/")
         self.job_id = job_id
         self.ttl_s = float(ttl_s or settings.asgard_output_lease_ttl_s)
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.holder = f"{CLAIM_PREFIX if claim else ''}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._backend = _backend(settings, self.output_path)
         self._etag: str | None = None
         self._lost = False
         self._beats = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # a heartbeat's PUT and a check's GET must not interleave: a check that reads the renewed lease
+        # before the heartbeat has stored its new ETag would see a lease "lost" to itself
+        self._io = threading.Lock()
 
     def _body(self) -> bytes:
         now = datetime.now(UTC)
@@ -261,14 +268,15 @@ class OutputLease:
 
     def renew(self) -> None:
         """Rewrite the lease (conditional on still holding it); mark it lost otherwise."""
-        if self._etag is None or self._lost:
-            return
-        self._beats += 1
-        try:
-            self._etag = self._backend.replace(self._body(), self._etag)
-        except _Lost:
-            self._lost = True
-            log.error("job %s: lost the lease on %s", self.job_id, self.output_path)
+        with self._io:
+            if self._etag is None or self._lost:
+                return
+            self._beats += 1
+            try:
+                self._etag = self._backend.replace(self._body(), self._etag)
+            except _Lost:
+                self._lost = True
+                log.error("job %s: lost the lease on %s", self.job_id, self.output_path)
 
     def check(self) -> None:
         """Make sure the lease is still ours (call right before committing).
@@ -276,8 +284,10 @@ class OutputLease:
         Raises:
             Conflict: The lease expired and another job took it.
         """
-        info = self._backend.read()
-        if self._lost or info is None or info.etag != self._etag:
+        with self._io:
+            info = self._backend.read()
+            lost = self._lost or info is None or info.etag != self._etag
+        if lost:
             self._lost = True
             who = f" to job {info.job_id}" if info is not None else ""
             raise Conflict(f"job {self.job_id} lost its lease on output_path {self.output_path}{who}; output discarded, re-run the job")
@@ -324,25 +334,29 @@ def reserve_output(settings: Settings, output_path: str, job_id: str) -> Callabl
     Raises:
         Conflict: Another job holds a live lease on the path.
     """
-    lease = OutputLease(settings, output_path, job_id, ttl_s=max(settings.asgard_output_lease_ttl_s, 120.0))
+    lease = OutputLease(settings, output_path, job_id, ttl_s=max(settings.asgard_output_lease_ttl_s, 120.0), claim=True)
     lease.acquire()
     return lease.release
 
 
-def release_lease_of(settings: Settings, output_path: str, job_id: str) -> bool:
-    """Remove ``job_id``'s lease on ``output_path`` (its job is known dead); another job's is left alone.
+def release_claim(settings: Settings, output_path: str, job_id: str) -> bool:
+    """Remove ``job_id``'s submission claim on ``output_path`` if no run of the job took it over.
 
-    Returns whether a lease was removed. Conditional on the lease read, so a job that took it over
-    meanwhile keeps it.
+    Only a claim (``reserve_output``) is removed, never a running job's lease: two attempts of one
+    job share its id, and an attempt that ends must not free the path under another that still
+    writes. A dead job's own lease expires after ``ASGARD_OUTPUT_LEASE_TTL_S``. Conditional on the
+    lease read, so a job that took the claim over meanwhile keeps it.
+
+    Returns whether a claim was removed.
     """
     backend = _backend(settings, output_path.rstrip("/"))
     info = backend.read()
-    if info is None or info.job_id != job_id:
+    if info is None or info.job_id != job_id or not info.holder.startswith(CLAIM_PREFIX):
         return False
     try:
         backend.delete(info.etag)
     except Exception as exc:  # expiry frees it anyway
-        log.warning("job %s: removing its lease on %s failed: %s", job_id, output_path, exc)
+        log.warning("job %s: removing its claim on %s failed: %s", job_id, output_path, exc)
         return False
-    log.info("job %s: lease on %s removed after the job failed", job_id, output_path)
+    log.info("job %s: claim on %s removed (no run took it over)", job_id, output_path)
     return True
