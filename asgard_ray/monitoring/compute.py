@@ -104,7 +104,6 @@ def _labels(
     settings: Settings, request: ComputeRequest, manifest: Any, run_tags: dict[str, str], score_column: str | None
 ) -> tuple[LabelSpec | None, str | None]:
     """The label join, or why there is none."""
-    import pyarrow.dataset as pads
 
     label_column = request.label_column or run_tags.get(lineage.TAG_LABEL)
     if not label_column:
@@ -117,16 +116,16 @@ def _labels(
         from asgard_ray.features import FeatureRegistry
 
         table = FeatureRegistry(settings).get(views[0]).source.table_name
-    from asgard_ray.features import table_uri
+    from asgard_ray.gold import resolve_table
 
-    fs, path = resolve(settings, table_uri(settings, table))  # the storage resolver: label_table is request input
-    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    gold = resolve_table(settings, table)  # the gold layer checks the name (label_table is request input) and pins a snapshot
+    names = gold.schema.names
     keys = list(manifest.join_keys)
-    ts = manifest.timestamp_column if manifest.timestamp_column in dataset.schema.names else None
-    missing = [c for c in [*keys, label_column] if c not in dataset.schema.names]
+    ts = manifest.timestamp_column if manifest.timestamp_column in names else None
+    missing = [c for c in [*keys, label_column] if c not in names]
     if missing:
         return None, f"label table {table!r} lacks column(s) {', '.join(missing)}"
-    labels = dataset.to_table(columns=[*keys, *([ts] if ts else []), label_column]).to_pandas()
+    labels = gold.read(settings, [*keys, *([ts] if ts else []), label_column]).to_pandas()
     classes = manifest.classes or json.loads(run_tags.get(lineage.TAG_CLASSES, "[1]"))
     task = "regression" if (manifest.model_type or run_tags.get(lineage.TAG_MODEL_TYPE)) == "regression" else "classification"
     return LabelSpec(
