@@ -9,7 +9,7 @@ from asgard_ray.features.retrieval import (
     start_retrieval,
     training_columns,
 )
-from asgard_ray.features.sources import table_schema, table_uri
+from asgard_ray.features.sources import table_uri
 from asgard_ray.features.specs import (
     FeastStatus,
     FeatureField,
@@ -37,7 +37,6 @@ __all__ = [
     "feature_store",
     "registry_version",
     "start_retrieval",
-    "table_schema",
     "table_uri",
     "training_columns",
     "write_repo",

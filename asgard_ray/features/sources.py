@@ -1,25 +1,18 @@
-"""Gold-layer tables as the older callers see them: a schema and a location (thin wrappers).
+"""A gold table's location, as a feature view's ``source_uri`` shows it.
 
 The gold layer is :mod:`asgard_ray.gold`: ``resolve_table`` finds a table by name in the Iceberg
-catalog (or a Parquet folder, ``source.format: parquet``) and pins a snapshot. These two helpers
-remain for callers that still list Parquet files under a location (monitoring's label join, and
-scoring/retrieval until they read through ``resolve_table``):
-
-- ``table_schema``: the table's schema at its current snapshot, through ``resolve_table``.
-- ``table_uri``: the Parquet folder, or for an Iceberg table its ``data/`` folder. Listing that
-  folder sees every data file ever appended, which equals the current snapshot only for an
-  append-only table with no deletes or compaction; read through ``resolve_table`` for snapshot pins.
+catalog (or a Parquet folder, ``source.format: parquet``) and pins a snapshot; every read goes
+through it. ``table_uri`` only names where the data lives: the Parquet folder, or for an Iceberg
+table its ``data/`` folder (listing that folder is not a snapshot read).
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from asgard_ray.config import Settings
-from asgard_ray.gold import GoldFormat, resolve_table, valid_identifier
+from asgard_ray.gold import GoldFormat, valid_identifier
 from asgard_ray.storage import Access, resolve_location
 
-__all__ = ["table_schema", "table_uri"]
+__all__ = ["table_uri"]
 
 
 def table_uri(settings: Settings, table_name: str, format: GoldFormat | None = None) -> str:
@@ -36,12 +29,3 @@ def table_uri(settings: Settings, table_name: str, format: GoldFormat | None = N
         if table is not None:  # the catalog's own location (not request input): no allow-list to pass
             return f"{table.location().rstrip('/')}/data"
     return resolve_location(settings, settings.gold_uri(table_name), access=Access.READ, field="table_name").uri
-
-
-def table_schema(settings: Settings, table_name: str, format: GoldFormat | None = None) -> pa.Schema:
-    """A gold table's schema at its current snapshot (Iceberg), or from a Parquet footer (no data is read).
-
-    Raises:
-        NotFound: No such table.
-    """
-    return resolve_table(settings, table_name, format=format).schema

@@ -4,7 +4,6 @@ from asgard_ray.gold.catalog import catalog_properties, catalog_status, ensure_n
 from asgard_ray.gold.tables import (
     GoldFormat,
     GoldTable,
-    pin_tables,
     resolve_table,
     snapshot_tag,
     tag_snapshot,
@@ -20,7 +19,6 @@ __all__ = [
     "ensure_namespace",
     "gold_catalog",
     "io_properties",
-    "pin_tables",
     "resolve_table",
     "snapshot_tag",
     "tag_snapshot",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyiceberg.table import Table
 
-__all__ = ["GoldFormat", "GoldTable", "pin_tables", "resolve_table", "snapshot_tag", "tag_snapshot", "valid_identifier", "write_table"]
+__all__ = ["GoldFormat", "GoldTable", "resolve_table", "snapshot_tag", "tag_snapshot", "valid_identifier", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -185,21 +185,6 @@ def _parquet_table(settings: Settings, name: str, namespace: str) -> GoldTable:
         )
     fs, _ = resolve(settings, uri)
     return GoldTable(name, "parquet", uri, pads.dataset(files[:1], filesystem=fs, format="parquet").schema, None, namespace)
-
-
-def pin_tables(settings: Settings, names: list[str], as_of_snapshot: dict[str, int] | None = None) -> dict[str, GoldTable]:
-    """Pin each named table once (the named snapshot, else the current one); unknown pins are refused.
-
-    Raises:
-        InvalidRequest: ``as_of_snapshot`` names a table the request does not read.
-    """
-    pins = dict(as_of_snapshot or {})
-    unknown = sorted(set(pins) - set(names))
-    if unknown:
-        raise InvalidRequest(
-            f"as_of_snapshot names table(s) {', '.join(unknown)} that this request does not read; it reads {', '.join(names)}"
-        )
-    return {name: resolve_table(settings, name, snapshot_id=pins.get(name)) for name in dict.fromkeys(names)}
 
 
 def _arrow(data: pa.Table | pd.DataFrame) -> pa.Table:
