@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ def base_settings(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> S
     """Settings pointing at the session's S3 server and a temporary home (MLflow not started)."""
     home = tmp_path_factory.mktemp("asgard_home")
     port = int(s3_server.rsplit(":", 1)[1])
-    return Settings(
+    return isolated_settings(
         asgard_home=home,
         s3_endpoint_url=s3_server,
         asgard_s3_port=port,
@@ -242,6 +243,21 @@ def stack_settings(env: dict[str, str]) -> Settings:
 
     with mock.patch.dict(os.environ, env, clear=True):
         return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def isolated_settings(**fields: Any) -> Settings:
+    """``Settings(**fields)`` that reads none of this process's platform variables.
+
+    Fixtures export a stack's ``worker_env()`` (its S3 endpoint, gold catalog, MLflow URI, ...) into
+    ``os.environ``; a fixture building *another* stack's settings from a few fields would otherwise
+    inherit the rest (e.g. the first stack's Iceberg catalog, whose metadata is on the other S3).
+    """
+    from unittest import mock
+
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 
 
 def token_path(env: dict[str, str]) -> Path:

@@ -32,7 +32,7 @@ from asgard_ray.local.procs import PidFiles
 from asgard_ray.monitoring.schemas import MonitoringRequest
 from asgard_ray.monitoring.state import MonitoringState
 from asgard_ray.storage import list_files, read_bytes, read_json, write_json
-from tests.conftest import api_url, asgard, free_port
+from tests.conftest import api_url, asgard, free_port, isolated_settings, stack_settings
 from tests.integration.test_s3server import S3Process
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def private_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     """A private S3 server process and Settings pointing at it (this process's env too, for Feast)."""
     s3 = S3Process(tmp_path / "s3", tmp_path / "s3server.log").start()
     home = tmp_path / "home"
-    settings = Settings(
+    settings = isolated_settings(
         asgard_home=home, s3_endpoint_url=s3.endpoint, asgard_s3_port=s3.port, feast_repo_path=home / "feast_repo",
         mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
     )
@@ -92,10 +92,7 @@ def test_platform_writes_survive_kill9_of_the_s3_server(private_s3: tuple[S3Proc
 @pytest.mark.e2e
 def test_live_stack_s3_kill9_then_up_keeps_acknowledged_writes(stack: dict[str, str]) -> None:
     api = api_url(stack)
-    settings = Settings(
-        asgard_home=Path(stack["ASGARD_HOME"]), asgard_s3_port=int(stack["ASGARD_S3_PORT"]),
-        s3_endpoint_url=f"http://127.0.0.1:{stack['ASGARD_S3_PORT']}",
-    )
+    settings = stack_settings(stack)
     tag = uuid.uuid4().hex[:8]
     posted = httpx.post(f"{api}/mlops/monitoring", json={**RECORD, "tags": {"case": tag}}, timeout=60)
     assert posted.status_code == 200, posted.text
