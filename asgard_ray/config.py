@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     """Drift (monitoring compute) jobs running at once; more get 429 with ``Retry-After``."""
 
     # --- training work limits (checked before a training job starts; 422 past them) -------------------
+    asgard_fast_path_rows: int = Field(default=5_000, ge=0)
+    """Training and scoring requests with at most this many entity rows run on a warm worker (no Ray Data,
+    no Tune, no new process); 0 turns the fast path off. Chosen by ``bench/interactive.py``."""
+    asgard_fast_path_trials: int = Field(default=8, ge=1)
+    """Most trials (a fixed grid) a fast-path training request may run, one after another on the warm worker."""
+    asgard_warm_workers: int = Field(default=1, ge=0, le=16)
+    """Warm workers the job supervisor keeps (each holds MLflow, pandas and the three frameworks, ~0.5 GB);
+    a small job finding them all busy runs on the cluster path instead."""
     asgard_max_trials: int = Field(default=200, ge=1)
     """Most trials one training request may run, counted after the grid product (samples x grid combinations)."""
     asgard_max_estimators: int = Field(default=5000, ge=1)

@@ -238,7 +238,12 @@ def bench_platform(api: str, settings: Settings, repeat: int, fast_repeat: int, 
 
         times, last = timed(batch, repeat)
         res["batch_10"] = _stats(times)
-        print(f"POST /mlops/serve/batch 10 rows: p50 {res['batch_10']['p50_ms']:.0f} ms  status {last.json().get('status')}", flush=True)
+        res["batch_10_path"] = last.json().get("execution_path")
+        print(
+            f"POST /mlops/serve/batch 10 rows: p50 {res['batch_10']['p50_ms']:.0f} ms  status {last.json().get('status')}"
+            f"  execution_path {res['batch_10_path']}",
+            flush=True,
+        )
 
         monitoring = {
             "model_name": MODEL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -20,7 +20,10 @@ from asgard_ray.jobs.records import JobKindName, JobRecord
 if TYPE_CHECKING:
     from asgard_ray.config import Settings
 
-__all__ = ["JobKind", "Plan", "get_kind", "register_kind"]
+__all__ = ["ExecutionPath", "JobKind", "Plan", "get_kind", "register_kind"]
+
+ExecutionPath = Literal["warm", "cluster"]
+"""Where a job ran: on a warm worker in process, or as a Ray task on the cluster (Tune / Ray Data)."""
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Plan:
         progress: The record's initial progress (what the views show while it runs).
         links: Links recorded with the job.
         wait: Whether a caller that does not say otherwise waits for the result.
+        warm: Whether the work is small enough for a warm worker (``prepare`` decides, from the request).
+        path: Where it ran: ``warm`` (a warm worker, in process) or ``cluster`` (a Ray task that fans
+            out to Tune trials or Ray Data); the supervisor sets it when it starts the job.
     """
 
     job_id: str
@@ -44,6 +50,8 @@ class Plan:
     progress: dict[str, Any] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     wait: bool = True
+    warm: bool = False
+    path: ExecutionPath = "cluster"
 
 
 @dataclass(frozen=True)

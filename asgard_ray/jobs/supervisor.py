@@ -19,11 +19,14 @@ Ownership and reconciliation:
   state API has one, and calls the kind's ``on_failed`` cleanup (a scoring job's partial files).
 - Admission: at most ``limit`` jobs of a kind run at once here; past it, ``TooManyJobs`` (429).
 - One run per job id: a job id that is running here is a ``Conflict`` (409).
+- Small work (``plan.warm``) runs on one of the supervisor's warm workers when one is ready and free
+  (``asgard_ray.jobs.warm``); the record's progress and the result say which path ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import uuid
@@ -77,6 +80,58 @@ class _Active:
     kind: str
     settings: Settings
     ref: Any = None
+    warm: _Warm | None = None
+
+
+@dataclass
+class _Warm:
+    """A warm worker: its handle, the ref that resolves once its imports are done, and its job."""
+
+    handle: Any
+    ready_ref: Any
+    job_id: str | None = None
+    ready: bool = False
+    broken: str | None = None
+    pid: int | None = None
+
+    def restarted(self) -> None:
+        """Its process died (Ray restarts it): no job goes to it until its imports are done again."""
+        if self.ready:
+            self.ready, self.ready_ref = False, self.handle.ready.remote()
+
+    def free(self) -> bool:
+        """Whether it can take a job now (ready, not broken, and no job of its own)."""
+        import ray
+
+        if self.job_id is not None or self.broken:
+            return False
+        if not self.ready:
+            done, _ = ray.wait([self.ready_ref], timeout=0)
+            if not done:
+                return False
+            try:
+                self.pid = ray.get(self.ready_ref, timeout=1)["pid"]
+            except Exception as exc:  # it could not start: small jobs take the cluster path
+                if _actor_lost(exc) and not isinstance(exc, _died()):  # restarting: ask again
+                    self.ready_ref = self.handle.ready.remote()
+                    return False
+                self.broken = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("warm worker did not start; small jobs run on the cluster path: %s", self.broken)
+                return False
+            self.ready = True
+        return True
+
+
+def _actor_lost(exc: BaseException) -> bool:
+    import ray.exceptions as rex
+
+    return isinstance(exc, rex.ActorDiedError | rex.ActorUnavailableError)
+
+
+def _died() -> type[BaseException]:
+    import ray.exceptions as rex
+
+    return rex.ActorDiedError
 
 
 def _settings_key(settings: Settings) -> tuple[str | None, str]:
@@ -90,6 +145,7 @@ class JobSupervisor:
         self.epoch = uuid.uuid4().hex[:12]
         self.active: dict[str, _Active] = {}
         self._settings: dict[tuple[str | None, str], Settings] = {_settings_key(settings): settings}
+        self.warm = [self._start_warm() for _ in range(settings.asgard_warm_workers)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="asgard-jobs-reconcile", daemon=True)
         self._thread.start()
@@ -101,7 +157,11 @@ class JobSupervisor:
         counts: dict[str, int] = {}
         for a in self.active.values():
             counts[a.kind] = counts.get(a.kind, 0) + 1
-        return {"epoch": self.epoch, "running": counts, "job_ids": sorted(self.active)}
+        warm = []
+        for w in self.warm:
+            w.free()  # refreshes ``ready`` / ``broken``
+            warm.append({"ready": w.ready, "job_id": w.job_id, "broken": w.broken, "pid": w.pid})
+        return {"epoch": self.epoch, "running": counts, "job_ids": sorted(self.active), "warm_workers": warm}
 
     async def submit(self, kind_name: str, plan: Plan, limit: int, max_retries: int, num_cpus: float) -> dict[str, Any]:
         """Record and start job ``plan.job_id``; answer ``{"record", "ref": [ObjectRef] | None}``.
@@ -127,35 +187,42 @@ class JobSupervisor:
                 detail={"kind": kind_name, "running": running, "limit": limit},
                 retry_after=5,
             )
-        self.active[job_id] = _Active(kind_name, plan.settings)  # claimed before any await
+        warm = next((w for w in self.warm if w.free()), None) if plan.warm else None
+        if warm is not None:
+            warm.job_id = job_id  # taken before any await
+        self.active[job_id] = _Active(kind_name, plan.settings, warm=warm)  # claimed before any await
+        path = "warm" if warm is not None else "cluster"
         self._settings.setdefault(_settings_key(plan.settings), plan.settings)
         try:
             store = JobStore(plan.settings)
             previous = await asyncio.to_thread(store.find, kind_name, job_id)
             if previous is not None and previous.status == "completed":
-                del self.active[job_id]
+                self._release(job_id)
                 return {"record": previous.model_dump(mode="json"), "ref": None}
             record = await asyncio.to_thread(
                 store.create,
                 cast(JobKindName, kind_name),
                 job_id,
                 request=plan.request,
-                progress=plan.progress,
+                progress={**plan.progress, "execution_path": path},
                 links=plan.links,
                 ray_task_name=f"{kind_name}:{job_id}",
                 owner_epoch=self.epoch,
                 status="running",
             )
-            task = ray.remote(execute).options(
-                name=f"{kind_name}:{job_id}", num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False
-            )
-            ref = task.remote(kind_name, plan)
+            if warm is not None:
+                ref = warm.handle.execute.options(name=f"{kind_name}:{job_id}").remote(kind_name, plan)
+            else:
+                task = ray.remote(execute).options(
+                    name=f"{kind_name}:{job_id}", num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False
+                )
+                ref = task.remote(kind_name, dataclasses.replace(plan, path="cluster"))
         except BaseException:
-            self.active.pop(job_id, None)
+            self._release(job_id)
             raise
         self.active[job_id].ref = ref
         asyncio.get_running_loop().create_task(self._watch(job_id, ref))
-        log.info("job %s (%s) started, attempt %d, epoch %s", job_id, kind_name, record.attempt, self.epoch)
+        log.info("job %s (%s) started on the %s path, attempt %d, epoch %s", job_id, kind_name, path, record.attempt, self.epoch)
         return {"record": record.model_dump(mode="json"), "ref": [ref]}
 
     async def reconcile(self, kind_name: str, job_id: str, settings: Settings) -> dict[str, Any]:
@@ -177,12 +244,34 @@ class JobSupervisor:
             await ref
         except Exception as exc:  # the task's own failure is already recorded; a crash is not
             cause = describe_failure(exc)
+            if active.warm is not None and _actor_lost(exc):
+                cause = f"the warm worker running it (pid {active.warm.pid}) died: {cause}"
+                active.warm.restarted()
         try:
             await asyncio.to_thread(self._finish, active.kind, job_id, active.settings, cause)
         except Exception:
             log.exception("job %s: could not finalise its record", job_id)
         finally:
-            self.active.pop(job_id, None)
+            self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        """Forget an active job and free its warm worker."""
+        active = self.active.pop(job_id, None)
+        if active is not None and active.warm is not None and active.warm.job_id == job_id:
+            active.warm.job_id = None
+
+    def _start_warm(self) -> _Warm:
+        """Start a warm worker (its imports run in its own process; ``free`` says when it is ready).
+
+        Owned by this actor: it dies with the supervisor, and its children inherit its runtime env.
+        """
+        import ray
+
+        from asgard_ray.jobs.warm import WarmWorker
+
+        actor: Any = ray.remote(WarmWorker)
+        handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=1).remote()
+        return _Warm(handle=handle, ready_ref=handle.ready.remote())
 
     def _finish(self, kind_name: str, job_id: str, settings: Settings, cause: str | None) -> None:
         store = JobStore(settings)
@@ -246,6 +335,9 @@ class JobSupervisor:
         try:
             ray.get(active.ref, timeout=1)
         except Exception as exc:  # any failure ends the task
+            if active.warm is not None and _actor_lost(exc):
+                active.warm.restarted()
+                return True, f"the warm worker running it (pid {active.warm.pid}) died: {describe_failure(exc)}"
             return True, describe_failure(exc)
         return True, None
 

@@ -77,6 +77,8 @@ class Manifest(BaseModel):
     started_at: datetime
     finished_at: datetime
     timings: dict[str, float] = Field(default_factory=dict)
+    execution_path: str | None = None
+    """``warm`` (a warm worker, in process) or ``cluster`` (Ray Data); None in manifests written before it."""
 
 
 def manifest_uri(output_path: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -114,10 +116,33 @@ def resolve_model(settings: Settings, name: str, version_or_alias: str) -> Resol
 def load_native_model(settings: Settings, model: ResolvedModel) -> tuple[str, Any]:
     """Download the version's artifacts and load them with the native flavor's loader.
 
+    A version's artifacts never change, so the last few loaded are kept in this process, keyed by
+    tracking server, ``models:/<name>/<version>`` and source run (a version number MLflow hands out
+    again after a delete comes from another run).
+
     Returns:
         ``(flavor, model_object)``; the object is a LightGBM/XGBoost booster or estimator, or a
-        scikit-learn estimator.
+        scikit-learn estimator. Callers must not change it (it is shared).
     """
+    key = (settings.tracking_uri, model.model_uri, model.run_id)
+    with _CACHE_LOCK:
+        if key in _MODEL_CACHE:
+            _MODEL_CACHE.move_to_end(key)
+            return _MODEL_CACHE[key]
+    loaded = _load_native_model(settings, model)
+    with _CACHE_LOCK:
+        _MODEL_CACHE[key] = loaded
+        while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+            _MODEL_CACHE.popitem(last=False)
+    return loaded
+
+
+_MODEL_CACHE: OrderedDict[tuple[str, str, str | None], tuple[str, Any]] = OrderedDict()
+_MODEL_CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
+
+
+def _load_native_model(settings: Settings, model: ResolvedModel) -> tuple[str, Any]:
     import mlflow
     from mlflow.models import Model
 

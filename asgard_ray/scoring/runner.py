@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict
+from asgard_ray.jobs.kinds import ExecutionPath
 from asgard_ray.scoring.manifest import Manifest, ManifestFile, manifest_uri, read_manifest, write_manifest
 from asgard_ray.scoring.pipeline import (
     PipelineOptions,
@@ -93,6 +95,7 @@ def _result(manifest: Manifest, uri: str) -> dict[str, Any]:
         "total_rows": manifest.total_rows,
         "files": len(manifest.files),
         "timings": manifest.timings,
+        "execution_path": manifest.execution_path,
     }
 
 
@@ -140,24 +143,41 @@ def _probability_columns(settings: Settings, files: list[str]) -> list[str]:
     return [c for c in names if c == "prediction_proba" or c.startswith("proba_")]
 
 
-def _index_refs(settings: Settings, plan: ScoringPlan) -> list[Any]:
-    """Build an as-of index per feature view from its pinned gold table and put it in the object store."""
+_INDEX_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_INDEX_CACHE_SIZE = 4
+
+
+def _indexes(settings: Settings, plan: ScoringPlan, *, put: bool = True) -> list[Any]:
+    """An as-of index per feature view from its pinned gold table: object-store refs (``put``) or the indexes.
+
+    In process (the warm path) an index of a pinned Iceberg snapshot is kept for the next job: a
+    snapshot never changes, so the key (metadata file, snapshot, columns, TTL) names its content.
+    """
     import ray
 
     from asgard_ray.gold import resolve_table
     from asgard_ray.scoring.pit import build_asof_index
 
-    refs = []
+    out = []
     for view in plan.views:
         if not view.features:
             continue
         table = view.pin.gold() if view.pin is not None else resolve_table(settings, view.table_name, format=view.table_format)
         cols = [*view.join_keys, view.timestamp_field, *view.features]
-        frame = table.read(settings, cols).to_pandas()
-        index = build_asof_index(frame, view.join_keys, view.timestamp_field, view.features, view.ttl_seconds)
-        log.info("job %s: as-of index for %s (snapshot %s): %d rows", plan.job_id, view.name, table.snapshot_id, index.rows)
-        refs.append(ray.put(index))
-    return refs
+        key = (table.location, table.snapshot_id, tuple(cols), view.ttl_seconds)
+        index = _INDEX_CACHE.get(key) if not put and table.format == "iceberg" else None
+        if index is None:
+            frame = table.read(settings, cols).to_pandas()
+            index = build_asof_index(frame, view.join_keys, view.timestamp_field, view.features, view.ttl_seconds)
+            log.info("job %s: as-of index for %s (snapshot %s): %d rows", plan.job_id, view.name, table.snapshot_id, index.rows)
+            if not put and table.format == "iceberg":
+                _INDEX_CACHE[key] = index
+                while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+                    _INDEX_CACHE.popitem(last=False)
+        else:
+            _INDEX_CACHE.move_to_end(key)
+        out.append(ray.put(index) if put else index)
+    return out
 
 
 def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_actors: int, as_of: datetime) -> tuple[Any, list[Any], str]:
@@ -167,7 +187,7 @@ def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_
         if "event_timestamp" not in plan.entities:
             entity_df["event_timestamp"] = pd.Timestamp(as_of)
         df = entity_df[[*plan.join_keys, "event_timestamp"]]
-        return dataset_from_frame(df, options, num_actors), _index_refs(settings, plan), "asof_index"
+        return dataset_from_frame(df, options, num_actors), _indexes(settings, plan), "asof_index"
     assert plan.source is not None
     src = plan.source
     cols = [*plan.join_keys]
@@ -183,7 +203,68 @@ def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_
         ds = ds.rename_columns({src.timestamp_column: "event_timestamp"})
     if src.features_included:
         return ds, [], "included"
-    return ds, _index_refs(settings, plan), "asof_index"
+    return ds, _indexes(settings, plan), "asof_index"
+
+
+def _input_inline(settings: Settings, plan: ScoringPlan, as_of: datetime) -> tuple[Any, list[Any], str]:
+    """``_input`` for the warm path: the entity rows as one Arrow table and the indexes themselves."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    if plan.entities is not None:
+        entity_df = entity_frame(plan)
+        if "event_timestamp" not in plan.entities:
+            entity_df["event_timestamp"] = pd.Timestamp(as_of)
+        table = pa.Table.from_pandas(entity_df[[*plan.join_keys, "event_timestamp"]], preserve_index=False)
+        return table, _indexes(settings, plan, put=False), "asof_index"
+    assert plan.source is not None
+    src = plan.source
+    cols = [*plan.join_keys]
+    if src.timestamp_column:
+        cols.append(src.timestamp_column)
+    if src.features_included:
+        cols += [c for c in plan.feature_columns if c not in cols]
+    if src.pin is not None and src.pin.format == "iceberg":
+        table = src.pin.gold().read(settings, cols)
+    else:
+        fs, _ = resolve(settings, f"s3://{src.files[0]}" if not src.files[0].startswith("/") else src.files[0])
+        table = pads.dataset(src.files, filesystem=fs, format="parquet", partitioning=None).to_table(columns=cols)
+    if src.timestamp_column and src.timestamp_column != "event_timestamp":
+        table = table.rename_columns(["event_timestamp" if c == src.timestamp_column else c for c in table.column_names])
+    if src.features_included:
+        return table, [], "included"
+    return table, _indexes(settings, plan, put=False), "asof_index"
+
+
+def _score_inline(
+    settings: Settings,
+    plan: ScoringPlan,
+    spec: ScorerSpec,
+    model: Any,
+    data_dir: str,
+    fs: Any,
+    local: bool,
+    started: datetime,
+    timings: dict[str, float],
+) -> str:
+    """The warm path's score-and-write: the same scorer as the actors, in this process, one Parquet file."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from asgard_ray.scoring.pipeline import _Scorer
+
+    t = time.perf_counter()
+    table, indexes, feature_path = _input_inline(settings, plan, started)
+    timings["features_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    scored = _Scorer([model], spec, indexes)(table)
+    if local:
+        fs.create_dir(data_dir, recursive=True)
+    name = JobFilenameProvider(plan.job_id).get_filename_for_task(uuid.uuid4().hex, 0)
+    pq.write_table(scored, f"{data_dir}/{name}", filesystem=fs)
+    timings["score_write_s"] = round(time.perf_counter() - t, 3)
+    return feature_path
 
 
 def run_scoring(
@@ -193,6 +274,7 @@ def run_scoring(
     model_box: list[Any] | None = None,
     *,
     track: bool = True,
+    path: ExecutionPath = "cluster",
 ) -> dict[str, Any]:
     """Score the plan's entities and commit the output; return the job's result summary.
 
@@ -203,6 +285,9 @@ def run_scoring(
         model_box: ``[ObjectRef]`` of the native model already loaded by the submitter (then
             ``plan.flavor`` names its flavor); default: load it here.
         track: Report progress to the job record.
+        path: ``cluster`` scores on Ray Data (read, scoring actors or tasks, write tasks); ``warm`` (a
+            warm worker, small work only) scores in this process with the same scorer and writes one
+            file. The commit (verify, manifest, table) is the same code either way.
     """
     options = options or PipelineOptions()
     started = datetime.now(UTC)
@@ -214,7 +299,7 @@ def run_scoring(
                 done = _commit_table(settings, done, lease)
         return _result(done, manifest_uri(done.output_path))
     with OutputLease(settings, plan.output_path, plan.job_id) as lease:
-        return _run_leased(settings, plan, options, model_box, track, lease, started, t0)
+        return _run_leased(settings, plan, options, model_box, track, lease, started, t0, path)
 
 
 def _prepare_output(settings: Settings, plan: ScoringPlan) -> tuple[str | None, list[str]]:
@@ -247,6 +332,7 @@ def _run_leased(
     lease: OutputLease,
     started: datetime,
     t0: float,
+    path: ExecutionPath,
 ) -> dict[str, Any]:
     from ray.data import DataContext
 
@@ -292,20 +378,23 @@ def _run_leased(
     fs, data_dir = resolve(settings, layout.data_dir)
     local = parse_uri(plan.output_path).scheme != "s3"
     try:
-        t = time.perf_counter()
-        input_ds, index_refs, feature_path = _input(settings, plan, options, num_actors, started)
-        timings["features_s"] = round(time.perf_counter() - t, 3)
-        scored = build_scored_dataset(input_ds, model_ref, spec, options, index_refs, num_actors)
-        t = time.perf_counter()
-        with ProgressPoller(settings, plan.output_path, job_id, lambda n: _report(settings, job_id, track, rows_done=n)):
-            scored.write_parquet(
-                data_dir,
-                filesystem=fs,
-                filename_provider=JobFilenameProvider(job_id),
-                try_create_dir=local,
-                ray_remote_args={"num_cpus": options.write_num_cpus, "max_retries": options.max_retries},
-            )
-        timings["score_write_s"] = round(time.perf_counter() - t, 3)
+        if path == "warm":
+            feature_path = _score_inline(settings, plan, spec, model_ref, data_dir, fs, local, started, timings)
+        else:
+            t = time.perf_counter()
+            input_ds, index_refs, feature_path = _input(settings, plan, options, num_actors, started)
+            timings["features_s"] = round(time.perf_counter() - t, 3)
+            scored = build_scored_dataset(input_ds, model_ref, spec, options, index_refs, num_actors)
+            t = time.perf_counter()
+            with ProgressPoller(settings, plan.output_path, job_id, lambda n: _report(settings, job_id, track, rows_done=n)):
+                scored.write_parquet(
+                    data_dir,
+                    filesystem=fs,
+                    filename_provider=JobFilenameProvider(job_id),
+                    try_create_dir=local,
+                    ray_remote_args={"num_cpus": options.write_num_cpus, "max_retries": options.max_retries},
+                )
+            timings["score_write_s"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
         files = job_files(settings, plan.output_path, job_id)
@@ -354,6 +443,7 @@ def _run_leased(
             started_at=started,
             finished_at=finished,
             timings=timings,
+            execution_path=path,
         )
         lease.check()  # a job that lost its lease must not commit over the new holder
         uri = write_manifest(settings, manifest)  # the commit

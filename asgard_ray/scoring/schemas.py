@@ -166,6 +166,10 @@ class BatchScoreResponse(BaseModel):
         default=None, description="Gold table -> the Iceberg snapshot id the features were read from (null: a Parquet folder)."
     )
     output_snapshot_id: int | None = Field(default=None, description="The output_table snapshot this job committed (completed jobs).")
+    execution_path: str | None = Field(
+        default=None,
+        description="warm: scored in process on a warm worker (small jobs); cluster: on Ray Data.",
+    )
     error: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
 

@@ -97,6 +97,7 @@ def batch_response(record: JobRecord) -> BatchScoreResponse:
         manifest_path=fields["manifest_path"],
         feature_snapshots=res.get("feature_snapshots") or progress.get("feature_snapshots"),
         output_snapshot_id=res.get("output_snapshot_id"),
+        execution_path=res.get("execution_path") or progress.get("execution_path"),
         error=record.error,
         links={"job": f"/mlops/serve/batch/{record.job_id}", "ray_task": f"{KIND}:{record.job_id}"},
     )
@@ -113,6 +114,10 @@ def _prepare(request: BatchScoreRequest | ScoringInput, settings: Settings, job_
     # Loaded here, where MLflow is already imported, so the job task and its actors never import it.
     # It travels as bytes (the supervisor never unpickles it); the task puts it in the object store.
     plan.flavor, obj = load_native_model(settings, plan.model)
+    # small work with the default pipeline runs on a warm worker (tests that tune the pipeline, e.g. to
+    # inject faults into Ray Data's actors, keep the cluster path)
+    limit = settings.asgard_fast_path_rows
+    warm = 0 < plan.rows_total <= limit and (given.options is None or given.options == PipelineOptions())
     return Plan(
         job_id=job_id,
         settings=settings,
@@ -130,6 +135,7 @@ def _prepare(request: BatchScoreRequest | ScoringInput, settings: Settings, job_
             "run_id": plan.model.run_id,
         },
         wait=plan.sync,
+        warm=warm,
     )
 
 
@@ -141,8 +147,10 @@ def _run(plan: Plan) -> dict[str, Any]:
     from asgard_ray.storage import release_claim
 
     scoring_plan, options, model_bytes = plan.payload
+    model = cloudpickle.loads(model_bytes)
+    box = [model] if plan.path == "warm" else [ray.put(model)]  # in process, or for Ray Data's workers
     try:
-        return run_scoring(plan.settings, scoring_plan, options, [ray.put(cloudpickle.loads(model_bytes))])
+        return run_scoring(plan.settings, scoring_plan, options, box, path=plan.path)
     finally:  # the submission's claim, if the run ended before its own lease took it over (a no-op otherwise)
         release_claim(plan.settings, scoring_plan.output_path, plan.job_id)
 

@@ -90,7 +90,7 @@ def train_distributed(settings: Settings, request: TrainRequest, job_id: str, pl
     metric, mode, metric_warnings = selection_metric(request, data)  # type: ignore[arg-type]
     warnings += metric_warnings
     spec = TrialSpec(request.framework, request.model_type, request.estimator, fixed, metric, mode, data.n_classes)
-    execution = plan.describe()
+    execution = {**plan.describe(), "path": "cluster"}
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(settings, request.experiment_name)
     tags = {

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from asgard_ray.config import Settings
     from asgard_ray.training.schemas import TrainRequest
 
-__all__ = ["DISTRIBUTED_FRAMEWORKS", "ExecutionPlan", "choose_mode", "entity_rows", "sample_entities"]
+__all__ = ["DISTRIBUTED_FRAMEWORKS", "ExecutionPlan", "choose_mode", "entity_rows", "fast_path", "sample_entities"]
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +158,29 @@ def sample_entities(request: TrainRequest, plan: ExecutionPlan) -> tuple[dict[st
     timestamps = None if ds.event_timestamps is None else [ds.event_timestamps[i] for i in keep]
     log.info("sampled %d of %d entity rows (seed %d)", plan.sample_rows, plan.rows, request.split.seed)
     return entities, timestamps
+
+
+def fast_path(request: TrainRequest, settings: Settings) -> tuple[bool, str]:
+    """Whether a request may train on a warm worker (``asgard_ray.jobs.warm``), and why (not).
+
+    The fast path runs the trials one after another in the warm worker's process, so it takes only
+    work whose trials are known up front and few: in-memory mode, at most ``ASGARD_FAST_PATH_ROWS``
+    entity rows, no sampled search dimension (those are drawn by Tune's search algorithm) and at most
+    ``ASGARD_FAST_PATH_TRIALS`` grid combinations. Anything else runs on the cluster path.
+    """
+    from asgard_ray.training.trials import count_trials
+
+    hp = request.hyperparameters
+    rows = entity_rows(request)
+    if settings.asgard_fast_path_rows <= 0:
+        return False, "fast path off (ASGARD_FAST_PATH_ROWS=0)"
+    if rows > settings.asgard_fast_path_rows:
+        return False, f"{rows:,} entity rows > ASGARD_FAST_PATH_ROWS={settings.asgard_fast_path_rows:,}"
+    if choose_mode(request, settings).mode != "in_memory":
+        return False, "data-parallel trials run on Ray Train"
+    if any(dim.type != "grid" for dim in (hp.search_space or {}).values()):
+        return False, "a sampled search space runs on Tune"
+    _, _, total = count_trials(hp.search_space, hp.num_trials)
+    if total > settings.asgard_fast_path_trials:
+        return False, f"{total} trials > ASGARD_FAST_PATH_TRIALS={settings.asgard_fast_path_trials}"
+    return True, f"{rows:,} entity rows, {total} trial(s)"

@@ -19,6 +19,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.features import TrainingFrame, build_training_frame
 from asgard_ray.jobs import JobStore
+from asgard_ray.jobs.kinds import ExecutionPath
 from asgard_ray.training.data import PreparedData, entity_hash, prepare_data
 from asgard_ray.training.estimators import check_param_bounds, log_model, resolve_params
 from asgard_ray.training.metrics import evaluate, positive_score
@@ -48,6 +49,7 @@ from asgard_ray.training.trials import (
     fit_and_score,
     param_space,
     run_trials,
+    run_trials_inline,
 )
 
 __all__ = ["execution_tags", "plan_trials", "run_training", "selection_metric", "train_on_frame", "validate_request"]
@@ -110,9 +112,10 @@ def selection_metric(request: TrainRequest, data: PreparedData) -> tuple[str, st
 
 
 def execution_tags(execution: dict[str, Any]) -> dict[str, str]:
-    """Parent-run tags that say which mode ran, with how many workers, and on what sample."""
+    """Parent-run tags that say which mode and path ran, with how many workers, and on what sample."""
     tags = {
         "asgard.execution_mode": str(execution["mode"]),
+        "asgard.execution_path": str(execution.get("path", "cluster")),
         "asgard.num_workers": str(execution.get("num_workers", 1)),
         "asgard.execution": json.dumps(execution, default=str),
     }
@@ -149,8 +152,13 @@ def _lineage_tags(request: TrainRequest, frame: Any, data: Any, training_rows: i
     return tags
 
 
-def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """Train as the request asks and return the ``TrainResponse`` as a dict (the Ray task's result)."""
+def run_training(settings: Settings, request_json: dict[str, Any], job_id: str, path: ExecutionPath = "cluster") -> dict[str, Any]:
+    """Train as the request asks and return the ``TrainResponse`` as a dict (the Ray task's result).
+
+    ``path`` is where the job runs (``Plan.path``): ``cluster`` runs the trials on Tune and refits the
+    best on its own task; ``warm`` (a warm worker, small work only) runs them one after another in this
+    process and keeps the best trial's model. Same fits, same seeds: the same model either way.
+    """
     request = TrainRequest.model_validate(request_json)
     validate_request(request, settings)
     plan = choose_mode(request, settings)
@@ -165,7 +173,7 @@ def run_training(settings: Settings, request_json: dict[str, Any], job_id: str) 
     frame = build_training_frame(
         settings, ds.feature_views, entities, event_timestamps=timestamps, label=ds.target_column, as_of_snapshot=request.as_of_snapshot
     )
-    return train_on_frame(settings, request, frame, job_id, plan)
+    return train_on_frame(settings, request, frame, job_id, plan, path=path)
 
 
 def train_on_frame(
@@ -174,6 +182,8 @@ def train_on_frame(
     frame: TrainingFrame,
     job_id: str,
     plan: ExecutionPlan | None = None,
+    *,
+    path: ExecutionPath = "cluster",
 ) -> dict[str, Any]:
     """Train on an already retrieved frame (``run_training`` after retrieval), in memory.
 
@@ -210,7 +220,7 @@ def train_on_frame(
         "asgard.job_id": job_id,
         "asgard.model_name": request.model_name,
         "mlflow.runName": f"{request.model_name}-{job_id}",
-        **execution_tags(plan.describe()),
+        **execution_tags({**plan.describe(), "path": path}),
     }
     parent = client.create_run(experiment_id, tags=tags)
     run_id = parent.info.run_id
@@ -235,8 +245,8 @@ def train_on_frame(
         len(data.X_train),
     )
     try:
-        result = _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings)
-        return {**result, "execution": plan.describe(), "feature_snapshots": dict(frame.snapshots)}
+        result = _train_and_log(settings, request, job_id, data, spec, num_samples, total, experiment_id, run_id, warnings, path)
+        return {**result, "execution": {**plan.describe(), "path": path}, "feature_snapshots": dict(frame.snapshots)}
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -253,6 +263,7 @@ def _train_and_log(
     experiment_id: str,
     run_id: str,
     warnings: list[str],
+    path: ExecutionPath,
 ) -> dict[str, Any]:
     import mlflow
     import ray
@@ -263,20 +274,25 @@ def _train_and_log(
         TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
         JobProgress(settings, job_id, spec.metric, spec.mode, total),
     ]
-    outcome = run_trials(
-        data,
-        spec,
-        hp.search_space,
-        num_samples=num_samples,
-        max_concurrent_trials=hp.max_concurrent_trials,
-        callbacks=callbacks,
-        name=job_id,
-    )
-    best = outcome.winner(warnings)
-    best_params = {**spec.fixed_params, **best.config}
-
-    refit = ray.remote(_refit).options(name=f"training:{job_id}:refit", num_cpus=1, max_retries=0)
-    model = ray.get(refit.remote(spec, data, best_params))
+    if path == "warm":  # one after another, here; the best trial's model is kept (no refit)
+        outcome, models = run_trials_inline(data, spec, hp.search_space, callbacks=callbacks, name=job_id)
+        best = outcome.winner(warnings)
+        best_params = {**spec.fixed_params, **best.config}
+        model = models[best.trial_id]
+    else:
+        outcome = run_trials(
+            data,
+            spec,
+            hp.search_space,
+            num_samples=num_samples,
+            max_concurrent_trials=hp.max_concurrent_trials,
+            callbacks=callbacks,
+            name=job_id,
+        )
+        best = outcome.winner(warnings)
+        best_params = {**spec.fixed_params, **best.config}
+        refit = ray.remote(_refit).options(name=f"training:{job_id}:refit", num_cpus=1, max_retries=0)
+        model = ray.get(refit.remote(spec, data, best_params))
 
     metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_")
     X_eval, y_eval = data.eval_set
@@ -287,15 +303,9 @@ def _train_and_log(
     else:
         score = np.asarray(model.predict(X_eval), dtype="float64")
 
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
-        tags=[],
-    )
-    for key, value in {
+    run_tags = {
         "asgard.num_trials": len(outcome.trials),
         "asgard.failed_trials": len(outcome.failed),
         "asgard.best_trial_id": best.trial_id,
@@ -303,10 +313,15 @@ def _train_and_log(
         "asgard.split": data.split,
         "asgard.validation_rows": len(y_eval) if data.has_validation else 0,
         "asgard.warnings": json.dumps(warnings),
-    }.items():
-        client.set_tag(run_id, key, str(value))
-    for path, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
-        client.log_figure(run_id, figure, path)
+    }
+    client.log_batch(  # one call for the metrics, the winning parameters and the run's tags
+        run_id,
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
+        tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
+    )
+    for artifact, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
+        client.log_figure(run_id, figure, artifact)
     from asgard_ray.monitoring.profile import build_reference_profile
 
     profile = build_reference_profile(

@@ -64,6 +64,7 @@ def train_answer(record: JobRecord) -> TrainResponse | TrainingJob:
 
 def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
     from asgard_ray.features.retrieval import pin_view_tables
+    from asgard_ray.training.modes import fast_path
     from asgard_ray.training.pipeline import plan_trials, validate_request
 
     validate_request(request, settings)
@@ -74,21 +75,23 @@ def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
     _, total, _ = plan_trials(request)
     body = request.model_dump(mode="json", by_alias=True)
     pinned = {name: t.snapshot_id for name, t in tables.items() if t.snapshot_id is not None}
+    warm, why = fast_path(request, settings)
     return Plan(
         job_id=job_id,
         settings=settings,
         payload={**body, "as_of_snapshot": pinned or None},
         request=body,
-        progress={"trials_total": total, "trials_done": 0},
+        progress={"trials_total": total, "trials_done": 0, "fast_path": why},
         links={"dashboard": settings.dashboard_url},
         wait=not request.async_,
+        warm=warm,
     )
 
 
 def _run(plan: Plan) -> dict[str, Any]:
     from asgard_ray.training.pipeline import run_training
 
-    return run_training(plan.settings, plan.payload, plan.job_id)
+    return run_training(plan.settings, plan.payload, plan.job_id, path=plan.path)
 
 
 TRAINING_JOB = JobKind(

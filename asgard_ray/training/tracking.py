@@ -123,6 +123,8 @@ def _trial_error(trial: Any) -> str:
 
     from asgard_ray.training.trials import _error_text
 
+    if getattr(trial, "error_message", None):  # a trial run in process (``trials.run_trials_inline``)
+        return str(trial.error_message)
     try:
         if trial.pickled_error_file and Path(trial.pickled_error_file).exists():
             return _error_text(pickle.loads(Path(trial.pickled_error_file).read_bytes()))  # noqa: S301 - Tune wrote it

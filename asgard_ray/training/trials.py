@@ -10,11 +10,14 @@ trial), reuse their actors, and pin every fit to one thread, so N trials use N c
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +39,10 @@ __all__ = [
     "check_trial_cap",
     "count_trials",
     "fit_and_score",
+    "grid_configs",
     "param_space",
     "run_trials",
+    "run_trials_inline",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,16 +172,86 @@ def _better(a: float, b: float, mode: str) -> bool:
     return a > b if mode == "max" else a < b
 
 
+def _config_key(trial: TrialResult) -> str:
+    return json.dumps(trial.config, sort_keys=True, default=str)
+
+
 def pick_best(trials: list[TrialResult], metric: str, mode: str) -> TrialResult | None:
-    """The successful trial with the best finite ``metric`` (the first one wins ties)."""
+    """The successful trial with the best finite ``metric``.
+
+    A tie goes to the configuration that sorts first as JSON, not to the trial that ran first, so the
+    winner does not depend on the order the trials ran in (Tune's, or the warm worker's).
+    """
     best: TrialResult | None = None
     for trial in trials:
         value = trial.metrics.get(metric)
         if trial.error is not None or value is None or not math.isfinite(value):
             continue
-        if best is None or _better(value, best.metrics[metric], mode):
+        tie = best is not None and value == best.metrics[metric] and _config_key(trial) < _config_key(best)
+        if best is None or _better(value, best.metrics[metric], mode) or tie:
             best = trial
     return best
+
+
+def grid_configs(search_space: dict[str, SearchDimension] | None) -> list[dict[str, Any]]:
+    """Every configuration of a pure grid (no sampled dimension), in a fixed order."""
+    dims = [(name, list(dim.values or [])) for name, dim in (search_space or {}).items()]
+    if any(dim.type != "grid" for dim in (search_space or {}).values()):
+        raise ValueError("grid_configs takes a grid-only search space")
+    return [dict(zip([n for n, _ in dims], combo, strict=True)) for combo in itertools.product(*(v for _, v in dims))]
+
+
+def run_trials_inline(
+    data: PreparedData,
+    spec: TrialSpec,
+    search_space: dict[str, SearchDimension] | None = None,
+    *,
+    callbacks: list[Any] | None = None,
+    name: str = "asgard-trials",
+) -> tuple[TrialsOutcome, dict[str, Any]]:
+    """Run a grid's trials one after another in this process (the warm worker's fast path).
+
+    The same fits as ``run_trials`` (``fit_and_score``, one thread), reported to the same Tune
+    callbacks (one MLflow child run per trial, the job's progress) with Tune's hook names, and ranked
+    by the same ``pick_best``. Returns the outcome and each successful trial's fitted model by trial id.
+    """
+    trials: list[TrialResult] = []
+    models: dict[str, Any] = {}
+    for index, config in enumerate(grid_configs(search_space)):
+        trial = _InlineTrial(trial_id=f"{name}_{index:05d}", config=config)
+        _hook(callbacks, "on_trial_start", trial)
+        try:
+            model, metrics = fit_and_score(spec, data, {**spec.fixed_params, **config})
+        except Exception as exc:
+            trial.status, trial.error_message = "ERROR", _error_text(exc)
+            trials.append(TrialResult(trial_id=trial.trial_id, config=config, error=trial.error_message))
+            _hook(callbacks, "on_trial_error", trial)
+            continue
+        _hook(callbacks, "on_trial_result", trial, result={**metrics, "training_iteration": 1, "timestamp": time.time()})
+        trial.status = "TERMINATED"
+        _hook(callbacks, "on_trial_complete", trial)
+        trials.append(TrialResult(trial_id=trial.trial_id, config=config, metrics=metrics))
+        models[trial.trial_id] = model
+    best = pick_best(trials, spec.metric, spec.mode)
+    log.info("%s: %d trials inline, %d failed", name, len(trials), sum(t.error is not None for t in trials))
+    return TrialsOutcome(trials=trials, best=best), models
+
+
+@dataclass
+class _InlineTrial:
+    """What the Tune callbacks read of a trial (``trial_id``, ``config``, ``status``, the error)."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "RUNNING"
+    error_message: str | None = None
+    pickled_error_file: str | None = None
+    error_file: str | None = None
+
+
+def _hook(callbacks: list[Any] | None, hook: str, trial: _InlineTrial, **kwargs: Any) -> None:
+    for callback in callbacks or []:
+        getattr(callback, hook)(iteration=0, trials=[], trial=trial, **kwargs)
 
 
 def run_trials(

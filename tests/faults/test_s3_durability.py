@@ -51,17 +51,19 @@ def _manifest(job_id: str) -> dict[str, object]:
 def private_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Process, Settings]]:
     """A private S3 server process and Settings pointing at it (this process's env too, for Feast)."""
     s3 = S3Process(tmp_path / "s3", tmp_path / "s3server.log").start()
-    home = tmp_path / "home"
-    settings = isolated_settings(
-        asgard_home=home, s3_endpoint_url=s3.endpoint, asgard_s3_port=s3.port, feast_repo_path=home / "feast_repo",
-        mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
-    )
-    for name, value in settings.worker_env().items():
-        monkeypatch.setenv(name, value)
-    prepare_storage(settings)
-    prepare_feast_repo(settings)
-    yield s3, settings
-    s3.stop()
+    try:  # stopped even when the set-up below fails
+        home = tmp_path / "home"
+        settings = isolated_settings(
+            asgard_home=home, s3_endpoint_url=s3.endpoint, asgard_s3_port=s3.port, feast_repo_path=home / "feast_repo",
+            mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
+        )
+        for name, value in settings.worker_env().items():
+            monkeypatch.setenv(name, value)
+        prepare_storage(settings)
+        prepare_feast_repo(settings)
+        yield s3, settings
+    finally:
+        s3.stop()
 
 
 def test_platform_writes_survive_kill9_of_the_s3_server(private_s3: tuple[S3Process, Settings]) -> None:

@@ -67,3 +67,26 @@ def test_evaluate_prefixes_and_figures() -> None:
     reg = HistGradientBoostingRegressor(max_iter=10).fit(X, X["a"] * 3)  # no feature_importances_: permutation
     figs = model_figures(reg, X, (X["a"] * 3).to_numpy(), "regression", ["a", "b"], None, None)
     assert set(figs) == {"plots/feature_importance.png", "plots/residuals.png"}
+
+
+def test_pick_best_breaks_ties_by_config_not_by_order() -> None:
+    a = TrialResult("a", {"max_depth": 4}, {"roc_auc": 0.8})
+    b = TrialResult("b", {"max_depth": 2}, {"roc_auc": 0.8})
+    assert pick_best([a, b], "roc_auc", "max").trial_id == "b"
+    assert pick_best([b, a], "roc_auc", "max").trial_id == "b"  # the warm path and Tune may run them in any order
+
+
+def test_grid_configs_expand_every_combination_and_refuse_a_sampled_space() -> None:
+    from asgard_ray.training.schemas import SearchDimension
+    from asgard_ray.training.trials import count_trials, grid_configs
+
+    space = {
+        "max_depth": SearchDimension.model_validate({"type": "grid", "values": [2, 4]}),
+        "min_samples_leaf": SearchDimension.model_validate({"type": "grid", "values": [1, 5, 9]}),
+    }
+    configs = grid_configs(space)
+    assert len(configs) == count_trials(space, None)[2] == 6
+    assert {(c["max_depth"], c["min_samples_leaf"]) for c in configs} == {(d, m) for d in (2, 4) for m in (1, 5, 9)}
+    assert grid_configs(None) == [{}]
+    with pytest.raises(ValueError, match="grid-only"):
+        grid_configs({"max_depth": SearchDimension.model_validate({"type": "randint", "low": 2, "high": 5})})
