@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -455,7 +456,8 @@ def test_rayjob_entrypoint_runs_a_job_file_with_a_valid_mounted_request(
     assert words[:2] == ["python", f"/home/ray/app/jobs/{script}"]  # WORKDIR + COPY jobs/ in the Dockerfile
     job_file = ROOT / "jobs" / script
     assert job_file.exists(), f"jobs/{script} is missing"
-    assert '"--request"' in job_file.read_text(), f"jobs/{script} takes no --request"
+    usage = subprocess.run([sys.executable, str(job_file), "--help"], capture_output=True, text=True, timeout=120, check=True)
+    assert "--request" in usage.stdout, f"jobs/{script} takes no --request"
     request = Path(words[words.index("--request") + 1])
     head = _cluster_spec(job)["headGroupSpec"]["template"]["spec"]
     (mount,) = [m for m in head["containers"][0]["volumeMounts"] if request.is_relative_to(m["mountPath"])]
