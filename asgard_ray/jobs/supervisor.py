@@ -102,6 +102,7 @@ class _Warm:
     def free(self) -> bool:
         """Whether it can take a job now (ready, not broken, and no job of its own)."""
         import ray
+        import ray.exceptions as rex
 
         if self.job_id is not None or self.broken:
             return False
@@ -112,7 +113,7 @@ class _Warm:
             try:
                 self.pid = ray.get(self.ready_ref, timeout=1)["pid"]
             except Exception as exc:  # it could not start: small jobs take the cluster path
-                if _actor_lost(exc) and not isinstance(exc, _died()):  # restarting: ask again
+                if isinstance(exc, rex.ActorUnavailableError):  # restarting: ask again
                     self.ready_ref = self.handle.ready.remote()
                     return False
                 self.broken = f"{type(exc).__name__}: {exc}"[:500]
@@ -126,12 +127,6 @@ def _actor_lost(exc: BaseException) -> bool:
     import ray.exceptions as rex
 
     return isinstance(exc, rex.ActorDiedError | rex.ActorUnavailableError)
-
-
-def _died() -> type[BaseException]:
-    import ray.exceptions as rex
-
-    return rex.ActorDiedError
 
 
 def _settings_key(settings: Settings) -> tuple[str | None, str]:

@@ -180,14 +180,27 @@ def _indexes(settings: Settings, plan: ScoringPlan, *, put: bool = True) -> list
     return out
 
 
-def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_actors: int, as_of: datetime) -> tuple[Any, list[Any], str]:
-    """The input dataset, the as-of index refs the actors need, and what fed it (for the manifest)."""
+def _input(
+    settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_actors: int, as_of: datetime, *, inline: bool = False
+) -> tuple[Any, list[Any], str]:
+    """The input, the as-of indexes the scorer needs, and what fed it (for the manifest).
+
+    On the cluster path the input is a Ray Dataset and the indexes object-store refs; ``inline`` (the
+    warm path) reads the same rows as one Arrow table in this process and returns the indexes themselves.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    def indexes() -> list[Any]:  # built only when the features are not in the input
+        return _indexes(settings, plan, put=not inline)
+
     if plan.entities is not None:
         entity_df = entity_frame(plan)
         if "event_timestamp" not in plan.entities:
             entity_df["event_timestamp"] = pd.Timestamp(as_of)
         df = entity_df[[*plan.join_keys, "event_timestamp"]]
-        return dataset_from_frame(df, options, num_actors), _indexes(settings, plan), "asof_index"
+        data = pa.Table.from_pandas(df, preserve_index=False) if inline else dataset_from_frame(df, options, num_actors)
+        return data, indexes(), "asof_index"
     assert plan.source is not None
     src = plan.source
     cols = [*plan.join_keys]
@@ -196,44 +209,20 @@ def _input(settings: Settings, plan: ScoringPlan, options: PipelineOptions, num_
     if src.features_included:
         cols += [c for c in plan.feature_columns if c not in cols]
     if src.pin is not None and src.pin.format == "iceberg":
-        ds = src.pin.gold().to_ray(settings, cols)
-    else:
-        ds = dataset_from_parquet(settings, src.files, cols, options)
-    if src.timestamp_column and src.timestamp_column != "event_timestamp":
-        ds = ds.rename_columns({src.timestamp_column: "event_timestamp"})
-    if src.features_included:
-        return ds, [], "included"
-    return ds, _indexes(settings, plan), "asof_index"
-
-
-def _input_inline(settings: Settings, plan: ScoringPlan, as_of: datetime) -> tuple[Any, list[Any], str]:
-    """``_input`` for the warm path: the entity rows as one Arrow table and the indexes themselves."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    if plan.entities is not None:
-        entity_df = entity_frame(plan)
-        if "event_timestamp" not in plan.entities:
-            entity_df["event_timestamp"] = pd.Timestamp(as_of)
-        table = pa.Table.from_pandas(entity_df[[*plan.join_keys, "event_timestamp"]], preserve_index=False)
-        return table, _indexes(settings, plan, put=False), "asof_index"
-    assert plan.source is not None
-    src = plan.source
-    cols = [*plan.join_keys]
-    if src.timestamp_column:
-        cols.append(src.timestamp_column)
-    if src.features_included:
-        cols += [c for c in plan.feature_columns if c not in cols]
-    if src.pin is not None and src.pin.format == "iceberg":
-        table = src.pin.gold().read(settings, cols)
-    else:
+        data = src.pin.gold().read(settings, cols) if inline else src.pin.gold().to_ray(settings, cols)
+    elif inline:
         fs, _ = resolve(settings, f"s3://{src.files[0]}" if not src.files[0].startswith("/") else src.files[0])
-        table = pads.dataset(src.files, filesystem=fs, format="parquet", partitioning=None).to_table(columns=cols)
+        data = pads.dataset(src.files, filesystem=fs, format="parquet", partitioning=None).to_table(columns=cols)
+    else:
+        data = dataset_from_parquet(settings, src.files, cols, options)
     if src.timestamp_column and src.timestamp_column != "event_timestamp":
-        table = table.rename_columns(["event_timestamp" if c == src.timestamp_column else c for c in table.column_names])
+        if inline:
+            data = data.rename_columns(["event_timestamp" if c == src.timestamp_column else c for c in data.column_names])
+        else:
+            data = data.rename_columns({src.timestamp_column: "event_timestamp"})
     if src.features_included:
-        return table, [], "included"
-    return table, _indexes(settings, plan, put=False), "asof_index"
+        return data, [], "included"
+    return data, indexes(), "asof_index"
 
 
 def _score_inline(
@@ -255,7 +244,7 @@ def _score_inline(
     from asgard_ray.scoring.pipeline import _Scorer
 
     t = time.perf_counter()
-    table, indexes, feature_path = _input_inline(settings, plan, started)
+    table, indexes, feature_path = _input(settings, plan, PipelineOptions(), 1, started, inline=True)
     timings["features_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     scored = _Scorer([model], spec, indexes)(table)

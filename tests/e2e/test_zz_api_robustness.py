@@ -7,6 +7,7 @@ or write monitoring records with generated names.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import socket
 import time
 
 import httpx
@@ -90,3 +91,47 @@ def test_bounded_load_on_monitoring_and_health(stack: dict[str, str]) -> None:
             break
         offset += 1000
     assert acked <= stored, f"{len(acked - stored)} acknowledged records are missing"
+
+
+def _status(sock: socket.socket) -> int:
+    """The status code of the HTTP/1.1 answer on ``sock`` (reads the status line only)."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else -1
+
+
+def test_health_answers_while_100_requests_wait(stack: dict[str, str]) -> None:
+    """100 requests in flight (their bodies arrive slowly) hold no thread and no loop: health still answers.
+
+    Each opens ``POST /mlops/models`` on 127.0.0.1 with a Content-Length and sends a first few bytes,
+    then waits; health is asked 20 times meanwhile. The bodies then end as invalid JSON, and each of
+    the 100 gets its 4xx (nothing is trained).
+    """
+    port = int(stack["ASGARD_API_PORT"])
+    body = b'{"model_name": "slow", ' + b" " * 200 + b"!"  # invalid JSON once complete
+    head = (
+        f"POST /mlops/models HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    waiting: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+            sock.sendall(head + body[:10])
+            waiting.append(sock)
+        time.sleep(1.0)  # all 100 are in flight, each waiting for the rest of its body
+        with httpx.Client(base_url=api_url(stack), timeout=15) as http:
+            answers = [http.get("/mlops/health") for _ in range(20)]
+        assert [a.status_code for a in answers] == [200] * 20
+        assert all(a.json()["status"] == "healthy" for a in answers)
+        for sock in waiting:
+            sock.sendall(body[10:])
+        statuses = [_status(sock) for sock in waiting]
+    finally:
+        for sock in waiting:
+            sock.close()
+    assert len(statuses) == 100 and all(400 <= s < 500 for s in statuses), sorted(set(statuses))
