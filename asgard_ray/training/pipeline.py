@@ -274,11 +274,9 @@ def _train_and_log(
         TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
         JobProgress(settings, job_id, spec.metric, spec.mode, total),
     ]
-    if path == "warm":  # one after another, here; the best trial's model is kept (no refit)
+    models: dict[str, Any] | None = None
+    if path == "warm":  # one after another, here, keeping each trial's model
         outcome, models = run_trials_inline(data, spec, hp.search_space, callbacks=callbacks, name=job_id)
-        best = outcome.winner(warnings)
-        best_params = {**spec.fixed_params, **best.config}
-        model = models[best.trial_id]
     else:
         outcome = run_trials(
             data,
@@ -289,8 +287,11 @@ def _train_and_log(
             callbacks=callbacks,
             name=job_id,
         )
-        best = outcome.winner(warnings)
-        best_params = {**spec.fixed_params, **best.config}
+    best = outcome.winner(warnings)
+    best_params = {**spec.fixed_params, **best.config}
+    if models is not None:  # the best trial's own model: the same fit a refit would repeat
+        model = models[best.trial_id]
+    else:  # Tune's trials keep no model: fit the best configuration again on its own task
         refit = ray.remote(_refit).options(name=f"training:{job_id}:refit", num_cpus=1, max_retries=0)
         model = ray.get(refit.remote(spec, data, best_params))
 
