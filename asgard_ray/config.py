@@ -176,6 +176,14 @@ class Settings(BaseSettings):
     """Most records the monitoring actor holds in memory; older history is paged from S3."""
     asgard_monitoring_memory_mb: int = Field(default=128, ge=1)
     """Most serialized megabytes of records the monitoring actor holds in memory (Python needs ~4x that)."""
+    asgard_monitoring_ack: Literal["auto", "wal", "s3"] = "auto"
+    """When the monitoring actor acknowledges a write. ``wal``: once it is fsynced to the actor node's
+    write-ahead log (``ASGARD_MONITORING_WAL_DIR``); it reaches S3 milliseconds later, and the log is
+    replayed after a crash. ``s3``: once its S3 PUT returned. ``auto``: ``wal`` in embedded mode (the S3
+    server keeps its objects on the same disk), ``s3`` in production (a lost node would take its log along)."""
+    asgard_monitoring_wal_dir: Path | None = None
+    """The monitoring write-ahead log's folder; default ``<ASGARD_HOME>/monitoring-wal``. On a cluster
+    (``ASGARD_MONITORING_ACK=wal``), a persistent volume mounted on the node that runs the actor."""
 
     # --- real-time serving (the prediction app, asgard_ray.serving) -----------------------------------
     asgard_serve_max_rows: int = Field(default=1000, ge=1)
@@ -245,6 +253,12 @@ class Settings(BaseSettings):
     def feast_repo(self) -> Path:
         """The Feast repo folder."""
         return (self.feast_repo_path or self.asgard_home / "feast_repo").absolute()
+
+    @property
+    def monitoring_wal_dir(self) -> Path | None:
+        """Where the monitoring actor keeps its write-ahead log, or None when it acknowledges after the S3 PUT."""
+        wal = self.asgard_monitoring_ack == "wal" or (self.asgard_monitoring_ack == "auto" and self.embedded)
+        return (self.asgard_monitoring_wal_dir or self.asgard_home / "monitoring-wal").absolute() if wal else None
 
     @property
     def embedded(self) -> bool:

@@ -248,9 +248,12 @@ class SecurityMiddleware:
 
         # Read the whole body here, up to the limit, whatever its framing (chunked has no length): an
         # error raised inside the app's own read would reach FastAPI as a 400 "error parsing the body".
+        # A request that declares no body is not read at all: behind Serve's proxy each receive() is a
+        # call back to the proxy, which a GET would otherwise pay for nothing.
         chunks: list[bytes] = []
         received = 0
-        while True:
+        bodiless = "transfer-encoding" not in headers and (length or "0").strip() == "0"
+        while not bodiless:
             message = await receive()
             if message["type"] != "http.request":  # the client went away before the body ended
                 return

@@ -9,6 +9,7 @@ found in S3 after the restart and answered from there, or written then.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -39,7 +40,7 @@ class MonitoringActor:
 
     def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.state = MonitoringState(settings, prefix=prefix, mirror=mirror)
+        self.state = MonitoringState(settings, prefix=prefix, mirror=mirror, wal_dir=settings.monitoring_wal_dir)
 
     def log(self, request: MonitoringRequest, monitoring_id: str) -> MonitoringResponse:
         """Store one record (idempotent by id)."""
@@ -81,6 +82,10 @@ class MonitoringActor:
         """Counts."""
         return self.state.stats()
 
+    def flush_uploads(self, timeout: float = 30.0) -> bool:
+        """Wait until every acknowledged record is on S3."""
+        return self.state.flush_uploads(timeout)
+
     def ping(self) -> str:
         """Liveness."""
         return "ok"
@@ -121,26 +126,43 @@ class MonitoringClient:
             self._handle = cls.remote(self.settings, self.prefix, self.mirror)
         return self._handle
 
+    def _failed(self, method: str, exc: BaseException, attempt: int, timeout: float) -> None:
+        """Raise what a failed call means to the caller, or return to retry once (the actor was gone for good)."""
+        if isinstance(exc, ray.exceptions.RayTaskError):
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, AsgardError):
+                raise cause from None
+            raise exc
+        if isinstance(exc, ray.exceptions.RayActorError):
+            # the actor is gone for good (killed without restart): get-or-create it again once
+            self._handle = None
+            if attempt == 2:
+                # the cause (a traceback, with terminal colour codes) goes to the log, never to a response body
+                log.error("monitoring actor %s is unavailable for %s: %s", self.name, method, exc)
+                raise ServiceUnavailable(f"the monitoring actor {self.name!r} is unavailable; the server log has the cause") from None
+            log.warning("monitoring actor %s died; creating it again for %s", self.name, method)
+            return
+        if isinstance(exc, ray.exceptions.GetTimeoutError | TimeoutError):
+            raise ServiceUnavailable(f"the monitoring actor {self.name!r} did not answer in {timeout:.0f}s") from exc
+        raise exc
+
     def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         for attempt in (1, 2):
             try:
                 return ray.get(getattr(self.handle, method).remote(*args), timeout=timeout)
-            except ray.exceptions.RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, AsgardError):
-                    raise cause from None
-                raise
-            except ray.exceptions.RayActorError as exc:
-                # the actor is gone for good (killed without restart): get-or-create it again once
-                self._handle = None
-                if attempt == 2:
-                    # the cause (a traceback, with terminal colour codes) goes to the log, never to a response body
-                    log.error("monitoring actor %s is unavailable for %s: %s", self.name, method, exc)
-                    raise ServiceUnavailable(f"the monitoring actor {self.name!r} is unavailable; the server log has the cause") from None
-                log.warning("monitoring actor %s died; creating it again for %s", self.name, method)
-            except ray.exceptions.GetTimeoutError as exc:
-                raise ServiceUnavailable(f"the monitoring actor {self.name!r} did not answer in {timeout:.0f}s") from exc
+            except Exception as exc:
+                self._failed(method, exc, attempt, timeout)
+        raise AssertionError("unreachable")
+
+    async def _acall(self, method: str, *args: Any) -> Any:
+        """``_call`` for the event loop: awaits the actor with a timeout and holds no thread while it waits."""
+        for attempt in (1, 2):
+            handle = self._handle if self._handle is not None else await asyncio.to_thread(lambda: self.handle)
+            try:
+                return await asyncio.wait_for(_awaited(getattr(handle, method).remote(*args)), self.timeout_s)
+            except Exception as exc:
+                self._failed(method, exc, attempt, self.timeout_s)
         raise AssertionError("unreachable")
 
     def log(self, request: MonitoringRequest) -> MonitoringResponse:
@@ -179,6 +201,43 @@ class MonitoringClient:
         """Wait until MLflow has every record."""
         return self._call("flush_mirror", timeout)
 
+    def flush_uploads(self, timeout: float = 30.0) -> bool:
+        """Wait until every acknowledged record is on S3 (immediate when writes are acknowledged after the PUT)."""
+        return self._call("flush_uploads", timeout, timeout_s=timeout + 30)
+
     def stats(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Counts: records, records in memory, quarantined records, rebuild time."""
         return self._call("stats", timeout_s=timeout_s)
+
+    # --- the same calls for async routes -----------------------------------------------------------
+    async def alog(self, request: MonitoringRequest) -> MonitoringResponse:
+        """``log`` without holding a thread."""
+        return await self._acall("log", request, request.monitoring_id or new_monitoring_id())
+
+    async def ahistory(self, query: HistoryRequest) -> HistoryResponse:
+        """``history`` without holding a thread."""
+        return await self._acall("history", query)
+
+    async def aget(self, monitoring_id: str) -> MonitoringRecord:
+        """``get`` without holding a thread."""
+        return await self._acall("get", monitoring_id)
+
+    async def amodels(self) -> dict[str, list[str]]:
+        """``models`` without holding a thread."""
+        return await self._acall("models")
+
+    async def arecent(self, model_name: str | None = None, per_version: int = 200) -> dict[tuple[str, str], list[MonitoringRecord]]:
+        """``recent`` without holding a thread."""
+        return await self._acall("recent", model_name, per_version)
+
+    async def aget_rules(self, model_name: str | None = None) -> dict[str, Any]:
+        """``get_rules`` without holding a thread."""
+        return await self._acall("get_rules", model_name)
+
+    async def aset_rules(self, model_name: str | None, rules: RuleSet) -> dict[str, Any]:
+        """``set_rules`` without holding a thread."""
+        return await self._acall("set_rules", model_name, rules)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref

@@ -3,7 +3,9 @@
 The mirror runs off the acknowledgement path, in a background thread: the durable S3 log is its
 outbox. Each run carries tags saying how far it was mirrored (``asgard.monitoring.mirrored_until``,
 the last record's ``<timestamp>|<id>``, and ``asgard.monitoring.mirrored_count``, the next step), so a
-restarted actor resumes from there and nothing acknowledged is lost or logged twice.
+restarted actor resumes from there and nothing acknowledged is lost or logged twice. It works in rounds:
+it gathers records for ``linger_s`` (1 s) and logs them in one batch per model version, so a stream
+of writes costs MLflow (and the actor's CPU) a call a second, not one per record.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ def _order_key(record: MonitoringRecord) -> str:
 class MlflowMirror:
     """Log records to their model version's monitoring run from a background thread."""
 
-    def __init__(self, settings: Settings, experiment: str = EXPERIMENT) -> None:
+    def __init__(self, settings: Settings, experiment: str = EXPERIMENT, linger_s: float = 1.0) -> None:
         self.settings = settings
+        self.linger_s = linger_s  # records gathered per round: MLflow takes a batch a second, not a call per record
         self.experiment = experiment
         self._client: Any = None
         self._experiment_id: str | None = None
@@ -201,6 +204,7 @@ class MlflowMirror:
             except queue.Empty:
                 self._idle.set()
                 continue
+            self._stop.wait(self.linger_s)
             pending = self._drain(first)
             try:
                 for attempt in self._retrying(f"logging {len(pending)} records"):

@@ -21,6 +21,7 @@ from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asgard_ray.config import Settings
@@ -39,15 +40,18 @@ from asgard_ray.monitoring.schemas import (
 )
 from asgard_ray.monitoring.store import Partition, RecordStore
 from asgard_ray.monitoring.summary import PartitionSummary
+from asgard_ray.monitoring.wal import open_wal
 from asgard_ray.monitoring.window import MemoryWindow, day_bounds
 
-__all__ = ["COMPACT_OBJECTS", "MonitoringState"]
+__all__ = ["COMPACT_OBJECTS", "UPLOAD_LINGER_S", "MonitoringState"]
 
 log = logging.getLogger(__name__)
 
 COMPACT_OBJECTS = 16
 """A closed day with more objects than this is merged into one (fewer objects, faster rebuilds)."""
 _MAINTENANCE_EVERY_S = 3600.0
+UPLOAD_LINGER_S = 0.1
+"""How long the uploader gathers acknowledged records before it writes them (at most this late on S3)."""
 
 
 @dataclass
@@ -72,6 +76,7 @@ class MonitoringState:
         compact: bool = True,
         memory_records: int | None = None,
         memory_mb: float | None = None,
+        wal_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.store = RecordStore(settings, prefix)
@@ -91,6 +96,13 @@ class MonitoringState:
         self.maintenance_done = threading.Event()
         self.global_rules, self.model_rules = self.store.load_rules()
         self.rebuild_s = self._rebuild()
+        self.wal = open_wal(wal_dir, self.store.records_uri) if wal_dir is not None else None
+        self._uploads: list[MonitoringRecord] = []  # acknowledged (in the write-ahead log), not yet on S3
+        self._upload_cv = threading.Condition(self._lock)
+        self._uploading = False
+        if self.wal is not None:
+            replayed = self._replay()
+            threading.Thread(target=self._upload_loop, name="monitoring-upload", daemon=True).start()
         self.store.count_quarantine()
         if compact:
             threading.Thread(target=self._maintain, name="monitoring-maintenance", daemon=True).start()
@@ -100,13 +112,16 @@ class MonitoringState:
         if self.mirror is not None:
             self.mirror.start(self.window.records())  # resumes in its thread: MLflow being down never blocks monitoring
         log.info(
-            "monitoring state ready in %.2fs: %d records (%d in memory), %d models, %d quarantined (prefix %s)",
+            "monitoring state ready in %.2fs: %d records (%d in memory), %d models, %d quarantined (prefix %s); %s",
             self.rebuild_s,
             self.count(),
             len(self.window),
             len(self.models()),
             self.store.quarantined_records,
             prefix,
+            f"acknowledged from the write-ahead log {self.wal.root} ({replayed} records replayed)"
+            if self.wal
+            else "acknowledged after the S3 PUT",
         )
 
     # --- rebuild and maintenance ---------------------------------------------------------------
@@ -223,6 +238,11 @@ class MonitoringState:
     def close(self) -> None:
         """Stop the background threads (state on S3 is complete at every moment)."""
         self._stop.set()
+        if self.wal is not None:
+            self.flush_uploads(timeout=10.0)  # what is left stays in the log for the next owner
+            with self._lock:
+                self._upload_cv.notify_all()
+            self.wal.close()
         if self.mirror is not None:
             self.mirror.stop()
         self.store.close()
@@ -283,6 +303,9 @@ class MonitoringState:
                 if not batch:
                     self._committing = False
                     return
+            if self.wal is not None:
+                self._log_ahead(batch)
+                continue
             groups: dict[Partition, list[_Pending]] = defaultdict(list)
             for p in batch:
                 groups[(p.record.model_name, p.record.timestamp[:10])].append(p)
@@ -308,6 +331,109 @@ class MonitoringState:
                 if p.error is None and self.mirror is not None:
                     self.mirror.enqueue(p.record)
                 p.done.set()
+
+    # --- the write-ahead log -------------------------------------------------------------------
+    def _hold(self, record: MonitoringRecord) -> None:
+        """Count and hold an acknowledged record (under the lock)."""
+        key = (record.model_name, record.timestamp[:10])
+        self._summaries.setdefault(key, PartitionSummary(key[0], key[1])).add(record)
+        self.window.add(record, record.size)
+
+    def _log_ahead(self, batch: list[_Pending]) -> None:
+        """Acknowledge a batch once it is in the write-ahead log (one file, one fsync); S3 follows."""
+        assert self.wal is not None
+        try:
+            self.wal.append([p.record for p in batch])
+            error: Exception | None = None
+        except Exception as exc:  # a full or failing disk: nothing was acknowledged
+            log.error("monitoring write-ahead log append of %d records failed: %s", len(batch), exc)
+            error = exc
+        with self._lock:
+            for p in batch:
+                if error is None:
+                    self._hold(p.record)
+                    self._uploads.append(p.record)
+                else:
+                    p.error = error
+                self._pending.pop(p.record.monitoring_id, None)
+            self._upload_cv.notify_all()
+        for p in batch:
+            if error is None and self.mirror is not None:
+                self.mirror.enqueue(p.record)  # in acknowledgement order, which is time order
+            p.done.set()
+
+    def _replay(self) -> int:
+        """Take over the records a crashed owner acknowledged but did not upload; return how many."""
+        assert self.wal is not None
+        stored: dict[Partition, set[str]] = {}
+        done: list[str] = []
+        for record in self.wal.replay():
+            key = (record.model_name, record.timestamp[:10])
+            if self.window.covers(key[1]):
+                on_s3 = self.window.get(record.monitoring_id) is not None
+            else:  # a day not held in memory: its ids come from S3
+                if key not in stored:
+                    stored[key] = {r.monitoring_id for r in self.store.read_partition(self._objects.get(key, []))}
+                on_s3 = record.monitoring_id in stored[key]
+            if on_s3:
+                done.append(record.monitoring_id)
+            else:
+                self._hold(record)
+                self._uploads.append(record)
+        self.wal.uploaded(done)
+        return len(self._uploads)
+
+    def _upload_loop(self) -> None:
+        """Upload acknowledged records to S3 (one PUT per model and date per round); retry until they land."""
+        assert self.wal is not None
+        backoff = 0.0
+        while True:
+            with self._lock:
+                while not self._uploads and not self._stop.is_set():
+                    self._upload_cv.wait()
+                if not self._uploads:
+                    return
+                self._uploading = True
+            self._stop.wait(UPLOAD_LINGER_S)  # gather what arrives meanwhile: one PUT per model and date for all of it
+            with self._lock:
+                batch, self._uploads = self._uploads, []
+            groups: dict[Partition, list[MonitoringRecord]] = defaultdict(list)
+            for r in batch:
+                groups[(r.model_name, r.timestamp[:10])].append(r)
+            try:
+                results: dict[Partition, str | Exception] = self.store.write_groups(dict(groups))
+            except Exception as exc:
+                results = dict.fromkeys(groups, exc)
+            landed: list[str] = []
+            with self._lock:
+                failed = [r for key, result in results.items() if isinstance(result, Exception) for r in groups[key]]
+                for key, result in results.items():
+                    if isinstance(result, str):
+                        self._objects[key].append(result)
+                        self._clean.discard(key)
+                        landed.extend(r.monitoring_id for r in groups[key])
+                self._uploads = failed + self._uploads
+                self._uploading = False
+                self._upload_cv.notify_all()
+            self.wal.uploaded(landed)
+            if failed:  # S3 is down or refusing: the records wait in the log; retry with a growing pause
+                backoff = min(5.0, max(0.1, backoff * 2))
+                log.warning("monitoring upload of %d records failed; retrying in %.1fs", len(failed), backoff)
+                if self._stop.wait(backoff):
+                    return
+            else:
+                backoff = 0.0
+
+    def flush_uploads(self, timeout: float = 30.0) -> bool:
+        """Wait until every acknowledged record is on S3; return whether it is (always true without the log)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._uploads or self._uploading:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._stop.is_set() and not self._uploading):
+                    return False
+                self._upload_cv.wait(left)
+        return True
 
     # --- reads ---------------------------------------------------------------------------------
     def models(self) -> dict[str, list[str]]:
@@ -421,6 +547,8 @@ class MonitoringState:
             "quarantined_objects": self.store.quarantined_objects,
             "quarantined_records": self.store.quarantined_records,
             "rebuild_s": round(self.rebuild_s, 3),
+            "acknowledged_by": "wal" if self.wal else "s3",
+            "upload_backlog": self.wal.pending if self.wal else 0,
             "mirror_backlog": self.mirror.backlog() if self.mirror else 0,
             "mirrored": self.mirror.mirrored if self.mirror else 0,
             "prefix": self.store.prefix,

@@ -8,7 +8,6 @@ whole, so a view could be lost. Threads released together by a barrier hit the s
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,6 @@ import pytest
 
 from asgard_ray import lineage
 from asgard_ray.config import Settings
-from asgard_ray.errors import NotFound
 from asgard_ray.features import FeatureRegistry, FeatureViewSpec
 from asgard_ray.features.specs import SEED_EXAMPLE
 from asgard_ray.registry import ModelRegistry, RegisterModelRequest

@@ -145,7 +145,7 @@ def test_killed_warm_worker_fails_its_job_with_the_cause_and_the_next_small_job_
     os.kill(pid, signal.SIGKILL)
 
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (job := service.job(job_id)).status in ("failed", "completed"):
+    while time.monotonic() < deadline and (job := service.job(job_id)).status not in ("failed", "completed"):
         time.sleep(0.5)
     assert job.status == "failed", job
     assert job.error and job_id in job.error and f"the warm worker running it (pid {pid}) died" in job.error, job.error

@@ -6,6 +6,7 @@ is visible); a known model whose filters match nothing answers 200 with an empty
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -45,19 +46,19 @@ MonitoringDep = Annotated[MonitoringClient, Depends(get_monitoring)]
 
 
 @router.post("", response_model=MonitoringResponse, responses=_ERRORS)
-def log_metrics(body: MonitoringRequest, monitoring: MonitoringDep) -> MonitoringResponse:
+async def log_metrics(body: MonitoringRequest, monitoring: MonitoringDep) -> MonitoringResponse:
     """Store one record durably, evaluate the alert rules, and return the id, alerts and time."""
-    return monitoring.log(body)
+    return await monitoring.alog(body)
 
 
 @router.post("/history", response_model=HistoryResponse, responses=_ERRORS)
-def history(body: HistoryRequest, monitoring: MonitoringDep) -> HistoryResponse:
+async def history(body: HistoryRequest, monitoring: MonitoringDep) -> HistoryResponse:
     """Records of one model (exact name), newest first, with filters, paging and a summary."""
-    return monitoring.history(body)
+    return await monitoring.ahistory(body)
 
 
 @router.get("/history", response_model=HistoryResponse, responses=_ERRORS)
-def history_get(
+async def history_get(
     monitoring: MonitoringDep,
     model_name: str,
     model_version: str | None = None,
@@ -85,47 +86,47 @@ def history_get(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"invalid query: {problems}") from None
-    return monitoring.history(query)
+    return await monitoring.ahistory(query)
 
 
 @router.get("/records/{monitoring_id}", response_model=MonitoringRecord, responses=_ERRORS)
-def get_record(monitoring_id: str, monitoring: MonitoringDep) -> MonitoringRecord:
+async def get_record(monitoring_id: str, monitoring: MonitoringDep) -> MonitoringRecord:
     """One stored record with its reference and current data."""
-    return monitoring.get(monitoring_id)
+    return await monitoring.aget(monitoring_id)
 
 
 @router.get("/models", responses=_ERRORS)
-def monitored_models(monitoring: MonitoringDep) -> dict[str, list[str]]:
+async def monitored_models(monitoring: MonitoringDep) -> dict[str, list[str]]:
     """Monitored models and their versions."""
-    return monitoring.models()
+    return await monitoring.amodels()
 
 
 @router.get("/rules", responses=_ERRORS)
-def get_global_rules(monitoring: MonitoringDep) -> dict[str, Any]:
+async def get_global_rules(monitoring: MonitoringDep) -> dict[str, Any]:
     """Global rules and the effective list (global, then defaults)."""
-    return monitoring.get_rules(None)
+    return await monitoring.aget_rules(None)
 
 
 @router.put("/rules", responses=_ERRORS)
-def put_global_rules(body: RuleSet, monitoring: MonitoringDep) -> dict[str, Any]:
+async def put_global_rules(body: RuleSet, monitoring: MonitoringDep) -> dict[str, Any]:
     """Replace the global rules; a rule named like a default (e.g. ``drift``) may give only its new threshold."""
-    return monitoring.set_rules(None, body)
+    return await monitoring.aset_rules(None, body)
 
 
 @router.get("/rules/{model_name}", responses=_ERRORS)
-def get_model_rules(model_name: str, monitoring: MonitoringDep) -> dict[str, Any]:
+async def get_model_rules(model_name: str, monitoring: MonitoringDep) -> dict[str, Any]:
     """A model's rules and its effective list (model, then global, then defaults)."""
-    return monitoring.get_rules(model_name)
+    return await monitoring.aget_rules(model_name)
 
 
 @router.put("/rules/{model_name}", responses=_ERRORS)
-def put_model_rules(model_name: str, body: RuleSet, monitoring: MonitoringDep) -> dict[str, Any]:
+async def put_model_rules(model_name: str, body: RuleSet, monitoring: MonitoringDep) -> dict[str, Any]:
     """Replace one model's rules."""
     try:
         check_model_name(model_name, "model_name")
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    return monitoring.set_rules(model_name, body)
+    return await monitoring.aset_rules(model_name, body)
 
 
 @router.post("/compute", response_model=JobRecord, status_code=202, responses={200: {"model": JobRecord}, **_ERRORS})
@@ -147,10 +148,11 @@ async def compute_status(job_id: JobId, settings: SettingsDep) -> JobRecord:
 
 
 @router.get("/dashboard", response_class=HTMLResponse, responses=_ERRORS)
-def dashboard(
+async def dashboard(
     monitoring: MonitoringDep,
     model_name: str | None = None,
     per_version: int = Query(default=200, ge=1, le=2000),
 ) -> HTMLResponse:
     """An HTML page with each model version's metric history and alerts as charts."""
-    return HTMLResponse(render_dashboard(monitoring.recent(model_name, per_version)))
+    records = await monitoring.arecent(model_name, per_version)
+    return HTMLResponse(await asyncio.to_thread(render_dashboard, records))  # charts of up to 2,000 points each: off the loop
