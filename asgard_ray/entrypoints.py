@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["Option", "load_request", "run_entrypoint"]
+__all__ = ["Option", "load_request", "run_call", "run_entrypoint"]
 
 Option = tuple[tuple[str, ...], dict[str, Any]]
 """An extra command-line option: ``argparse`` names and keyword arguments."""
@@ -71,5 +71,16 @@ def run_entrypoint(
     request = model.model_validate(load_request(args.request) if args.request or body is None else body(args))
     job_id = args.own_job_id or (getattr(request, "job_id", None) if id_from_body else None)
     result = run_job(kind, request, job_id)
+    print(json.dumps(result, default=str))  # one line, last
+    return result
+
+
+def run_call(model: type[BaseModel], call: Callable[[Any], BaseModel], argv: Sequence[str] | None, doc: str | None) -> dict[str, Any]:
+    """Parse ``--request`` into ``model``, run ``call`` on it here (no job: a quick registry write), print and return its result."""
+    parser = argparse.ArgumentParser(description=(doc or model.__name__).strip().splitlines()[0])
+    parser.add_argument("--request", required=True, help="request body: a JSON file path, @path, or the JSON itself")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = call(model.model_validate(load_request(args.request))).model_dump(mode="json")
     print(json.dumps(result, default=str))  # one line, last
     return result

@@ -5,14 +5,16 @@ Shape of one job (run by the job task ``batch_scoring:<job_id>``)::
     entities_df    -> Feast point-in-time retrieval (Ray offline store) -> from_pandas (chunks)
     entities_source-> read_parquet (streaming) -----------------------------------------+
                                                                                          v
-        map_batches(_Scorer actors: as-of feature lookup for sources, native predict)  -> write_parquet
+        map_batches(as-of feature lookup for sources, native predict)  -> write_parquet
 
+``compute="tasks"`` (the default) fuses the scoring into the read and write tasks (``_score_in_task``,
+model cached once per worker process); ``compute="actors"`` runs it on a pool of ``_Scorer`` actors.
 The model is loaded once on the job driver with MLflow's flavor loader, put in the object store as
-the native object, and fetched once per actor; actors never import MLflow. Actors ask for a
+the native object, and fetched once per worker; scoring workers never import MLflow. Scoring asks for a
 fraction of a CPU (``actor_num_cpus``) so that read and write tasks always find a free slot
 (actors holding every CPU starve the read task, a silent hang on small clusters).
 
-Retries are bounded: a killed actor is restarted and its in-flight batch re-run at most
+Retries are bounded: a killed actor (or task worker) is restarted and its in-flight batch re-run at most
 ``max_retries`` times; a batch whose code raises is not retried and fails the job at once, with
 the job id, the model and the first entity ids of the batch in the error.
 """
@@ -55,10 +57,11 @@ class PipelineOptions:
     """Target block size, so work spreads across actors instead of one big block going to one actor."""
     batch_delay_s: float = 0.0
     """Sleep per batch: fault-injection tests only, keeps a job running long enough to kill a worker."""
-    compute: Literal["actors", "tasks"] = "actors"
-    """``actors``: a pool of scoring actors, model loaded once per actor. ``tasks``: scoring fused into the
-    read and write tasks on pooled workers, model loaded once per worker process (no actor start-up,
-    no block hand-off between operators; best for short jobs on small clusters)."""
+    compute: Literal["actors", "tasks"] = "tasks"
+    """``tasks`` (default): scoring fused into the read and write tasks on pooled workers, model loaded once
+    per worker process (no actor start-up, no block hand-off between operators). ``actors``: a pool of
+    scoring actors, model loaded once per actor. ``bench/batch_scoring.py --compute both`` measured tasks
+    faster at every size it tried (1.58x at 200k rows, 1.10x at 4M rows, local disk, 2 CPUs)."""
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ import os
 import signal
 import threading
 import time
+import uuid
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -53,26 +55,47 @@ def _alive_scorers() -> dict[str, int]:
     return {aid: a["Pid"] for aid, a in state.actors().items() if a.get("ActorClassName") == SCORER_CLASS and a.get("State") == "ALIVE"}
 
 
-def test_killed_worker_mid_job_scores_every_entity_exactly_once(settings: Settings, ray_session: None, faults_model: str) -> None:
+def _running_scoring_tasks() -> dict[str, int]:
+    """Worker pids running a task that scores (``compute="tasks"``: scoring fused into the read/write tasks).
+
+    A Ray worker titles its process ``ray::<task name>`` while it runs a task (this session's Ray has no
+    dashboard, so no state API).
+    """
+    found = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(proc.info.get("cmdline") or [])
+        if title.startswith("ray::") and "_score_in_task" in title:
+            found[str(proc.info["pid"])] = int(proc.info["pid"])
+    return found
+
+
+@pytest.mark.parametrize("compute", ["actors", "tasks"])
+def test_killed_worker_mid_job_scores_every_entity_exactly_once(
+    settings: Settings, ray_session: None, faults_model: str, compute: str
+) -> None:
     n = 4000
     ents = pd.DataFrame({"customer_id": np.arange(1, n + 1, dtype="int64")})
-    _write(settings, "s3://asgard/test-faults/entities/kill", ents)
-    # small batches and a per-batch pause keep the job running long enough to kill an actor mid-way
-    scoring = BatchScoringService(settings, PipelineOptions(num_actors=2, batch_size=100, batch_delay_s=0.25))
+    run = f"{compute}-{uuid.uuid4().hex[:6]}"  # a rerun starts clean
+    _write(settings, f"s3://asgard/test-faults/entities/kill-{run}", ents)
+    # small batches and a per-batch pause keep the job running long enough to kill a worker mid-way
+    options = PipelineOptions(num_actors=2, batch_size=100, batch_delay_s=0.25, compute=compute)  # type: ignore[arg-type]
+    scoring = BatchScoringService(settings, options)
     resp = scoring.submit(BatchScoreRequest.model_validate({
         "model_name": MODEL, "model_version": faults_model, "async": True,
-        "entities_source": {"path": "s3://asgard/test-faults/entities/kill"},
-        "output_path": "s3://asgard/test-faults/kill-out",
+        "entities_source": {"path": f"s3://asgard/test-faults/entities/kill-{run}"},
+        "output_path": f"s3://asgard/test-faults/kill-out-{run}",
     }))
     assert resp.status == "running"
     killed: list[int] = []
+    find = _alive_scorers if compute == "actors" else _running_scoring_tasks
+    wanted = 2 if compute == "actors" else 1
 
     def killer() -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not killed:
-            alive = _alive_scorers()
-            if len(alive) == 2:
-                time.sleep(1.5)  # let both actors get well into their batches
+            alive = find()
+            if len(alive) >= wanted:
+                time.sleep(1.5)  # let the workers get well into their batches
                 pid = sorted(alive.values())[0]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -83,7 +106,7 @@ def test_killed_worker_mid_job_scores_every_entity_exactly_once(settings: Settin
     thread.start()
     status = _wait(scoring, resp.job_id)
     thread.join(timeout=5)
-    assert killed, "no scoring actor was found to kill"
+    assert killed, f"no scoring worker ({compute}) was found to kill"
     assert status == "completed", scoring.get(resp.job_id).error
     manifest = read_manifest(settings, resp.output_path)
     assert manifest.total_rows == n

@@ -94,3 +94,31 @@ def test_to_env_carries_secret_values_not_masks(clean_env: pytest.MonkeyPatch, t
 def test_token_path_lives_under_home_in_embedded_mode(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert Settings(asgard_home=tmp_path).token_path == tmp_path / "ray" / "auth_token"
     assert Settings(asgard_mode="production", aws_secret_access_key="x").token_path is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "ack", "wal_dir", "expected"),
+    [
+        ("embedded", None, None, "home/monitoring-wal"),  # auto: the S3 server's disk is this disk
+        ("production", None, None, None),  # auto: a lost node would take its log along
+        ("embedded", "s3", None, None),
+        ("production", "wal", "/mnt/pv/wal", "/mnt/pv/wal"),  # a persistent volume on the actor's node
+    ],
+)
+def test_monitoring_acknowledgement_follows_the_mode(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, mode: str, ack: str | None, wal_dir: str | None, expected: str | None
+) -> None:
+    clean_env.setenv("ASGARD_MODE", mode)
+    clean_env.setenv("ASGARD_HOME", str(tmp_path / "home"))
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "a-real-secret")
+    for name, value in (("ASGARD_MONITORING_ACK", ack), ("ASGARD_MONITORING_WAL_DIR", wal_dir)):
+        if value is not None:
+            clean_env.setenv(name, value)
+    got = Settings().monitoring_wal_dir
+    assert got == (None if expected is None else Path(expected) if expected.startswith("/") else tmp_path / expected)
+
+
+def test_monitoring_ack_rejects_unknown_values(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ASGARD_MONITORING_ACK", "memory")
+    with pytest.raises(ValueError, match="ASGARD_MONITORING_ACK|asgard_monitoring_ack"):
+        Settings()
