@@ -8,6 +8,7 @@ submits; long work runs as Ray tasks and jobs, never in the replica's event loop
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from ray import serve
@@ -16,6 +17,7 @@ from ray.serve import Application
 from asgard_ray.api.app import create_app
 from asgard_ray.api.security import check_serve_bind
 from asgard_ray.config import Settings
+from asgard_ray.monitoring.actor import MonitoringClient
 
 __all__ = ["DEPLOYMENT_NAME", "build_app"]
 
@@ -54,5 +56,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             # (`serve run module:build_app` builds the app before it has even connected to Ray).
             check_serve_bind(settings)
             log.info("Asgard API replica up (mode %s)", settings.asgard_mode.value)
+            # the monitoring actor starts (rebuild from S3, MLflow import) with the API, not on its first write
+            client = fastapi_app.state.services.setdefault("monitoring", MonitoringClient(settings))
+            threading.Thread(target=_warm_monitoring, args=(client,), name="warm-monitoring", daemon=True).start()
 
     return AsgardIngress.bind()  # type: ignore[attr-defined]  # added by @serve.deployment
+
+
+def _warm_monitoring(client: MonitoringClient) -> None:
+    try:
+        client.stats(timeout_s=300)
+    except Exception as exc:  # the first monitoring call tries again, and reports what is wrong
+        log.warning("the monitoring actor did not start with the API: %s", exc)

@@ -156,6 +156,10 @@ class MlflowMirror:
         )
 
     def _run(self, records: list[MonitoringRecord]) -> None:
+        # import MLflow now, while the actor starts, not under the first stream of writes (seconds of CPU)
+        _ = self.client
+        import mlflow.entities  # noqa: F401
+
         if records:
             try:
                 for attempt in self._retrying("resume"):
