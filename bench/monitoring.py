@@ -75,20 +75,31 @@ def bench_posts(settings: Settings, n: int) -> dict[str, Any]:
 
     ping = timed(lambda i: ray.get(client.handle.ping.remote()), n)
     seq = timed(lambda i: client.log(body("bench_model", i)), n)
+    acknowledged_by = client.stats()["acknowledged_by"]
     with ThreadPoolExecutor(16) as pool:
         t = time.perf_counter()
         conc = list(pool.map(lambda i: timed(lambda _: client.log(body("bench_conc", i)), 1)[0], range(n * 2)))
         wall = time.perf_counter() - t
+    # the same actor acknowledging after the S3 PUT (ASGARD_MONITORING_ACK=s3, the production default): the baseline
+    s3_ack = MonitoringClient(settings.model_copy(update={"asgard_monitoring_ack": "s3"}), name=f"bench-monitoring-s3-{tag}",
+                              prefix=f"bench-s3-{tag}", mirror=False)
+    for i in range(10):
+        s3_ack.log(body("warmup", i))
+    seq_s3 = timed(lambda i: s3_ack.log(body("bench_model", i)), n)
+    ray.kill(s3_ack.handle, no_restart=True)
     app = create_app(settings)
     app.state.services["monitoring"] = client
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://127.0.0.1") as http:  # keyless: the API answers only to a loopback Host
         payload = body("bench_api", 0).model_dump(exclude_none=True)
         api = timed(lambda i: http.post("/mlops/monitoring", json=payload).raise_for_status(), n)
     ray.kill(client.handle, no_restart=True)
     return {
         "s3_put_p50_ms": pct(put, 50), "s3_put_p99_ms": pct(put, 99),
         "actor_roundtrip_p50_ms": pct(ping, 50),
+        "acknowledged_by": acknowledged_by,
         "actor_post_p50_ms": pct(seq, 50), "actor_post_p99_ms": pct(seq, 99),
+        "actor_post_s3_ack_p50_ms": pct(seq_s3, 50), "actor_post_s3_ack_p99_ms": pct(seq_s3, 99),
+        "wal_vs_s3_ack_p50_ratio": round(pct(seq, 50) / pct(seq_s3, 50), 2),
         "actor_post_16_threads_p50_ms": pct(conc, 50), "actor_post_16_threads_p99_ms": pct(conc, 99),
         "actor_post_16_threads_per_s": round(len(conc) / wall, 1),
         "api_post_p50_ms": pct(api, 50), "api_post_p99_ms": pct(api, 99), "posts": n,
@@ -108,8 +119,8 @@ def bench_history(settings: Settings, n_records: int, reps: int) -> dict[str, An
                                metrics={"psi": (i % 30) / 100, "ks_pvalue": 0.2}, alert_triggered=i % 30 > 10,
                                alerts=["psi drift detected"] if i % 30 > 10 else [], timestamp=format_ts(ts))
         groups.setdefault((rec.model_name, rec.timestamp[:10]), []).append(rec)
-    errors = store.write_groups(groups)
-    assert not any(errors.values())
+    written = store.write_groups(groups)  # each group's object path, or its error
+    assert not any(isinstance(v, Exception) for v in written.values()), written
     client = MonitoringClient(settings, name=f"bench-history-{tag}", prefix=prefix, mirror=False)
     t = time.perf_counter()
     assert client.stats()["records"] == n_records

@@ -20,13 +20,14 @@ import pytest
 
 from asgard_ray.api.security import READ_POSTS
 from asgard_ray.local.procs import STACK_ENV
-from tests.conftest import SEED_FEATURE_SPEC, api_url, asgard, stack_environment, token_path
+from tests.conftest import SEED_FEATURE_SPEC, api_url, asgard, free_port, stack_environment, token_path
 
 pytestmark = pytest.mark.e2e
 
 WRITE_KEY = "s3cret-key-123"
 READ_KEY = "ro-key-456"
 MASKED = "**********"
+DIRECT_PORTS = 16
 RECORD = {
     "model_name": "lifecycle_model", "model_version": "1", "metric_type": "prediction_drift",
     "metrics": {"psi": 0.08}, "monitoring_id": "mon-lifecycle-0001",
@@ -69,8 +70,12 @@ def auth(key: str | None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A stack started from an empty HOME with a write key and a read key."""
+    low = min(free_port(), 65000)
     env = stack_environment(
-        tmp_path_factory.mktemp("keyed"), ASGARD_API_KEY=WRITE_KEY, ASGARD_API_READ_KEYS=json.dumps([READ_KEY])
+        tmp_path_factory.mktemp("keyed"), ASGARD_API_KEY=WRITE_KEY, ASGARD_API_READ_KEYS=json.dumps([READ_KEY]),
+        # Ray Serve direct ingress, opt-in: each ingress replica also serves HTTP on a port of this range
+        RAY_SERVE_ENABLE_DIRECT_INGRESS="1", RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(low),
+        RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(low + DIRECT_PORTS),
     )
     result = asgard(env, "up")
     try:
@@ -78,6 +83,39 @@ def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         yield env
     finally:
         asgard(env, "down", timeout=180)
+
+
+def direct_url(env: dict[str, str], timeout: float = 120) -> str:
+    """The control API replica's own address under direct ingress (found by probing its port range)."""
+    low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for port in range(low, low + DIRECT_PORTS):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/mlops/health", timeout=2)
+                if r.status_code == 200 and r.json().get("status") == "healthy":
+                    return f"http://127.0.0.1:{port}"
+            except (httpx.HTTPError, ValueError):
+                continue
+        time.sleep(1)
+    raise AssertionError(f"no replica answers /mlops/health on 127.0.0.1:{low}-{low + DIRECT_PORTS - 1}")
+
+
+def test_direct_ingress_port_keeps_the_edge_rules(keyed_stack: dict[str, str]) -> None:
+    """The replica's own port is the same app: keys and scopes, the body limit, and the same monitoring actor."""
+    direct, api = direct_url(keyed_stack), api_url(keyed_stack)
+    assert direct != api
+    for key in (MASKED, None, "wrong-key"):
+        r = httpx.get(f"{direct}/feast/features", headers=auth(key), timeout=60)
+        assert r.status_code == 401, (key, r.text)
+    record = {**RECORD, "model_name": "direct_ingress_model", "monitoring_id": "mon-direct-0001"}
+    assert httpx.post(f"{direct}/mlops/monitoring", json=record, headers=auth(READ_KEY), timeout=60).status_code == 403
+    big = {**record, "tags": {"pad": "x" * (11 * 1024 * 1024)}}
+    assert httpx.post(f"{direct}/mlops/monitoring", json=big, headers=auth(WRITE_KEY), timeout=60).status_code == 413
+    written = httpx.post(f"{direct}/mlops/monitoring", json=record, headers=auth(WRITE_KEY), timeout=60)
+    assert written.status_code == 200, written.text
+    seen = httpx.get(f"{api}/mlops/monitoring/records/mon-direct-0001", headers=auth(READ_KEY), timeout=60)
+    assert seen.status_code == 200 and seen.json()["monitoring_id"] == "mon-direct-0001"  # one actor behind both
 
 
 def test_up_from_an_empty_home_makes_its_own_token(keyed_stack: dict[str, str]) -> None:
