@@ -4,7 +4,8 @@ One actor named ``asgard-monitoring`` in the platform namespace holds the state;
 job and node reaches the same one by name. It asks for no CPU, restarts without limit, and rebuilds
 its state from S3 in ``__init__``. Its calls are idempotent (a write carries a client-made id), so
 Ray retries them across a restart (``max_task_retries``): a write interrupted by a crash is either
-found in S3 after the restart and answered from there, or written then.
+found after the restart (on S3, or in the write-ahead log the new actor replays) and answered from
+there, or written then.
 """
 
 from __future__ import annotations

@@ -2,8 +2,14 @@
 
 ``MonitoringActor`` (``asgard_ray.monitoring.actor``) wraps one instance in a named Ray actor; tests
 use it directly. Writes use group commit: the first caller to find no commit in flight becomes the
-committer and writes everything queued meanwhile (one PUT per model and date), then every waiter is
-acknowledged. No record is acknowledged, held or mirrored before its PUT returned.
+committer and makes everything queued meanwhile durable, then every waiter is acknowledged. Durable
+means one of two things (``wal_dir``, from ``ASGARD_MONITORING_ACK``):
+
+- without a write-ahead log, the group's S3 PUT returned (one PUT per model and date); no record is
+  acknowledged, held or mirrored before that;
+- with one (``asgard_ray.monitoring.wal``), the group is fsynced to a local file; an uploader thread
+  writes it to S3 about ``UPLOAD_LINGER_S`` later, retrying until it lands, and a new owner of the log
+  replays what a crashed one left (each record once, by id).
 
 Memory is bounded: the newest records (``ASGARD_MONITORING_MEMORY_RECORDS`` / ``_MB``) plus one small
 summary per model and date. A rebuild reads the stored summaries, the objects no summary covers, and
@@ -66,7 +72,7 @@ def _today() -> str:
 
 
 class MonitoringState:
-    """Monitoring records and rules for every model, durable on S3, the newest held in memory."""
+    """Monitoring records and rules for every model, stored on S3 (through a write-ahead log when given one), the newest held in memory."""
 
     def __init__(
         self,
