@@ -19,19 +19,18 @@ sync) is migrated once.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from asgard_ray.durable import fsync_dir, make_dirs, write_atomic
 
 __all__ = ["DiskStore"]
 
@@ -43,43 +42,6 @@ _SAFE_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _OLD_NAME = re.compile(r"[0-9a-f]{64}")
 _MAX_HEADER = 1 << 20
 _CHUNK = 8 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _mkdir(path: Path) -> None:
-    """Create a directory (and parents) durably: each new entry's parent is fsynced."""
-    if path.is_dir():
-        return
-    _mkdir(path.parent)
-    # made by a concurrent writer that may not have fsynced it yet? then fsync it here too
-    with contextlib.suppress(FileExistsError):
-        path.mkdir()
-    _fsync_dir(path.parent)
-
-
-def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write a file under a temporary name, fsync it, rename it into place, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            for chunk in chunks:
-                f.write(chunk)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        if hasattr(chunks, "close"):  # a generator holding moto's key lock lets go of it now
-            chunks.close()
-    _fsync_dir(path.parent)
 
 
 class DiskStore:
@@ -126,7 +88,7 @@ class DiskStore:
             if live is None:
                 if folder.exists():
                     shutil.rmtree(folder)
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
                     log.info("bucket %s removed from disk", bucket)
                 return
             meta = {
@@ -138,8 +100,8 @@ class DiskStore:
             }
             if (folder / _BUCKET_META).exists():
                 return
-            _mkdir(folder)
-            _write_atomic(folder / _BUCKET_META, [json.dumps(meta).encode()])
+            make_dirs(folder)
+            write_atomic(folder / _BUCKET_META, [json.dumps(meta).encode()])
 
     def save_key(self, backend: Any, bucket: str, key: str) -> None:
         """Write the current version of one object to disk, or remove its file if moto has none."""
@@ -155,11 +117,11 @@ class DiskStore:
                 if not isinstance(obj, FakeKey):  # gone, or a delete marker in a versioned bucket
                     if path.exists():
                         path.unlink()
-                        _fsync_dir(path.parent)
+                        fsync_dir(path.parent)
                     return
-                _mkdir(path.parent)
+                make_dirs(path.parent)
                 try:
-                    _write_atomic(path, self._encode(backend, obj))
+                    write_atomic(path, self._encode(backend, obj))
                     return
                 except ValueError:  # replaced (and its buffer closed) by a newer write: take that one
                     continue
@@ -296,7 +258,7 @@ class DiskStore:
                 log.warning("old-format object %s skipped: %s", entry, exc)
         # commit point: only once every object is in the new layout does the old index go
         index.unlink()
-        _fsync_dir(self.data_dir)
+        fsync_dir(self.data_dir)
         for stale in self.root.iterdir():
             if stale.is_file() and (_OLD_NAME.fullmatch(stale.name) or stale.name.endswith(".tmp")):
                 stale.unlink()

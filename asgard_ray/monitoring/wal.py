@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from asgard_ray.durable import write_atomic
 from asgard_ray.monitoring.schemas import MonitoringRecord
 
 __all__ = ["WriteAheadLog", "open_wal"]
@@ -29,14 +30,6 @@ __all__ = ["WriteAheadLog", "open_wal"]
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".jsonl"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class WriteAheadLog:
@@ -51,17 +44,11 @@ class WriteAheadLog:
 
     def append(self, records: list[MonitoringRecord]) -> None:
         """Write ``records`` as one file and make it durable (fsync of the file and of the folder)."""
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        tmp, path = self.root / f".{name}.tmp", self.root / f"{name}{_SUFFIX}"
+        path = self.root / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
         lines = [r.model_dump_json().encode() for r in records]
         for r, line in zip(records, lines, strict=True):
             r._size = len(line)
-        with open(tmp, "wb") as f:
-            f.write(b"".join(line + b"\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.root)
+        write_atomic(path, [b"".join(line + b"\n" for line in lines)])
         self._track(path, records)
 
     def _track(self, path: Path, records: list[MonitoringRecord]) -> None:
