@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -98,7 +97,6 @@ def main() -> None:
             _wait(f"{proxy}/mlops/health")
             direct = f"http://127.0.0.1:{replica_port(low, high)}"
             uv_port = _free_port()
-            os.environ.update({k: v for k, v in env.items() if k.startswith(("ASGARD_", "RAY_AUTH"))})
             uvicorn = subprocess.Popen([sys.executable, "-c", UVICORN.format(port=uv_port)], env={**env}, stderr=subprocess.DEVNULL)
             plain = f"http://127.0.0.1:{uv_port}"
             _wait(f"{plain}/mlops/health")
