@@ -35,9 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interactive import _free_port, _wait, asgard, stack_environment  # noqa: E402
 
 BODY = {
-    "model_name": "bench_direct_ingress", "model_version": "1", "metric_type": "prediction_drift",
+    "model_name": "bench_direct_ingress",
+    "model_version": "1",
+    "metric_type": "prediction_drift",
     "metrics": {"drift_score": 0.15, "psi": 0.08, "js_divergence": 0.12},
-    "reference_data": {"mean": 0.35, "std": 0.12}, "current_data": {"mean": 0.42, "std": 0.15},
+    "reference_data": {"mean": 0.35, "std": 0.12},
+    "current_data": {"mean": 0.42, "std": 0.15},
     "tags": {"deployment": "production"},
 }
 UVICORN = (
@@ -51,7 +54,10 @@ def measure(base: str, n: int) -> dict[str, dict[str, float]]:
     """p50/p99 (ms) of health and the monitoring POST at ``base``; every answer must be 2xx."""
     out = {}
     with httpx.Client(base_url=base, timeout=30) as http:
-        for name, call in (("health", lambda: http.get("/mlops/health")), ("monitoring", lambda: http.post("/mlops/monitoring", json=BODY))):
+        for name, call in (
+            ("health", lambda: http.get("/mlops/health")),
+            ("monitoring", lambda: http.post("/mlops/monitoring", json=BODY)),
+        ):
             for _ in range(20):
                 call().raise_for_status()
             times = []
@@ -100,7 +106,11 @@ def main() -> None:
             uvicorn = subprocess.Popen([sys.executable, "-c", UVICORN.format(port=uv_port)], env={**env}, stderr=subprocess.DEVNULL)
             plain = f"http://127.0.0.1:{uv_port}"
             _wait(f"{plain}/mlops/health")
-            res = {"proxy": measure(proxy, args.requests), "direct": measure(direct, args.requests), "uvicorn": measure(plain, args.requests)}
+            res = {
+                "proxy": measure(proxy, args.requests),
+                "direct": measure(direct, args.requests),
+                "uvicorn": measure(plain, args.requests),
+            }
         finally:
             if uvicorn is not None:
                 uvicorn.terminate()
