@@ -152,8 +152,8 @@ def run_platform(
     from asgard_ray.scoring import BatchScoreRequest, BatchScoringService, PipelineOptions
 
     opts = PipelineOptions(num_actors=num_actors, compute=compute)  # type: ignore[arg-type]
-    if compute == "tasks":  # 1 or 2 concurrent scoring tasks
-        opts = PipelineOptions(compute="tasks", actor_num_cpus=1.0 if num_actors == 1 else 0.5, read_num_cpus=0.5)
+    if compute == "tasks":  # 1 or 2 concurrent scoring tasks (the default: one per CPU)
+        opts = PipelineOptions(compute="tasks", task_num_cpus=2.0 if num_actors == 1 else 1.0)
     service = BatchScoringService(settings, opts)
     request = BatchScoreRequest.model_validate(
         {

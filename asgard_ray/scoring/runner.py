@@ -28,6 +28,7 @@ from asgard_ray.scoring.pipeline import (
     dataset_from_frame,
     dataset_from_parquet,
     output_columns,
+    parquet_write_args,
 )
 from asgard_ray.scoring.plan import ScoringPlan, entity_frame
 from asgard_ray.scoring.sink import (
@@ -251,7 +252,7 @@ def _score_inline(
     if local:
         fs.create_dir(data_dir, recursive=True)
     name = JobFilenameProvider(plan.job_id).get_filename_for_task(uuid.uuid4().hex, 0)
-    pq.write_table(scored, f"{data_dir}/{name}", filesystem=fs)
+    pq.write_table(scored, f"{data_dir}/{name}", filesystem=fs, **parquet_write_args())
     timings["score_write_s"] = round(time.perf_counter() - t, 3)
     return feature_path
 
@@ -381,7 +382,8 @@ def _run_leased(
                     filesystem=fs,
                     filename_provider=JobFilenameProvider(job_id),
                     try_create_dir=local,
-                    ray_remote_args={"num_cpus": options.write_num_cpus, "max_retries": options.max_retries},
+                    **parquet_write_args(),
+                    ray_remote_args={"num_cpus": options.cpus("write"), "max_retries": options.max_retries},
                 )
             timings["score_write_s"] = round(time.perf_counter() - t, 3)
 

@@ -212,6 +212,35 @@ def test_features_included_source_scores_rows_as_they_are(settings: Settings, sc
     assert out["prediction"].tolist() == native.predict(gold[FEATURES]).tolist()
 
 
+def test_cluster_path_scores_each_input_file_in_one_fused_task(settings: Settings, ray_session: None, churn_model: str) -> None:
+    """With a file per CPU, read, score and write fuse into one task per file: one output file each, same predictions."""
+    import mlflow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    gold = customer_aggregates().head(6000)[["customer_id", "event_timestamp", *FEATURES]]
+    fs, path = resolve(settings, "s3://asgard/test-scoring/entities/fused")
+    parts = np.array_split(np.arange(len(gold)), 4)
+    for i, rows in enumerate(parts):
+        part = gold.iloc[rows].reset_index(drop=True)
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), f"{path}/part-{i}.parquet", filesystem=fs)
+    cluster_only = BatchScoringService(settings.model_copy(update={"asgard_fast_path_rows": 0}))
+    resp = cluster_only.submit(BatchScoreRequest.model_validate({
+        "model_name": MODEL, "model_version": churn_model,
+        "entities_source": {"path": "s3://asgard/test-scoring/entities/fused", "features_included": True},
+        "output_path": "s3://asgard/test-scoring/fused-out",
+    }))
+    assert resp.status == "completed", resp.error
+    manifest = read_manifest(settings, resp.job_id)
+    assert manifest.execution_path == "cluster"
+    assert sorted(f.rows for f in manifest.files) == sorted(len(r) for r in parts)  # one file per input file
+    out = _read_output(settings, resp.output_path).sort_values(["customer_id", "event_timestamp"]).reset_index(drop=True)
+    gold = gold.sort_values(["customer_id", "event_timestamp"]).reset_index(drop=True)
+    native = mlflow.lightgbm.load_model(f"models:/{MODEL}/{churn_model}")
+    assert out["prediction"].tolist() == native.predict(gold[FEATURES]).tolist()
+    assert set(out["model_name"]) == {MODEL} and set(out["job_id"]) == {resp.job_id}
+
+
 def test_validation_errors(settings: Settings, scoring: BatchScoringService, churn_model: str) -> None:
     def submit(**over: Any) -> None:
         scoring.submit(BatchScoreRequest.model_validate(_seed_body(**{"output_path": "s3://asgard/test-scoring/invalid", **over})))
