@@ -55,9 +55,18 @@ def measure(base: str, n: int) -> dict[str, tuple[float, float]]:
     with httpx.Client(base_url=base, timeout=30) as http:
         for name, call in (
             ("GET /mlops/health", lambda i: http.get("/mlops/health")),
-            ("POST /mlops/monitoring", lambda i: http.post("/mlops/monitoring", json={
-                "model_name": "bench_control_plane", "model_version": "1", "metric_type": "custom",
-                "metrics": {"value": float(i)}})),
+            (
+                "POST /mlops/monitoring",
+                lambda i: http.post(
+                    "/mlops/monitoring",
+                    json={
+                        "model_name": "bench_control_plane",
+                        "model_version": "1",
+                        "metric_type": "custom",
+                        "metrics": {"value": float(i)},
+                    },
+                ),
+            ),
         ):
             for i in range(20):
                 call(i).raise_for_status()

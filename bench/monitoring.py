@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -54,8 +53,12 @@ def timed(fn: Any, n: int) -> list[float]:
 
 
 def body(model: str, i: int) -> MonitoringRequest:
-    return MonitoringRequest(model_name=model, model_version="1", metric_type="prediction_drift",
-                             metrics={"drift_score": 0.15, "psi": (i % 20) / 100, "ks_pvalue": 0.3})
+    return MonitoringRequest(
+        model_name=model,
+        model_version="1",
+        metric_type="prediction_drift",
+        metrics={"drift_score": 0.15, "psi": (i % 20) / 100, "ks_pvalue": 0.3},
+    )
 
 
 def bench_posts(settings: Settings, n: int) -> dict[str, Any]:
@@ -68,8 +71,16 @@ def bench_posts(settings: Settings, n: int) -> dict[str, Any]:
     for i in range(10):
         client.log(body("warmup", i))
     store = RecordStore(settings, f"bench-raw-{tag}")
-    rec = MonitoringRecord(monitoring_id="x", model_name="m", model_version="1", metric_type="custom", metrics={"a": 1.0},
-                           alert_triggered=False, alerts=[], timestamp=format_ts(datetime.now(UTC)))
+    rec = MonitoringRecord(
+        monitoring_id="x",
+        model_name="m",
+        model_version="1",
+        metric_type="custom",
+        metrics={"a": 1.0},
+        alert_triggered=False,
+        alerts=[],
+        timestamp=format_ts(datetime.now(UTC)),
+    )
     put = timed(lambda i: store.write_group("m", "2026-01-01", [rec]), n)
     import ray
 
@@ -81,8 +92,12 @@ def bench_posts(settings: Settings, n: int) -> dict[str, Any]:
         conc = list(pool.map(lambda i: timed(lambda _: client.log(body("bench_conc", i)), 1)[0], range(n * 2)))
         wall = time.perf_counter() - t
     # the same actor acknowledging after the S3 PUT (ASGARD_MONITORING_ACK=s3, the production default): the baseline
-    s3_ack = MonitoringClient(settings.model_copy(update={"asgard_monitoring_ack": "s3"}), name=f"bench-monitoring-s3-{tag}",
-                              prefix=f"bench-s3-{tag}", mirror=False)
+    s3_ack = MonitoringClient(
+        settings.model_copy(update={"asgard_monitoring_ack": "s3"}),
+        name=f"bench-monitoring-s3-{tag}",
+        prefix=f"bench-s3-{tag}",
+        mirror=False,
+    )
     for i in range(10):
         s3_ack.log(body("warmup", i))
     seq_s3 = timed(lambda i: s3_ack.log(body("bench_model", i)), n)
@@ -94,15 +109,21 @@ def bench_posts(settings: Settings, n: int) -> dict[str, Any]:
         api = timed(lambda i: http.post("/mlops/monitoring", json=payload).raise_for_status(), n)
     ray.kill(client.handle, no_restart=True)
     return {
-        "s3_put_p50_ms": pct(put, 50), "s3_put_p99_ms": pct(put, 99),
+        "s3_put_p50_ms": pct(put, 50),
+        "s3_put_p99_ms": pct(put, 99),
         "actor_roundtrip_p50_ms": pct(ping, 50),
         "acknowledged_by": acknowledged_by,
-        "actor_post_p50_ms": pct(seq, 50), "actor_post_p99_ms": pct(seq, 99),
-        "actor_post_s3_ack_p50_ms": pct(seq_s3, 50), "actor_post_s3_ack_p99_ms": pct(seq_s3, 99),
+        "actor_post_p50_ms": pct(seq, 50),
+        "actor_post_p99_ms": pct(seq, 99),
+        "actor_post_s3_ack_p50_ms": pct(seq_s3, 50),
+        "actor_post_s3_ack_p99_ms": pct(seq_s3, 99),
         "wal_vs_s3_ack_p50_ratio": round(pct(seq, 50) / pct(seq_s3, 50), 2),
-        "actor_post_16_threads_p50_ms": pct(conc, 50), "actor_post_16_threads_p99_ms": pct(conc, 99),
+        "actor_post_16_threads_p50_ms": pct(conc, 50),
+        "actor_post_16_threads_p99_ms": pct(conc, 99),
         "actor_post_16_threads_per_s": round(len(conc) / wall, 1),
-        "api_post_p50_ms": pct(api, 50), "api_post_p99_ms": pct(api, 99), "posts": n,
+        "api_post_p50_ms": pct(api, 50),
+        "api_post_p99_ms": pct(api, 99),
+        "posts": n,
     }
 
 
@@ -114,10 +135,16 @@ def bench_history(settings: Settings, n_records: int, reps: int) -> dict[str, An
     groups: dict[tuple[str, str], list[MonitoringRecord]] = {}
     for i in range(n_records):
         ts = start + timedelta(minutes=10 * i)
-        rec = MonitoringRecord(monitoring_id=f"mon-h{i}", model_name="churn_predictor", model_version=str(1 + i % 3),
-                               metric_type=["prediction_drift", "feature_drift", "data_quality"][i % 3],
-                               metrics={"psi": (i % 30) / 100, "ks_pvalue": 0.2}, alert_triggered=i % 30 > 10,
-                               alerts=["psi drift detected"] if i % 30 > 10 else [], timestamp=format_ts(ts))
+        rec = MonitoringRecord(
+            monitoring_id=f"mon-h{i}",
+            model_name="churn_predictor",
+            model_version=str(1 + i % 3),
+            metric_type=["prediction_drift", "feature_drift", "data_quality"][i % 3],
+            metrics={"psi": (i % 30) / 100, "ks_pvalue": 0.2},
+            alert_triggered=i % 30 > 10,
+            alerts=["psi drift detected"] if i % 30 > 10 else [],
+            timestamp=format_ts(ts),
+        )
         groups.setdefault((rec.model_name, rec.timestamp[:10]), []).append(rec)
     written = store.write_groups(groups)  # each group's object path, or its error
     assert not any(isinstance(v, Exception) for v in written.values()), written
@@ -129,8 +156,9 @@ def bench_history(settings: Settings, n_records: int, reps: int) -> dict[str, An
     end = format_ts(start + timedelta(days=50))
     queries = {
         "all_limit_100": HistoryRequest(model_name="churn_predictor", limit=100),
-        "version_type_range": HistoryRequest(model_name="churn_predictor", model_version="2", metric_type="feature_drift",
-                                             start_date=mid, end_date=end, limit=100),
+        "version_type_range": HistoryRequest(
+            model_name="churn_predictor", model_version="2", metric_type="feature_drift", start_date=mid, end_date=end, limit=100
+        ),
         "last_page": HistoryRequest(model_name="churn_predictor", limit=100, offset=n_records - 100),
     }
     out: dict[str, Any] = {"records": n_records, "objects": len(groups), "actor_rebuild_s": round(rebuild, 2)}
@@ -184,18 +212,26 @@ def bench_drift(settings: Settings, rows: int, ref_rows: int, n_features: int, e
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         ref, cur, paths = make_drift_data(Path(tmp), rows, ref_rows, n_features, files=8)
-        out: dict[str, Any] = {"rows": rows, "features": n_features, "reference_rows": ref_rows,
-                               "data_generation_s": round(time.perf_counter() - t, 1)}
+        out: dict[str, Any] = {
+            "rows": rows,
+            "features": n_features,
+            "reference_rows": ref_rows,
+            "data_generation_s": round(time.perf_counter() - t, 1),
+        }
         cold, metrics = platform_drift(settings, ref, paths)
         warm, metrics = platform_drift(settings, ref, paths)
-        out.update(platform_cold_s=round(cold, 2), platform_warm_s=round(warm, 2),
-                   drifted_features_by_ks=sum(m["ks_pvalue"] < 0.05 for m in metrics.values()),
-                   drifted_features_by_psi=sum(m["psi"] > 0.1 for m in metrics.values()))
+        out.update(
+            platform_cold_s=round(cold, 2),
+            platform_warm_s=round(warm, 2),
+            drifted_features_by_ks=sum(m["ks_pvalue"] < 0.05 for m in metrics.values()),
+            drifted_features_by_psi=sum(m["psi"] > 0.1 for m in metrics.values()),
+        )
         if evidently:
             try:
                 ev, _ = evidently_drift(ref, cur)
-                out.update(evidently_s=round(ev, 2), speedup_vs_evidently_warm=round(ev / warm, 1),
-                           speedup_vs_evidently_cold=round(ev / cold, 1))
+                out.update(
+                    evidently_s=round(ev, 2), speedup_vs_evidently_warm=round(ev / warm, 1), speedup_vs_evidently_cold=round(ev / cold, 1)
+                )
             except ImportError:
                 out["evidently"] = "not installed: pip install evidently (the bench extra)"
     return out
@@ -219,21 +255,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     home = Path(tempfile.mkdtemp(prefix="asgard-bench-"))
-    settings = Settings(asgard_home=home, s3_endpoint_url=f"http://127.0.0.1:{port}", asgard_s3_port=port,
-                        mlflow_tracking_uri="http://127.0.0.1:9")
+    settings = Settings(
+        asgard_home=home, s3_endpoint_url=f"http://127.0.0.1:{port}", asgard_s3_port=port, mlflow_tracking_uri="http://127.0.0.1:9"
+    )
     ensure_buckets(settings, [settings.s3_bucket])
     from asgard_ray.runtime import prepare_auth
 
     prepare_auth(settings, create=True)  # a token of its own under the bench's home, never ~/.ray
-    ray.init(num_cpus=2, include_dashboard=False, namespace=settings.ray_namespace, log_to_driver=False,
-             runtime_env={"env_vars": settings.worker_env()})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=settings.ray_namespace,
+        log_to_driver=False,
+        runtime_env={"env_vars": settings.worker_env()},
+    )
     results: dict[str, Any] = {"machine": {"cpus_for_ray": 2}}
     try:
         results["post"] = bench_posts(settings, 60 if args.quick else 300)
         results["history"] = bench_history(settings, 1000 if args.quick else 10_000, 20 if args.quick else 100)
         if not args.skip_drift:
-            results["drift"] = bench_drift(settings, 50_000 if args.quick else 1_000_000, 10_000 if args.quick else 100_000,
-                                           20, evidently=not args.skip_evidently)
+            results["drift"] = bench_drift(
+                settings, 50_000 if args.quick else 1_000_000, 10_000 if args.quick else 100_000, 20, evidently=not args.skip_evidently
+            )
     finally:
         ray.shutdown()
         server.stop()

@@ -71,13 +71,22 @@ def generate(settings: Settings, n: int, per_object: int = 2000) -> float:
                     i += 1
                     alert = i % 7 == 0
                     sec = k * 86400 // count
-                    lines.append(json.dumps({
-                        "monitoring_id": f"mon-{i:016x}", "model_name": model, "model_version": str(1 + i % 3),
-                        "metric_type": "prediction_drift" if i % 2 else "feature_drift",
-                        "metrics": {"drift_score": (i % 100) / 400, "psi": (i % 37) / 300},
-                        "alert_triggered": alert, "alerts": ["drift_score drift detected: 0.150"] if alert else [],
-                        "timestamp": f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{k % 1000000:06d}Z",
-                        "reference_data": {"mean": 0.35, "std": 0.12}, "tags": {"deployment": "bench"}}))
+                    lines.append(
+                        json.dumps(
+                            {
+                                "monitoring_id": f"mon-{i:016x}",
+                                "model_name": model,
+                                "model_version": str(1 + i % 3),
+                                "metric_type": "prediction_drift" if i % 2 else "feature_drift",
+                                "metrics": {"drift_score": (i % 100) / 400, "psi": (i % 37) / 300},
+                                "alert_triggered": alert,
+                                "alerts": ["drift_score drift detected: 0.150"] if alert else [],
+                                "timestamp": f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{k % 1000000:06d}Z",
+                                "reference_data": {"mean": 0.35, "std": 0.12},
+                                "tags": {"deployment": "bench"},
+                            }
+                        )
+                    )
                 key = settings.s3_uri(PREFIX, "records", f"model={model}", f"date={day}", f"{start:013d}-bench.jsonl")
                 jobs.append((key, ("\n".join(lines) + "\n").encode()))
     with ThreadPoolExecutor(8) as pool:
@@ -105,13 +114,22 @@ def _rebuild(settings: Settings, caps: dict[str, Any], maintain: bool, out: Any,
     state = MonitoringState(settings, prefix=prefix, mirror=False, compact=False, **caps)
     done.set()
     sampler.join()
-    result: dict[str, Any] = {"rebuild_s": round(state.rebuild_s, 2), "rss_mb": round(rss_mb(), 1),
-                              "rss_before_mb": round(before, 1), "peak_rss_mb": round(max(peak[0], rss_mb()), 1),
-                              **{k: state.stats()[k] for k in ("records", "records_in_memory", "memory_bytes")}}
+    result: dict[str, Any] = {
+        "rebuild_s": round(state.rebuild_s, 2),
+        "rss_mb": round(rss_mb(), 1),
+        "rss_before_mb": round(before, 1),
+        "peak_rss_mb": round(max(peak[0], rss_mb()), 1),
+        **{k: state.stats()[k] for k in ("records", "records_in_memory", "memory_bytes")},
+    }
     timings = {}
-    for name, q in {"newest_page": {}, "deep_page": {"offset": state.count() // 3, "limit": 100},
-                    "one_old_day": {"start_date": (datetime.now(UTC) - timedelta(days=80)).strftime("%Y-%m-%dT06:00:00Z"),
-                                    "end_date": (datetime.now(UTC) - timedelta(days=80)).strftime("%Y-%m-%dT18:00:00Z")}}.items():
+    for name, q in {
+        "newest_page": {},
+        "deep_page": {"offset": state.count() // 3, "limit": 100},
+        "one_old_day": {
+            "start_date": (datetime.now(UTC) - timedelta(days=80)).strftime("%Y-%m-%dT06:00:00Z"),
+            "end_date": (datetime.now(UTC) - timedelta(days=80)).strftime("%Y-%m-%dT18:00:00Z"),
+        },
+    }.items():
         t = time.perf_counter()
         page = state.history(HistoryRequest(model_name=MODELS[0], **q))
         timings[name] = {"ms": round((time.perf_counter() - t) * 1000, 1), "total": page.total_records, "page": len(page.records)}
@@ -163,9 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings(s3_endpoint_url=f"http://127.0.0.1:{port}", asgard_s3_port=port, asgard_home=Path("/tmp/bench-scale"))
         ensure_buckets(settings, [settings.s3_bucket])
-        summary: dict[str, Any] = {"days": DAYS, "models": len(MODELS),
-                                   "memory_records_cap": settings.asgard_monitoring_memory_records,
-                                   "memory_mb_cap": settings.asgard_monitoring_memory_mb}
+        summary: dict[str, Any] = {
+            "days": DAYS,
+            "models": len(MODELS),
+            "memory_records_cap": settings.asgard_monitoring_memory_records,
+            "memory_mb_cap": settings.asgard_monitoring_memory_mb,
+        }
         small = summary["small"] = scale(settings, args.small, baseline=True)
         large = summary["large"] = scale(settings, args.records, baseline=False)
         grow = lambda r: r["rss_mb"] - r["rss_before_mb"]  # noqa: E731 - the state's own memory
@@ -174,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
             "warm_rebuild_s_large_over_small": round(large["warm"]["rebuild_s"] / max(small["warm"]["rebuild_s"], 1e-3), 2),
             "warm_state_rss_large_over_small": round(grow(large["warm"]) / max(grow(small["warm"]), 1e-3), 2),
             "state_rss_all_in_memory_small_over_capped_small": round(
-                grow(small["baseline_all_in_memory"]) / max(grow(small["warm"]), 1e-3), 2),
+                grow(small["baseline_all_in_memory"]) / max(grow(small["warm"]), 1e-3), 2
+            ),
         }
         print(json.dumps(summary, indent=2))
     finally:

@@ -71,8 +71,7 @@ def _sequential(http: httpx.Client, path: str, body: dict[str, Any], n: int) -> 
     return {"p50": statistics.median(times), "p99": _pct(times, 0.99)}
 
 
-async def _concurrent(base: str, path: str, body: dict[str, Any], clients: int, per_client: int,
-                      limit_s: float) -> dict[str, float]:
+async def _concurrent(base: str, path: str, body: dict[str, Any], clients: int, per_client: int, limit_s: float) -> dict[str, float]:
     times: list[float] = []
     errors = 0
     deadline = time.monotonic() + limit_s
@@ -117,11 +116,22 @@ def _prepare(api: httpx.Client, model: str) -> None:
     from asgard_ray.features.specs import SEED_EXAMPLE
 
     api.post("/feast/features", json=SEED_EXAMPLE).raise_for_status()
-    trained = api.post("/mlops/models", json={
-        "experiment_name": "bench_realtime", "model_name": model, "framework": "lightgbm", "model_type": "classification",
-        "data_source": {"feature_views": ["customer_features"], "entities": {"customer_id": list(range(1, 801))},
-                        "target_column": "churned"},
-        "hyperparameters": {"params": {"n_estimators": 50}, "num_trials": 1}}, timeout=1800)
+    trained = api.post(
+        "/mlops/models",
+        json={
+            "experiment_name": "bench_realtime",
+            "model_name": model,
+            "framework": "lightgbm",
+            "model_type": "classification",
+            "data_source": {
+                "feature_views": ["customer_features"],
+                "entities": {"customer_id": list(range(1, 801))},
+                "target_column": "churned",
+            },
+            "hyperparameters": {"params": {"n_estimators": 50}, "num_trials": 1},
+        },
+        timeout=1800,
+    )
     trained.raise_for_status()
     version = api.post("/mlops/registry", json={"model_name": model, "run_id": trained.json()["run_id"]}).json()["version"]
     api.put(f"/mlops/registry/{model}/aliases/champion", json={"version": str(version)}).raise_for_status()
@@ -190,13 +200,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.requests} sequential one-row requests, then {args.clients} concurrent clients x {args.per_client}")
     print(f"{'target':32} {'p50 ms':>8} {'p99 ms':>8} {'d p50':>7} {'x p50':>6} | {'rps':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for name, r in results.items():
-        print(f"{name:32} {r['seq_p50']:8.2f} {r['seq_p99']:8.2f} {r['seq_p50'] - floor['seq_p50']:+7.2f} "
-              f"{r['seq_p50'] / floor['seq_p50']:6.2f} | {r['conc_rps']:7.1f} {r['conc_p50']:8.1f} {r['conc_p99']:8.1f} "
-              f"{int(r['conc_errors']):6d}")
+        print(
+            f"{name:32} {r['seq_p50']:8.2f} {r['seq_p99']:8.2f} {r['seq_p50'] - floor['seq_p50']:+7.2f} "
+            f"{r['seq_p50'] / floor['seq_p50']:6.2f} | {r['conc_rps']:7.1f} {r['conc_p50']:8.1f} {r['conc_p99']:8.1f} "
+            f"{int(r['conc_errors']):6d}"
+        )
     inline_r, lookup_r = results["serve /predict inline"], results["serve /predict 1-id lookup"]
     print("\ntargets (issue 13, 2-core machine):")
-    print(f"  inline p50 within 2 ms of the floor: {inline_r['seq_p50'] - floor['seq_p50']:+.2f} ms; "
-          f"p99 <= 30 ms: {inline_r['seq_p99']:.2f} ms")
+    print(
+        f"  inline p50 within 2 ms of the floor: {inline_r['seq_p50'] - floor['seq_p50']:+.2f} ms; "
+        f"p99 <= 30 ms: {inline_r['seq_p99']:.2f} ms"
+    )
     print(f"  1-id lookup p50 within 3 ms of the floor: {lookup_r['seq_p50'] - floor['seq_p50']:+.2f} ms")
     print(f"  32 clients >= 100 req/s: {inline_r['conc_rps']:.1f} req/s inline, {lookup_r['conc_rps']:.1f} req/s lookup")
 

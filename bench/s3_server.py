@@ -67,8 +67,12 @@ def _client(port: int) -> Any:
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="bench", aws_secret_access_key="bench",
-        region_name="us-east-1", config=Config(retries={"max_attempts": 1}),
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
     )
 
 
@@ -76,8 +80,9 @@ def measure(cmd: list[str], args: argparse.Namespace, payload: bytes, restore_ch
     """Start one server, run the workload against it, stop it; return its figures."""
     data_dir = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     port = _free_port()
-    proc = subprocess.Popen([*cmd, "--port", str(port), "--data-dir", str(data_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+    )
     try:
         _wait_port(port, proc)
         s3 = _client(port)
@@ -114,16 +119,20 @@ def measure(cmd: list[str], args: argparse.Namespace, payload: bytes, restore_ch
             proc.terminate()
             proc.wait(timeout=30)
             t = time.perf_counter()
-            proc = subprocess.Popen([*cmd, "--port", str(port), "--data-dir", str(data_dir)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+            proc = subprocess.Popen(
+                [*cmd, "--port", str(port), "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+            )
             _wait_port(port, proc)
             restart_s = time.perf_counter() - t
             listed = s3.list_objects_v2(Bucket="bench", MaxKeys=1000)["KeyCount"]
             assert listed == args.large + args.small, listed
         return {
-            "large PUT MB/s": put_mbs, "large GET MB/s": get_mbs,
-            "small PUT p50 ms": 1e3 * lat[len(lat) // 2], "small PUT p90 ms": 1e3 * lat[int(len(lat) * 0.9)],
-            "idle CPU %": idle_cpu, "restart s": restart_s,
+            "large PUT MB/s": put_mbs,
+            "large GET MB/s": get_mbs,
+            "small PUT p50 ms": 1e3 * lat[len(lat) // 2],
+            "small PUT p90 ms": 1e3 * lat[int(len(lat) * 0.9)],
+            "idle CPU %": idle_cpu,
+            "restart s": restart_s,
         }
     finally:
         proc.terminate()
@@ -146,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-s3-old-"))
-    old_src = subprocess.run(["git", "show", f"{BASELINE_REV}:asgard_ray/local/s3server.py"],
-                             cwd=ROOT, check=True, capture_output=True).stdout
+    old_src = subprocess.run(
+        ["git", "show", f"{BASELINE_REV}:asgard_ray/local/s3server.py"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     (tmp / "old_s3server.py").write_bytes(old_src)
     servers = {
         "before": [sys.executable, str(tmp / "old_s3server.py")],
@@ -160,13 +170,14 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds):
             for name, cmd in servers.items():
                 results[name].append(measure(cmd, args, payload, restore_check=name == "now"))
-                print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name][-1].items()),
-                      flush=True)
+                print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name][-1].items()), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n{args.large} x {args.large_mib} MiB, {args.small} x 1 KiB PUTs, {args.idle:.0f} s idle, "
-          f"median of {args.rounds} rounds, {time.monotonic() - started:.0f} s in all; before = {BASELINE_REV}")
+    print(
+        f"\n{args.large} x {args.large_mib} MiB, {args.small} x 1 KiB PUTs, {args.idle:.0f} s idle, "
+        f"median of {args.rounds} rounds, {time.monotonic() - started:.0f} s in all; before = {BASELINE_REV}"
+    )
     print(f"{'figure':<20}{'before':>10}{'now':>10}{'now/before':>12}{'now-before':>12}")
     for figure in results["before"][0]:
         old = statistics.median(m[figure] for m in results["before"])

@@ -110,15 +110,24 @@ def _distributed(folder: Path, features: list[str], framework: str, workers: int
     from asgard_ray.training.trials import TrialSpec
 
     raw = ray.data.read_parquet(str(folder))
-    prepared = raw.map_batches(_prepare, batch_format="pandas", fn_kwargs={
-        "feature_columns": features, "label": "churned", "classes": [0, 1], "keys": ["customer_id"],
-        "ts": "event_timestamp", "seed": 42, "by_time": False}).materialize()
+    prepared = raw.map_batches(
+        _prepare,
+        batch_format="pandas",
+        fn_kwargs={
+            "feature_columns": features,
+            "label": "churned",
+            "classes": [0, 1],
+            "keys": ["customer_id"],
+            "ts": "event_timestamp",
+            "seed": 42,
+            "by_time": False,
+        },
+    ).materialize()
     train, val = _apply_split(prepared, (0.2, None), (None, 0.2))
     meta = TrainingFrame(df=None, join_keys=["customer_id"], feature_columns=features, feature_views=["bench"], label="churned")  # type: ignore[arg-type]
     data = ShardedData(settings, train, val, features, "classification", [0, 1], "hash", train.count(), val.count(), meta)  # type: ignore[arg-type]
     spec = TrialSpec(framework, "classification", None, dict(PARAMS), "roc_auc", "max", 2)
-    outcome = run_dp_trials(data, spec, None, job_id="bench", num_workers=workers, num_samples=1,
-                            max_concurrent_trials=1, callbacks=[])
+    outcome = run_dp_trials(data, spec, None, job_id="bench", num_workers=workers, num_samples=1, max_concurrent_trials=1, callbacks=[])
     assert outcome.best is not None, [t.error for t in outcome.trials]
     return outcome.best.metrics["roc_auc"]
 
@@ -129,10 +138,16 @@ def run_case(args: argparse.Namespace) -> dict[str, object]:
     from asgard_ray.runtime import prepare_auth
 
     home = Path(tempfile.mkdtemp(prefix="asgard-bench-"))
-    settings = Settings(asgard_home=home, asgard_local_root=home, asgard_train_storage_uri=str(home / "runs"),
-                        asgard_train_cpus_per_worker=args.cpus_per_worker, asgard_train_checkpoint_rounds=25)
+    settings = Settings(
+        asgard_home=home,
+        asgard_local_root=home,
+        asgard_train_storage_uri=str(home / "runs"),
+        asgard_train_cpus_per_worker=args.cpus_per_worker,
+        asgard_train_checkpoint_rounds=25,
+    )
     prepare_auth(settings, create=True)  # its own token, before Ray is imported
     import ray
+
     features = [f"f{i:02d}" for i in range(args.features)]
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
@@ -145,8 +160,13 @@ def run_case(args: argparse.Namespace) -> dict[str, object]:
             seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
-    return {"mode": args.mode, "rows": args.case_rows, "seconds": round(seconds, 1),
-            "peak_driver_mb": round((rss.peak - rss.base) / 2**20), "roc_auc": round(auc, 4)}
+    return {
+        "mode": args.mode,
+        "rows": args.case_rows,
+        "seconds": round(seconds, 1),
+        "peak_driver_mb": round((rss.peak - rss.base) / 2**20),
+        "roc_auc": round(auc, 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
@@ -173,9 +193,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             folder = Path(tmp) / f"rows-{rows}"
             write_data(folder, rows, args.features)
             for mode in ("in_memory", "distributed"):
-                cmd = [sys.executable, __file__, "--case", mode, "--data", str(folder), "--case-rows", str(rows),
-                       "--framework", args.framework, "--features", str(args.features), "--workers", str(args.workers),
-                       "--num-cpus", str(args.num_cpus), "--cpus-per-worker", str(args.cpus_per_worker)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--case",
+                    mode,
+                    "--data",
+                    str(folder),
+                    "--case-rows",
+                    str(rows),
+                    "--framework",
+                    args.framework,
+                    "--features",
+                    str(args.features),
+                    "--workers",
+                    str(args.workers),
+                    "--num-cpus",
+                    str(args.num_cpus),
+                    "--cpus-per-worker",
+                    str(args.cpus_per_worker),
+                ]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
                 if out.returncode != 0 or not lines:
@@ -183,19 +220,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 else:
                     results.append(json.loads(lines[-1]))
                 print(json.dumps(results[-1]), flush=True)
-    print(f"\n{args.framework}, {args.features} features, {args.workers} workers x {args.cpus_per_worker} CPU, "
-          f"{args.num_cpus} CPUs")
+    print(f"\n{args.framework}, {args.features} features, {args.workers} workers x {args.cpus_per_worker} CPU, {args.num_cpus} CPUs")
     print(f"{'rows':>10} {'mode':>12} {'seconds':>8} {'peak driver MB':>15} {'roc_auc':>8}")
     for r in results:
-        print(f"{r['rows']:>10,} {r['mode']:>12} {r.get('seconds', 'error')!s:>8} {r.get('peak_driver_mb', '')!s:>15} "
-              f"{r.get('roc_auc', '')!s:>8}")
+        print(
+            f"{r['rows']:>10,} {r['mode']:>12} {r.get('seconds', 'error')!s:>8} {r.get('peak_driver_mb', '')!s:>15} "
+            f"{r.get('roc_auc', '')!s:>8}"
+        )
     for rows in args.rows:
         pair = {r["mode"]: r for r in results if r["rows"] == rows and "seconds" in r}
         if len(pair) == 2:
             mem, dp = pair["in_memory"], pair["distributed"]
-            print(f"{rows:,} rows: time distributed/in-memory {float(dp['seconds']) / float(mem['seconds']):.2f}, "
-                  f"peak driver memory distributed/in-memory "
-                  f"{float(dp['peak_driver_mb']) / max(float(mem['peak_driver_mb']), 1.0):.2f}")
+            print(
+                f"{rows:,} rows: time distributed/in-memory {float(dp['seconds']) / float(mem['seconds']):.2f}, "
+                f"peak driver memory distributed/in-memory "
+                f"{float(dp['peak_driver_mb']) / max(float(mem['peak_driver_mb']), 1.0):.2f}"
+            )
     return results
 
 

@@ -30,7 +30,11 @@ from asgard_ray.training.trials import TrialSpec, fit_and_score, run_trials  # n
 # Eight configurations per framework: one tuned parameter on a grid, the rest fixed.
 GRIDS = {
     "sklearn": ({"n_estimators": 30, "random_state": 0}, "max_depth", [6, 7, 8, 9, 10, 11, 12, 13]),
-    "xgboost": ({"n_estimators": 120, "learning_rate": 0.1, "tree_method": "hist", "random_state": 0}, "max_depth", [3, 4, 5, 6, 7, 8, 9, 10]),
+    "xgboost": (
+        {"n_estimators": 120, "learning_rate": 0.1, "tree_method": "hist", "random_state": 0},
+        "max_depth",
+        [3, 4, 5, 6, 7, 8, 9, 10],
+    ),
     "lightgbm": ({"n_estimators": 150, "learning_rate": 0.1, "random_state": 0}, "num_leaves", [15, 23, 31, 47, 63, 95, 127, 191]),
 }
 
@@ -45,9 +49,14 @@ def make_data(rows: int, features: int, seed: int = 0) -> PreparedData:
     frame = pd.DataFrame(X, columns=cols)
     cut = int(rows * 0.8)
     return PreparedData(
-        X_train=frame.iloc[:cut].reset_index(drop=True), y_train=y[:cut],
-        X_val=frame.iloc[cut:].reset_index(drop=True), y_val=y[cut:],
-        feature_columns=cols, model_type="classification", classes=[0, 1], split="random",
+        X_train=frame.iloc[:cut].reset_index(drop=True),
+        y_train=y[:cut],
+        X_val=frame.iloc[cut:].reset_index(drop=True),
+        y_val=y[cut:],
+        feature_columns=cols,
+        model_type="classification",
+        classes=[0, 1],
+        split="random",
     )
 
 
@@ -89,13 +98,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     assert not outcome.failed and len(outcome.trials) == len(values), "every trial must finish"
     best_tune = outcome.best.metrics["roc_auc"] if outcome.best else float("nan")
     result = {
-        "framework": args.framework, "rows": args.rows, "features": args.features, "trials": len(values),
-        "num_cpus": args.num_cpus, "sequential_s": round(sequential_s, 2), "tune_s": round(tune_s, 2),
-        "ratio": round(tune_s / sequential_s, 3), "best_roc_auc_sequential": round(max(sequential_scores), 4),
+        "framework": args.framework,
+        "rows": args.rows,
+        "features": args.features,
+        "trials": len(values),
+        "num_cpus": args.num_cpus,
+        "sequential_s": round(sequential_s, 2),
+        "tune_s": round(tune_s, 2),
+        "ratio": round(tune_s / sequential_s, 3),
+        "best_roc_auc_sequential": round(max(sequential_scores), 4),
         "best_roc_auc_tune": round(best_tune, 4),
     }
-    print(f"{args.framework}: {len(values)} fits sequential {sequential_s:.1f} s, Tune trials {tune_s:.1f} s, "
-          f"ratio {result['ratio']:.2f} (target <= 0.6)")
+    print(
+        f"{args.framework}: {len(values)} fits sequential {sequential_s:.1f} s, Tune trials {tune_s:.1f} s, "
+        f"ratio {result['ratio']:.2f} (target <= 0.6)"
+    )
     print(json.dumps(result))
     return result
 
