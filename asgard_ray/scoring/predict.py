@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Prediction", "predict_native", "proba_column"]
+__all__ = ["Prediction", "argmax_predicts", "predict_native", "proba_column"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -52,7 +52,8 @@ _ARGMAX_CLASSIFIERS = (
 )
 
 
-def _argmax_predicts(model: Any) -> bool:
+def argmax_predicts(model: Any) -> bool:
+    """Whether ``model.predict`` is exactly ``classes_[argmax(predict_proba)]`` (a second pass can be skipped)."""
     cls = type(model)
     return f"{cls.__module__}.{cls.__qualname__}" in _ARGMAX_CLASSIFIERS
 
@@ -105,7 +106,7 @@ def predict_native(
         labels = [
             c.item() if hasattr(c, "item") else c for c in (raw_labels if raw_labels is not None else classes or range(proba.shape[1]))
         ]
-        if raw_labels is not None and _argmax_predicts(model):
+        if raw_labels is not None and argmax_predicts(model):
             # these estimators' predict() is exactly classes_[argmax(predict_proba)]: skip a second pass
             pred = np.asarray(raw_labels).take(np.argmax(proba, axis=1))
         else:

@@ -67,12 +67,35 @@ def regression_metrics(y: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if math.isfinite(float(v))}
 
 
-def evaluate(model: Any, X: Any, y: np.ndarray, model_type: str, n_classes: int | None, prefix: str = "") -> dict[str, float]:
-    """Score a fitted model on rows ``X`` with labels ``y``; keys get ``prefix`` (e.g. ``train_``)."""
+Predicted = tuple[np.ndarray, np.ndarray | None]
+"""A model's labels (or values) for some rows, and its class probabilities for a classifier."""
+
+
+def predict_rows(model: Any, X: Any, model_type: str) -> Predicted:
+    """Labels and, for a classifier, probabilities; one pass where the labels are the probabilities' arg-max."""
+    from asgard_ray.scoring.predict import argmax_predicts
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if model_type == "classification":
-            result = classification_metrics(y, model.predict(X), model.predict_proba(X), n_classes or 2)
-        else:
-            result = regression_metrics(y, model.predict(X))
+        if model_type != "classification":
+            return np.asarray(model.predict(X)), None
+        proba = np.asarray(model.predict_proba(X))
+        classes = getattr(model, "classes_", None)
+        if classes is not None and argmax_predicts(model):
+            return np.asarray(classes).take(np.argmax(proba, axis=1)), proba
+        return np.asarray(model.predict(X)), proba
+
+
+def evaluate(
+    model: Any, X: Any, y: np.ndarray, model_type: str, n_classes: int | None, prefix: str = "", predicted: Predicted | None = None
+) -> dict[str, float]:
+    """Score a fitted model on rows ``X`` with labels ``y``; keys get ``prefix`` (e.g. ``train_``).
+
+    ``predicted``: the model's ``predict_rows`` for ``X`` when the caller already has it.
+    """
+    y_pred, proba = predicted if predicted is not None else predict_rows(model, X, model_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # probabilities come with a classifier's predictions only
+        result = classification_metrics(y, y_pred, proba, n_classes or 2) if proba is not None else regression_metrics(y, y_pred)
     return {f"{prefix}{k}": v for k, v in result.items()}

@@ -22,7 +22,7 @@ from asgard_ray.jobs import JobStore
 from asgard_ray.jobs.kinds import ExecutionPath
 from asgard_ray.training.data import PreparedData, entity_hash, prepare_data
 from asgard_ray.training.estimators import check_param_bounds, log_model, resolve_params
-from asgard_ray.training.metrics import evaluate, positive_score
+from asgard_ray.training.metrics import evaluate, positive_score, predict_rows
 from asgard_ray.training.modes import ExecutionPlan, choose_mode, sample_entities
 from asgard_ray.training.plots import model_figures
 from asgard_ray.training.schemas import (
@@ -295,14 +295,16 @@ def _train_and_log(
         refit = ray.remote(_refit).options(name=f"training:{job_id}:refit", num_cpus=1, max_retries=0)
         model = ray.get(refit.remote(spec, data, best_params))
 
-    metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_")
+    # each set predicted once, and reused by the metrics, the positive-class score and the plots
+    on_train = predict_rows(model, data.X_train, spec.model_type)
+    metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_", predicted=on_train)
     X_eval, y_eval = data.eval_set
+    on_eval = on_train
     if data.has_validation:
-        metrics.update(evaluate(model, X_eval, y_eval, spec.model_type, spec.n_classes))
-    if spec.model_type == "classification":
-        score = positive_score(model.predict_proba(X_eval), spec.n_classes or 2)
-    else:
-        score = np.asarray(model.predict(X_eval), dtype="float64")
+        on_eval = predict_rows(model, X_eval, spec.model_type)
+        metrics.update(evaluate(model, X_eval, y_eval, spec.model_type, spec.n_classes, predicted=on_eval))
+    eval_pred, eval_proba = on_eval
+    score = positive_score(eval_proba, spec.n_classes or 2) if eval_proba is not None else np.asarray(eval_pred, dtype="float64")
 
     from mlflow.entities import Metric, Param, RunTag
 
@@ -321,7 +323,8 @@ def _train_and_log(
         params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
         tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
     )
-    for artifact, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
+    figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
+    for artifact, figure in figures.items():
         client.log_figure(run_id, figure, artifact)
     from asgard_ray.monitoring.profile import build_reference_profile
 
