@@ -17,6 +17,7 @@ from ray.serve import Application
 from asgard_ray.api.app import create_app
 from asgard_ray.api.security import check_serve_bind
 from asgard_ray.config import Settings
+from asgard_ray.heap import freeze_startup_heap
 from asgard_ray.monitoring.actor import MonitoringClient
 
 __all__ = ["DEPLOYMENT_NAME", "build_app"]
@@ -68,3 +69,4 @@ def _warm_monitoring(client: MonitoringClient) -> None:
         client.stats(timeout_s=300)
     except Exception as exc:  # the first monitoring call tries again, and reports what is wrong
         log.warning("the monitoring actor did not start with the API: %s", exc)
+    freeze_startup_heap("API replica")

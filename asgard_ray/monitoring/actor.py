@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import ray
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import AsgardError, ServiceUnavailable
+from asgard_ray.heap import freeze_startup_heap
 from asgard_ray.monitoring.rules import RuleSet
 from asgard_ray.monitoring.schemas import (
     HistoryRequest,
@@ -42,6 +44,14 @@ class MonitoringActor:
     def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True) -> None:
         logging.basicConfig(level=logging.INFO)
         self.state = MonitoringState(settings, prefix=prefix, mirror=mirror, wal_dir=settings.monitoring_wal_dir)
+        freeze_startup_heap("monitoring actor")
+        if self.state.mirror is not None:  # MLflow is imported in the mirror's thread, seconds later
+            threading.Thread(target=self._freeze_after_mlflow, name="freeze-startup-heap", daemon=True).start()
+
+    def _freeze_after_mlflow(self) -> None:
+        assert self.state.mirror is not None
+        if self.state.mirror.imported.wait(timeout=600):
+            freeze_startup_heap("monitoring actor, MLflow imported")
 
     def log(self, request: MonitoringRequest, monitoring_id: str) -> MonitoringResponse:
         """Store one record (idempotent by id)."""

@@ -65,6 +65,8 @@ class MlflowMirror:
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
         self.mirrored = 0
+        self.imported = threading.Event()
+        """Set once the thread has imported MLflow (the actor then freezes its start-up heap, ``asgard_ray.heap``)."""
 
     @property
     def client(self) -> Any:
@@ -159,6 +161,13 @@ class MlflowMirror:
         # import MLflow now, while the actor starts, not under the first stream of writes (seconds of CPU)
         _ = self.client
         import mlflow.entities  # noqa: F401
+
+        # MLflow loads its request-header plugins' entry points on the first REST call; Feast is one, and
+        # importing it (typeguard instruments its modules) took 4 s of this actor's CPU under the first
+        # monitoring writes (py-spy): every write waited for the GIL, 40-140 ms each. Load them now.
+        import mlflow.tracking.request_header.registry  # noqa: F401
+
+        self.imported.set()
 
         if records:
             try:

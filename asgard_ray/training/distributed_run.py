@@ -29,7 +29,7 @@ from asgard_ray.training.distributed import (
     wrap_booster,
 )
 from asgard_ray.training.estimators import log_model
-from asgard_ray.training.metrics import positive_score
+from asgard_ray.training.metrics import positive_score, predict_rows
 from asgard_ray.training.modes import ExecutionPlan
 from asgard_ray.training.pipeline import _lineage_tags, execution_tags, plan_trials, selection_metric, validate_request
 from asgard_ray.training.plots import model_figures
@@ -146,7 +146,7 @@ def _train_and_log(
     execution: dict[str, Any],
 ) -> dict[str, Any]:
     import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
     hp = request.hyperparameters
@@ -178,13 +178,7 @@ def _train_and_log(
         "resumed_from_round": max((w["resumed_from"] for w in workers), default=0),
     }
 
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
-        tags=[],
-    )
-    for key, value in {
+    run_tags = {
         "asgard.num_trials": len(outcome.trials),
         "asgard.failed_trials": len(outcome.failed),
         "asgard.best_trial_id": best.trial_id,
@@ -193,16 +187,19 @@ def _train_and_log(
         "asgard.validation_rows": data.val_rows,
         "asgard.warnings": json.dumps(warnings),
         **execution_tags(execution),
-    }.items():
-        client.set_tag(run_id, key, str(value))
+    }
+    client.log_batch(  # one call for the metrics, the winning parameters and the run's tags
+        run_id,
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
+        tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
+    )
     sample = sample_frame(data.eval_ds, data.val_rows if data.has_validation else data.train_rows, FIGURE_ROWS, seed=0)
     X_eval, y_eval = sample[data.feature_columns].astype("float64"), sample[LABEL].to_numpy()
-    score = (
-        positive_score(model.predict_proba(X_eval), spec.n_classes or 2)
-        if spec.model_type == "classification"
-        else np.asarray(model.predict(X_eval), dtype="float64")
-    )
-    for path, figure in model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score).items():
+    eval_pred, eval_proba = predict_rows(model, X_eval, spec.model_type)  # one pass, for the score and the plots
+    score = positive_score(eval_proba, spec.n_classes or 2) if eval_proba is not None else np.asarray(eval_pred, dtype="float64")
+    figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
+    for path, figure in figures.items():
         client.log_figure(run_id, figure, path)
     client.log_dict(run_id, _profile(data, spec, raw), lineage.PROFILE_ARTIFACT)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,13 @@ def world(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
         },
     )
     assert r.status_code == 200, r.text
+    # Embedded mode acknowledges a record from the monitoring write-ahead log and uploads it to S3 just
+    # after: wait for that upload, or the first case's before/after snapshots straddle it (ci10 reran it).
+    record_id, bucket = r.json()["monitoring_id"], env.get("S3_BUCKET", "asgard")
+    deadline = time.monotonic() + 60
+    while record_id not in _monitoring_state(s3, bucket)["record_ids"]:
+        assert time.monotonic() < deadline, f"monitoring record {record_id} never reached s3://{bucket}/monitoring/records/"
+        time.sleep(0.1)
     yield World(
         env=env,
         http=http,
