@@ -8,11 +8,13 @@ Shape of one job (run by the job task ``batch_scoring:<job_id>``)::
         map_batches(as-of feature lookup for sources, native predict)  -> write_parquet
 
 ``compute="tasks"`` (the default) fuses the scoring into the read and write tasks (``_score_in_task``,
-model cached once per worker process); ``compute="actors"`` runs it on a pool of ``_Scorer`` actors.
+model cached once per worker process): with a file per CPU, one task reads, scores and writes each file,
+one CPU each. ``compute="actors"`` runs it on a pool of ``_Scorer`` actors.
 The model is loaded once on the job driver with MLflow's flavor loader, put in the object store as
-the native object, and fetched once per worker; scoring workers never import MLflow. Scoring asks for a
-fraction of a CPU (``actor_num_cpus``) so that read and write tasks always find a free slot
-(actors holding every CPU starve the read task, a silent hang on small clusters).
+the native object, and fetched once per worker; scoring workers never import MLflow. Scoring actors ask
+for a fraction of a CPU (``actor_num_cpus``) so that read and write tasks always find a free slot
+(actors holding every CPU starve the read task, a silent hang on small clusters); tasks hold no CPU
+between batches, so they need no such margin.
 
 Retries are bounded: a killed actor (or task worker) is restarted and its in-flight batch re-run at most
 ``max_retries`` times; a batch whose code raises is not retried and fails the job at once, with
@@ -66,7 +68,7 @@ class PipelineOptions:
     """``tasks`` (default): scoring fused into the read and write tasks on pooled workers, model loaded once
     per worker process (no actor start-up, no block hand-off between operators). ``actors``: a pool of
     scoring actors, model loaded once per actor. ``bench/batch_scoring.py --compute both`` measured tasks
-    faster at every size it tried (1.58x at 200k rows, 1.10x at 4M rows, local disk, 2 CPUs)."""
+    faster at every size it tried (1.58x at 200k rows and, fused, 1.58x at 4M rows, local disk, 2 CPUs)."""
 
     @property
     def rows_per_batch(self) -> int:
@@ -256,7 +258,7 @@ def build_scored_dataset(
         batch_size=options.rows_per_batch,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=num_actors),
-        num_cpus=options.actor_num_cpus,
+        num_cpus=options.cpus("score"),
         max_restarts=options.max_retries,
         max_task_retries=options.max_retries,
     )

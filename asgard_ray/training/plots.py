@@ -97,8 +97,8 @@ def roc_figure(y: np.ndarray, score: np.ndarray) -> Any:
 def residual_figure(y: np.ndarray, y_pred: np.ndarray) -> Any:
     """Residuals against predictions, and their histogram."""
     residuals = np.asarray(y, dtype="float64") - np.asarray(y_pred, dtype="float64")
-    fig = _figure(9.6, 4.0, labels=["actual - predicted"])
-    fig.subplots_adjust(left=0.1, wspace=0.25)
+    fig = _figure(9.6, 4.0)
+    fig.subplots_adjust(left=0.1, wspace=0.25)  # room for the rotated y label, and between the two panels
     left, right = fig.subplots(1, 2)
     left.scatter(y_pred, residuals, s=8, alpha=0.5, color="#3b75af")
     left.axhline(0, color="grey", linestyle="--", linewidth=1)
