@@ -7,6 +7,7 @@ submits; long work runs as Ray tasks and jobs, never in the replica's event loop
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from typing import Any
@@ -25,6 +26,29 @@ __all__ = ["DEPLOYMENT_NAME", "build_app"]
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "AsgardAPI"
+
+PRELOAD = (
+    "feast",
+    "mlflow.tracking.request_header.registry",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "skops.io",
+    "mlflow.sklearn",
+    "pyiceberg.catalog.sql",
+    "asgard_ray.features.retrieval",
+    "asgard_ray.training.pipeline",
+    "asgard_ray.training.modes",
+    "asgard_ray.scoring.model",
+    "asgard_ray.scoring.plan",
+    "asgard_ray.registry.service",
+)
+"""What the routes import on their first call, imported by the replica when it starts instead.
+
+A fresh stack's first seed requests paid them (``py-spy`` on the replica): Feast on the first training
+request's feature-view lookup (3 s), the sklearn estimator classes its validation resolves (0.7 s), the
+Iceberg SQL catalog, and skops with MLflow's sklearn flavor on the first batch request's model load
+(2 s). XGBoost and LightGBM stay lazy: the first request that names them imports them.
+"""
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -57,16 +81,30 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             # (`serve run module:build_app` builds the app before it has even connected to Ray).
             check_serve_bind(settings)
             log.info("Asgard API replica up (mode %s)", settings.asgard_mode.value)
-            # the monitoring actor starts (rebuild from S3, MLflow import) with the API, not on its first write
+            # the monitoring actor (rebuild from S3, MLflow import) and the job supervisor with its warm
+            # workers (imports, rehearsal) start with the API, not under the first write or small job
             client = fastapi_app.state.services.setdefault("monitoring", MonitoringClient(settings))
-            threading.Thread(target=_warm_monitoring, args=(client,), name="warm-monitoring", daemon=True).start()
+            threading.Thread(target=_warm_up, args=(client, settings), name="warm-up", daemon=True).start()
 
     return AsgardIngress.bind()  # type: ignore[attr-defined]  # added by @serve.deployment
 
 
-def _warm_monitoring(client: MonitoringClient) -> None:
+def _warm_up(client: MonitoringClient, settings: Settings) -> None:
+    import ray
+
+    from asgard_ray.jobs.core import get_supervisor
+
     try:
         client.stats(timeout_s=300)
     except Exception as exc:  # the first monitoring call tries again, and reports what is wrong
         log.warning("the monitoring actor did not start with the API: %s", exc)
+    try:  # the supervisor starts its warm workers in __init__; they import in their own processes
+        ray.get(get_supervisor(settings).info.remote(), timeout=120)
+    except Exception as exc:  # the first job tries again, and reports what is wrong
+        log.warning("the job supervisor did not start with the API: %s", exc)
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the route that needs it raises the same error, where it is reported
+            log.warning("preloading %s failed: %s", name, exc)
     freeze_startup_heap("API replica")

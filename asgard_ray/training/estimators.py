@@ -304,13 +304,18 @@ def _trusted_types(cls: type, model: Any) -> list[str]:
     return _TRUSTED[cls]
 
 
+def save_model(framework: str, model: Any, path: str, signature: Any, input_example: Any) -> None:
+    """Save ``model`` to a local ``path`` as ``log_model`` would log it (the warm workers' rehearsal uses it)."""
+    flavor = importlib.import_module(f"mlflow.{framework}")
+    trusted = {} if framework == "xgboost" else {"skops_trusted_types": _trusted_types(type(model), model)}
+    flavor.save_model(model, path, signature=signature, input_example=input_example, pip_requirements=_requirements(framework), **trusted)
+
+
 def log_model(framework: str, model: Any, name: str, signature: Any, input_example: Any) -> str:
     """Log ``model`` with the framework's native MLflow flavor under the active run; return its URI.
 
     The model is the platform's own fit, so the skops types it contains are trusted explicitly.
     """
-    import mlflow
-
     common = {"name": name, "signature": signature, "input_example": input_example, "pip_requirements": _requirements(framework)}
     if framework == "xgboost":
         import mlflow.xgboost

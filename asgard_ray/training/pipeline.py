@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -306,8 +307,6 @@ def _train_and_log(
     eval_pred, eval_proba = on_eval
     score = positive_score(eval_proba, spec.n_classes or 2) if eval_proba is not None else np.asarray(eval_pred, dtype="float64")
 
-    from mlflow.entities import Metric, Param, RunTag
-
     run_tags = {
         "asgard.num_trials": len(outcome.trials),
         "asgard.failed_trials": len(outcome.failed),
@@ -317,30 +316,20 @@ def _train_and_log(
         "asgard.validation_rows": len(y_eval) if data.has_validation else 0,
         "asgard.warnings": json.dumps(warnings),
     }
-    client.log_batch(  # one call for the metrics, the winning parameters and the run's tags
-        run_id,
-        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
-        tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
-    )
-    figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
-    for artifact, figure in figures.items():
-        client.log_figure(run_id, figure, artifact)
-    from asgard_ray.monitoring.profile import build_reference_profile
-
-    profile = build_reference_profile(
-        data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval
-    )
-    client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)
-
     example, signature = typed_signature(model, data.X_train.head(5), data.feature_dtypes)  # int64 stays int64
     mlflow.set_tracking_uri(settings.tracking_uri)
     # the fluent API refuses a run of another experiment than the process's active one (a reused
     # worker, or a caller that called set_experiment): make the run's experiment the active one
     mlflow.set_experiment(experiment_id=experiment_id)
-    with mlflow.start_run(run_id=run_id):  # ends the run FINISHED on success, FAILED on error
-        logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
-    run = client.get_run(run_id)
+    # The metrics, figures and reference profile go up on a thread while the model is logged here: both
+    # sides spend much of their time waiting on the tracking server, so they overlap (measured in the README).
+    with ThreadPoolExecutor(1, thread_name_prefix=f"{job_id}-artifacts") as pool:
+        side = pool.submit(
+            _log_run_artifacts, client, run_id, spec, data, model, metrics, best_params, run_tags, (X_eval, y_eval, eval_pred, score)
+        )
+        with mlflow.start_run(run_id=run_id) as run:  # ends the run FINISHED on success, FAILED on error
+            logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
+            side.result()  # inside the run: a failed upload ends it FAILED, like a failed model log
     response = TrainResponse(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -362,3 +351,35 @@ def _train_and_log(
     )
     log.info("job %s: run %s finished, %s=%s", job_id, run_id, spec.metric, metrics.get(spec.metric))
     return response.model_dump(mode="json")
+
+
+def _log_run_artifacts(
+    client: Any,
+    run_id: str,
+    spec: TrialSpec,
+    data: PreparedData,
+    model: Any,
+    metrics: dict[str, float],
+    best_params: dict[str, Any],
+    run_tags: dict[str, Any],
+    evaluated: tuple[Any, Any, Any, Any],
+) -> None:
+    """Log the winner's metrics, parameters and tags (one call), its figures and the reference profile."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from asgard_ray.monitoring.profile import build_reference_profile
+
+    X_eval, y_eval, eval_pred, score = evaluated
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
+        tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
+    )
+    figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
+    for artifact, figure in figures.items():
+        client.log_figure(run_id, figure, artifact)
+    profile = build_reference_profile(
+        data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval
+    )
+    client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)

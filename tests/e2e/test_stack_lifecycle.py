@@ -136,6 +136,27 @@ def test_up_from_an_empty_home_makes_its_own_token(keyed_stack: dict[str, str]) 
     assert ok.status_code == 200, ok.text
 
 
+def test_warm_workers_start_with_the_api_before_any_job(keyed_stack: dict[str, str]) -> None:
+    """The API replica starts the job supervisor and its warm worker when it starts, not on the first small job.
+
+    Left to the first job, the warm worker was still importing when it came, so that job took the cluster
+    path (26 s on a fresh stack) and the next one paid the worker's lazy imports (8.8 s).
+    """
+    api, h = api_url(keyed_stack), auth(READ_KEY)
+    deadline, detail = time.monotonic() + 240, ""
+    while time.monotonic() < deadline:
+        components = httpx.get(f"{api}/mlops/status", headers=h, timeout=120).json()["components"]
+        jobs = next(c for c in components if c["name"] == "jobs")
+        detail = jobs["detail"] or ""
+        if jobs["healthy"] and "warm workers: 1 ready" in detail:
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"no warm worker became ready after asgard up: {detail}")
+    listed = httpx.get(f"{api}/mlops/jobs", headers=h, timeout=60)
+    assert listed.status_code == 200 and listed.json()["jobs"] == [], listed.text  # no job started it
+
+
 def test_keys_reach_the_api_as_values(keyed_stack: dict[str, str]) -> None:
     api = api_url(keyed_stack)
     assert httpx.get(f"{api}/feast/features", headers=auth(WRITE_KEY), timeout=60).status_code == 200

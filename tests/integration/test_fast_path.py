@@ -157,3 +157,19 @@ def test_killed_warm_worker_fails_its_job_with_the_cause_and_the_next_small_job_
     restarted = _warm_workers(settings)
     assert any(w["ready"] and w["pid"] not in (None, pid) and not w["broken"] for w in restarted), restarted
     assert _train(settings, request_body(customer_features, n_ids=20)).execution["path"] == "warm"
+
+
+def test_warm_worker_rehearsal_runs_with_no_server_and_leaves_no_files(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rehearsal (fit, figures, a model saved as ``log_model`` saves it) runs offline and cleans up.
+
+    It is wrapped so that a failure never keeps a warm worker from serving; this is what notices one.
+    A tracking URI where nothing listens would fail any call the rehearsal made to a server.
+    """
+    import tempfile
+
+    from asgard_ray.jobs.warm import rehearse
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rehearse()
+    assert list(tmp_path.iterdir()) == []

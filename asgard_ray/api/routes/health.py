@@ -63,7 +63,7 @@ def _timed(name: str, url: str | None, check) -> ComponentStatus:  # noqa: ANN00
 
 @router.get("/status", response_model=PlatformStatus)
 def platform_status(settings: SettingsDep, features: FeaturesDep, request: Request) -> PlatformStatus:
-    """Check Ray, MLflow, Feast and S3 and report each."""
+    """Check Ray, MLflow, Feast, S3, the monitoring actor and the job supervisor (with its warm workers); report each."""
     import ray
 
     from asgard_ray.storage import filesystem
@@ -101,12 +101,28 @@ def platform_status(settings: SettingsDep, features: FeaturesDep, request: Reque
             f"{monitoring_stats['quarantined_records']} quarantined"
         )
 
+    def jobs_check() -> str:
+        from asgard_ray.jobs.core import get_supervisor
+
+        info = ray.get(get_supervisor(settings).info.remote(), timeout=10)
+        warm = info["warm_workers"]
+        ready = sum(1 for w in warm if w["ready"] and not w["job_id"])
+        busy = sum(1 for w in warm if w["job_id"])
+        broken = sum(1 for w in warm if w["broken"])
+        starting = len(warm) - ready - busy - broken
+        running = sum(info["running"].values())
+        return (
+            f"supervisor epoch {info['epoch']}, {running} job(s) running; warm workers: {ready} ready, {busy} busy, "
+            f"{starting} starting, {broken} broken"
+        )
+
     components = [
         _timed("ray", settings.dashboard_url, ray_check),
         _timed("mlflow", settings.tracking_uri, mlflow_check),
         _timed("s3", settings.s3_endpoint, s3_check),
         _timed("feast", settings.s3_uri("feast", "registry.pb"), feast_check),
         _timed("monitoring", None, monitoring_check),
+        _timed("jobs", None, jobs_check),
     ]
     serving = None
     try:  # informative: a stack without the prediction app is not degraded by it
