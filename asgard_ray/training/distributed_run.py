@@ -28,13 +28,12 @@ from asgard_ray.training.distributed import (
     worker_markers,
     wrap_booster,
 )
-from asgard_ray.training.estimators import log_model
 from asgard_ray.training.metrics import positive_score, predict_rows
 from asgard_ray.training.modes import ExecutionPlan
 from asgard_ray.training.pipeline import _lineage_tags, execution_tags, plan_trials, selection_metric, validate_request
 from asgard_ray.training.plots import model_figures
 from asgard_ray.training.schemas import TrainingMetrics, TrainRequest, TrainResponse
-from asgard_ray.training.tracking import JobProgress, TrialRunLogger, ensure_experiment, mlflow_client, run_url
+from asgard_ray.training.tracking import JobProgress, TrialRunLogger, Winner, ensure_experiment, log_winner, mlflow_client, run_url
 from asgard_ray.training.trials import TrialSpec
 
 __all__ = ["FIGURE_ROWS", "train_distributed"]
@@ -145,12 +144,9 @@ def _train_and_log(
     warnings: list[str],
     execution: dict[str, Any],
 ) -> dict[str, Any]:
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
     hp = request.hyperparameters
-    client = mlflow_client(settings)
     callbacks = [
         TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
         JobProgress(settings, job_id, spec.metric, spec.mode, total),
@@ -188,28 +184,20 @@ def _train_and_log(
         "asgard.warnings": json.dumps(warnings),
         **execution_tags(execution),
     }
-    client.log_batch(  # one call for the metrics, the winning parameters and the run's tags
-        run_id,
-        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
-        tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
-    )
     sample = sample_frame(data.eval_ds, data.val_rows if data.has_validation else data.train_rows, FIGURE_ROWS, seed=0)
     X_eval, y_eval = sample[data.feature_columns].astype("float64"), sample[LABEL].to_numpy()
     eval_pred, eval_proba = predict_rows(model, X_eval, spec.model_type)  # one pass, for the score and the plots
     score = positive_score(eval_proba, spec.n_classes or 2) if eval_proba is not None else np.asarray(eval_pred, dtype="float64")
-    figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
-    for path, figure in figures.items():
-        client.log_figure(run_id, figure, path)
-    client.log_dict(run_id, _profile(data, spec, raw), lineage.PROFILE_ARTIFACT)
-
     example = X_eval.head(5)
-    signature = infer_signature(example, model.predict(example))
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment(experiment_id=experiment_id)
-    with mlflow.start_run(run_id=run_id):
-        logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
-    run = client.get_run(run_id)
+
+    def artifacts(client: Any) -> None:
+        figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
+        for path, figure in figures.items():
+            client.log_figure(run_id, figure, path)
+        client.log_dict(run_id, _profile(data, spec, raw), lineage.PROFILE_ARTIFACT)
+
+    winner = Winner(request.framework, model, metrics, best_params, run_tags, example, infer_signature(example, model.predict(example)))
+    logged_uri, artifact_uri = log_winner(settings, run_id, experiment_id, winner, artifacts, thread_name=f"{job_id}-artifacts")
     response = TrainResponse(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -217,7 +205,7 @@ def _train_and_log(
         model_uri=f"runs:/{run_id}/{lineage.MODEL_ARTIFACT}",
         logged_model_uri=logged_uri,
         metrics=TrainingMetrics(metrics=metrics),
-        artifact_uri=run.info.artifact_uri,
+        artifact_uri=artifact_uri,
         job_id=job_id,
         num_trials=len(outcome.trials),
         failed_trials=len(outcome.failed),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from asgard_ray.features import TrainingFrame, build_training_frame
 from asgard_ray.jobs import JobStore
 from asgard_ray.jobs.kinds import ExecutionPath
 from asgard_ray.training.data import PreparedData, entity_hash, prepare_data
-from asgard_ray.training.estimators import check_param_bounds, log_model, resolve_params
+from asgard_ray.training.estimators import check_param_bounds, resolve_params
 from asgard_ray.training.metrics import evaluate, positive_score, predict_rows
 from asgard_ray.training.modes import ExecutionPlan, choose_mode, sample_entities
 from asgard_ray.training.plots import model_figures
@@ -37,8 +36,10 @@ from asgard_ray.training.schemas import (
 from asgard_ray.training.tracking import (
     JobProgress,
     TrialRunLogger,
+    Winner,
     ensure_experiment,
     git_commit,
+    log_winner,
     mlflow_client,
     run_url,
     typed_signature,
@@ -266,11 +267,11 @@ def _train_and_log(
     warnings: list[str],
     path: ExecutionPath,
 ) -> dict[str, Any]:
-    import mlflow
     import ray
 
+    from asgard_ray.monitoring.profile import build_reference_profile
+
     hp = request.hyperparameters
-    client = mlflow_client(settings)
     callbacks = [
         TrialRunLogger(settings, experiment_id, run_id, spec.fixed_params),
         JobProgress(settings, job_id, spec.metric, spec.mode, total),
@@ -317,19 +318,18 @@ def _train_and_log(
         "asgard.warnings": json.dumps(warnings),
     }
     example, signature = typed_signature(model, data.X_train.head(5), data.feature_dtypes)  # int64 stays int64
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    # the fluent API refuses a run of another experiment than the process's active one (a reused
-    # worker, or a caller that called set_experiment): make the run's experiment the active one
-    mlflow.set_experiment(experiment_id=experiment_id)
-    # The metrics, figures and reference profile go up on a thread while the model is logged here: both
-    # sides spend much of their time waiting on the tracking server, so they overlap (measured in the README).
-    with ThreadPoolExecutor(1, thread_name_prefix=f"{job_id}-artifacts") as pool:
-        side = pool.submit(
-            _log_run_artifacts, client, run_id, spec, data, model, metrics, best_params, run_tags, (X_eval, y_eval, eval_pred, score)
+
+    def artifacts(client: Any) -> None:
+        figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
+        for path, figure in figures.items():
+            client.log_figure(run_id, figure, path)
+        profile = build_reference_profile(
+            data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval
         )
-        with mlflow.start_run(run_id=run_id) as run:  # ends the run FINISHED on success, FAILED on error
-            logged_uri = log_model(request.framework, model, lineage.MODEL_ARTIFACT, signature, example)
-            side.result()  # inside the run: a failed upload ends it FAILED, like a failed model log
+        client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)
+
+    winner = Winner(request.framework, model, metrics, best_params, run_tags, example, signature)
+    logged_uri, artifact_uri = log_winner(settings, run_id, experiment_id, winner, artifacts, thread_name=f"{job_id}-artifacts")
     response = TrainResponse(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -337,7 +337,7 @@ def _train_and_log(
         model_uri=f"runs:/{run_id}/{lineage.MODEL_ARTIFACT}",
         logged_model_uri=logged_uri,
         metrics=TrainingMetrics(metrics=metrics),
-        artifact_uri=run.info.artifact_uri,
+        artifact_uri=artifact_uri,
         job_id=job_id,
         num_trials=len(outcome.trials),
         failed_trials=len(outcome.failed),
@@ -351,35 +351,3 @@ def _train_and_log(
     )
     log.info("job %s: run %s finished, %s=%s", job_id, run_id, spec.metric, metrics.get(spec.metric))
     return response.model_dump(mode="json")
-
-
-def _log_run_artifacts(
-    client: Any,
-    run_id: str,
-    spec: TrialSpec,
-    data: PreparedData,
-    model: Any,
-    metrics: dict[str, float],
-    best_params: dict[str, Any],
-    run_tags: dict[str, Any],
-    evaluated: tuple[Any, Any, Any, Any],
-) -> None:
-    """Log the winner's metrics, parameters and tags (one call), its figures and the reference profile."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    from asgard_ray.monitoring.profile import build_reference_profile
-
-    X_eval, y_eval, eval_pred, score = evaluated
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
-        params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in best_params.items()],
-        tags=[RunTag(k, str(v)) for k, v in run_tags.items()],
-    )
-    figures = model_figures(model, X_eval, y_eval, spec.model_type, data.feature_columns, data.classes, score, y_pred=eval_pred)
-    for artifact, figure in figures.items():
-        client.log_figure(run_id, figure, artifact)
-    profile = build_reference_profile(
-        data.X_train, data.feature_columns, predictions=score, label=data.decode(y_eval) if data.classes else y_eval
-    )
-    client.log_dict(run_id, profile, lineage.PROFILE_ARTIFACT)

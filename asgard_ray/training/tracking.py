@@ -12,6 +12,9 @@ import json
 import logging
 import math
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,10 @@ from asgard_ray.jobs import JobStore
 __all__ = [
     "JobProgress",
     "TrialRunLogger",
+    "Winner",
     "ensure_experiment",
     "git_commit",
+    "log_winner",
     "mlflow_client",
     "run_url",
     "typed_example",
@@ -109,6 +114,58 @@ def typed_signature(model: Any, example: Any, feature_dtypes: dict[str, str]) ->
 
     example = typed_example(example, feature_dtypes)
     return example, infer_signature(example, model.predict(example))
+
+
+@dataclass(frozen=True)
+class Winner:
+    """What a training run logs of its best trial."""
+
+    framework: str
+    model: Any
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    tags: dict[str, Any]
+    example: Any
+    signature: Any
+
+
+def log_winner(
+    settings: Settings, run_id: str, experiment_id: str, winner: Winner, artifacts: Callable[[Any], None], thread_name: str = "artifacts"
+) -> tuple[str, str]:
+    """Log the best trial on run ``run_id``; return ``(logged model URI, the run's artifact URI)``.
+
+    The metrics, parameters and tags (one ``log_batch``) and what ``artifacts(client)`` logs (figures,
+    the reference profile) go up on a thread while the model is logged here: both sides spend much of
+    their time waiting on the tracking server, so they overlap (a warm 2,000-entity training request:
+    1.97 s -> 1.87 s p50, README). The run ends FINISHED, or FAILED if either side failed.
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    from asgard_ray import lineage
+    from asgard_ray.training.estimators import log_model
+
+    client = mlflow_client(settings)
+
+    def side() -> None:
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, 0, 0) for k, v in winner.metrics.items()],
+            params=[Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in winner.params.items()],
+            tags=[RunTag(k, str(v)) for k, v in winner.tags.items()],
+        )
+        artifacts(client)
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    # the fluent API refuses a run of another experiment than the process's active one (a reused
+    # worker, or a caller that called set_experiment): make the run's experiment the active one
+    mlflow.set_experiment(experiment_id=experiment_id)
+    with ThreadPoolExecutor(1, thread_name_prefix=thread_name) as pool:
+        pending = pool.submit(side)
+        with mlflow.start_run(run_id=run_id) as run:  # ends the run FINISHED on success, FAILED on error
+            logged_uri = log_model(winner.framework, winner.model, lineage.MODEL_ARTIFACT, winner.signature, winner.example)
+            pending.result()  # inside the run: a failed upload ends it FAILED, like a failed model log
+    return logged_uri, run.info.artifact_uri
 
 
 def _params(values: dict[str, Any]) -> list[Any]:
