@@ -54,8 +54,7 @@ def train(settings: Settings, body: dict[str, Any]) -> TrainResponse:
 def frame(settings: Settings, customer_features: str) -> TrainingFrame:
     """The 300-row frame of ``request_body`` (Feast retrieval is the slow part; done once here)."""
     ds = request_body(customer_features)["data_source"]
-    return build_training_frame(settings, ds["feature_views"], ds["entities"], event_timestamps=ds["event_timestamps"],
-                                label="churned")
+    return build_training_frame(settings, ds["feature_views"], ds["entities"], event_timestamps=ds["event_timestamps"], label="churned")
 
 
 def train_frame(settings: Settings, body: dict[str, Any], frame: TrainingFrame) -> TrainResponse:
@@ -67,18 +66,22 @@ def train_frame(settings: Settings, body: dict[str, Any], frame: TrainingFrame) 
 
 def child_runs(settings: Settings, result: TrainResponse) -> list[Any]:
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
-    return client.search_runs(
-        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=100
-    )
+    return client.search_runs([result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=100)
 
 
 def test_trials_nest_under_parent_run_with_lineage(settings: Settings, customer_features: str, frame: TrainingFrame) -> None:
-    body = request_body(customer_features, hyperparameters={
-        "params": {"n_estimators": 10},
-        "search_space": {"max_depth": {"type": "randint", "low": 2, "high": 6},
-                         "min_samples_leaf": {"type": "choice", "values": [1, 5]}},
-        "num_trials": 2, "metric": "roc_auc",
-    })
+    body = request_body(
+        customer_features,
+        hyperparameters={
+            "params": {"n_estimators": 10},
+            "search_space": {
+                "max_depth": {"type": "randint", "low": 2, "high": 6},
+                "min_samples_leaf": {"type": "choice", "values": [1, 5]},
+            },
+            "num_trials": 2,
+            "metric": "roc_auc",
+        },
+    )
     result = train_frame(settings, body, frame)
 
     assert result.status == "completed" and result.num_trials == 2 and result.failed_trials == 0
@@ -121,11 +124,14 @@ def test_trials_nest_under_parent_run_with_lineage(settings: Settings, customer_
 
 
 def test_crashed_trial_ends_failed_and_best_of_the_rest_wins(settings: Settings, customer_features: str, frame: TrainingFrame) -> None:
-    body = request_body(customer_features, hyperparameters={
-        "params": {"n_estimators": 5},
-        # a value inside the work limits that sklearn itself refuses in fit (out-of-range depths are 422 up front)
-        "search_space": {"criterion": {"type": "grid", "values": ["gini", "no-such-criterion"]}},
-    })
+    body = request_body(
+        customer_features,
+        hyperparameters={
+            "params": {"n_estimators": 5},
+            # a value inside the work limits that sklearn itself refuses in fit (out-of-range depths are 422 up front)
+            "search_space": {"criterion": {"type": "grid", "values": ["gini", "no-such-criterion"]}},
+        },
+    )
     result = train_frame(settings, body, frame)
 
     assert result.num_trials == 2 and result.failed_trials == 1
@@ -150,10 +156,11 @@ def test_all_trials_failing_is_422_and_parent_failed(settings: Settings, custome
 
 def test_seed_tiny_request_trains_on_all_rows_with_warning(settings: Settings, customer_features: str) -> None:
     body = {
-        "experiment_name": "customer_churn", "model_name": "churn_predictor", "framework": "sklearn",
+        "experiment_name": "customer_churn",
+        "model_name": "churn_predictor",
+        "framework": "sklearn",
         "model_type": "classification",
-        "data_source": {"feature_views": [customer_features], "entities": {"customer_id": [1, 2, 3, 4, 5]},
-                        "target_column": "churned"},
+        "data_source": {"feature_views": [customer_features], "entities": {"customer_id": [1, 2, 3, 4, 5]}, "target_column": "churned"},
         "hyperparameters": {"params": {"n_estimators": 100, "max_depth": 10, "random_state": 42}},
     }
     result = train(settings, body)
@@ -185,3 +192,35 @@ def test_unknown_view_is_404(settings: Settings, customer_features: str) -> None
     body["data_source"] = {**body["data_source"], "feature_views": ["no_such_view"]}
     with pytest.raises(NotFound, match="no_such_view"):
         train(settings, body)
+
+
+def test_a_failed_artifact_upload_ends_the_run_failed_not_finished(settings: Settings) -> None:
+    """``log_winner`` logs the model while the metrics and artifacts go up on a thread: a failure there
+    must still end the run FAILED (and raise), never FINISHED with its figures or profile missing."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from asgard_ray.training.tracking import Winner, ensure_experiment, log_winner, mlflow_client, typed_signature
+
+    client = mlflow_client(settings)
+    experiment_id = ensure_experiment(settings, "log_winner_failure")
+    run_id = client.create_run(experiment_id).info.run_id
+    X = pd.DataFrame({"a": np.arange(20, dtype="float64"), "b": np.arange(20, dtype="float64") % 3})
+    model = LogisticRegression().fit(X, (X["a"] > 9).astype(int))
+    example, signature = typed_signature(model, X.head(5), {"a": "float64", "b": "float64"})
+    winner = Winner("sklearn", model, {"train_accuracy": 1.0}, {"C": 1.0}, {"asgard.split": "none"}, example, signature)
+
+    def artifacts(client: Any) -> None:
+        raise RuntimeError("the artifact store refused the upload")
+
+    with pytest.raises(RuntimeError, match="refused the upload"):
+        log_winner(settings, run_id, experiment_id, winner, artifacts)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.metrics == {"train_accuracy": 1.0}  # the side thread's log_batch ran before its failure
+
+    ok_run = client.create_run(experiment_id).info.run_id
+    logged_uri, artifact_uri = log_winner(settings, ok_run, experiment_id, winner, lambda c: c.log_dict(ok_run, {"x": 1}, "profile.json"))
+    done = client.get_run(ok_run)
+    assert done.info.status == "FINISHED" and artifact_uri == done.info.artifact_uri and logged_uri.startswith("models:/")
+    assert {a.path for a in client.list_artifacts(ok_run)} >= {"profile.json"}
