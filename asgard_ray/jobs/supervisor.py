@@ -122,6 +122,29 @@ class _Warm:
             self.ready = True
         return True
 
+    async def alive(self, timeout: float = 5.0) -> bool:
+        """Whether its process answers now (one round trip, about a millisecond).
+
+        A worker that died while idle (killed, out of memory) is otherwise noticed only by the next job
+        sent to it, which then fails with "The actor is restarting" though it never ran.
+        """
+        try:
+            await asyncio.wait_for(_as_future(self.handle.ready.remote()), timeout)
+            return True
+        except TimeoutError:
+            log.warning("warm worker (pid %s) did not answer in %.0f s; this job takes the cluster path", self.pid, timeout)
+            return False
+        except Exception as exc:
+            if _actor_lost(exc):
+                log.warning("warm worker (pid %s) is gone (%s); this job takes the cluster path", self.pid, type(exc).__name__)
+                self.restarted()
+                return False
+            raise
+
+
+async def _as_future(ref: Any) -> Any:
+    return await ref
+
 
 def _actor_lost(exc: BaseException) -> bool:
     import ray.exceptions as rex
@@ -186,9 +209,12 @@ class JobSupervisor:
         if warm is not None:
             warm.job_id = job_id  # taken before any await
         self.active[job_id] = _Active(kind_name, plan.settings, warm=warm)  # claimed before any await
-        path = "warm" if warm is not None else "cluster"
         self._settings.setdefault(_settings_key(plan.settings), plan.settings)
         try:
+            if warm is not None and not await warm.alive():
+                warm.job_id = self.active[job_id].warm = None
+                warm = None
+            path = "warm" if warm is not None else "cluster"
             store = JobStore(plan.settings)
             previous = await asyncio.to_thread(store.find, kind_name, job_id)
             if previous is not None and previous.status == "completed":

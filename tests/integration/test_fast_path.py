@@ -159,6 +159,19 @@ def test_killed_warm_worker_fails_its_job_with_the_cause_and_the_next_small_job_
     assert _train(settings, request_body(customer_features, n_ids=20)).execution["path"] == "warm"
 
 
+def test_a_warm_worker_that_died_idle_costs_the_next_small_job_nothing(settings: Settings, customer_features: str) -> None:
+    """A warm worker killed between jobs: the next small job still completes (the supervisor pings the
+    worker before it sends a job; before, the job went to the restarting actor and failed unrun)."""
+    workers = _warm_workers(settings)
+    pid = next(w["pid"] for w in workers if w["ready"] and w["job_id"] is None)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    after = _train(settings, request_body(customer_features, n_ids=20))
+    assert after.status == "completed" and after.training_rows > 0 and after.execution["path"] in ("warm", "cluster")
+    restarted = _warm_workers(settings)
+    assert any(w["ready"] and w["pid"] not in (None, pid) for w in restarted), restarted
+
+
 def test_warm_worker_rehearsal_runs_with_no_server_and_leaves_no_files(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rehearsal (fit, figures, a model saved as ``log_model`` saves it) runs offline and cleans up.
 
