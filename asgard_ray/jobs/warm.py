@@ -72,7 +72,7 @@ def rehearse() -> None:
 
     Fit a tiny model, draw and render its figures, and save it as ``log_model`` would (skops, the
     signature, the serving-input check that loads the model back and predicts): the first small job
-    after a (re)start then costs what the next ones do (8.8 s -> 1.7 s measured, see the README).
+    after a (re)start costs about what the next ones do (measured: 8.8 s -> 1.9 s, then 1.5 s; README).
     """
     import io
     import tempfile
