@@ -134,12 +134,11 @@ class _Warm:
         except TimeoutError:
             log.warning("warm worker (pid %s) did not answer in %.0f s; this job takes the cluster path", self.pid, timeout)
             return False
-        except Exception as exc:
+        except Exception as exc:  # a failed ping never fails the job: it takes the cluster path
+            log.warning("warm worker (pid %s) did not answer (%s); this job takes the cluster path", self.pid, type(exc).__name__)
             if _actor_lost(exc):
-                log.warning("warm worker (pid %s) is gone (%s); this job takes the cluster path", self.pid, type(exc).__name__)
                 self.restarted()
-                return False
-            raise
+            return False
 
 
 async def _as_future(ref: Any) -> Any:
