@@ -30,7 +30,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest, NotFound
 from asgard_ray.features.registry import SPEC_TAG, FeatureRegistry, registry_version
 from asgard_ray.features.specs import FeatureViewSpec
-from asgard_ray.gold import GoldFormat, GoldTable, resolve_table
+from asgard_ray.gold import GoldFormat, GoldTable, pin_tables
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -162,32 +162,10 @@ def _view_read(fv: Any) -> ViewRead:
 def _pin(
     settings: Settings, reads: list[ViewRead], as_of_snapshot: dict[str, int] | None, tables: dict[str, GoldTable] | None
 ) -> dict[str, GoldTable]:
-    """Pin each table the views read, once: a given ``GoldTable``, the named snapshot, else the current one.
-
-    Raises:
-        InvalidRequest: ``as_of_snapshot`` names a table the views do not read, or pins a Parquet folder.
-        NotFound: An unknown table or snapshot.
-    """
-    names = list(dict.fromkeys(r.table_name for r in reads))
-    pins = dict(as_of_snapshot or {})
-    unknown = sorted(set(pins) - set(names))
-    if unknown:
-        raise InvalidRequest(
-            f"as_of_snapshot names table(s) {', '.join(unknown)} that feature view(s) "
-            f"{', '.join(r.view for r in reads)} do not read; they read {', '.join(names)}",
-            detail={"unknown_tables": unknown, "tables": names},
-        )
-    given = dict(tables or {})
-    formats = {r.table_name: r.format for r in reversed(reads)}  # the first view's format wins
-    pinned: dict[str, GoldTable] = {}
-    for name in names:
-        table = given.get(name)
-        if table is None:
-            table = resolve_table(settings, name, snapshot_id=pins.get(name), format=formats[name])
-        elif name in pins and pins[name] != table.snapshot_id:
-            raise InvalidRequest(f"as_of_snapshot pins {name} to {pins[name]}, but the given table is pinned to {table.snapshot_id}")
-        pinned[name] = table
-    return pinned
+    """Pin each table the views read, once (``gold.pin_tables``); the first view's format wins."""
+    formats = {r.table_name: r.format for r in reversed(reads)}
+    readers = f"feature view(s) {', '.join(r.view for r in reads)}"
+    return pin_tables(settings, [r.table_name for r in reads], formats, as_of_snapshot, readers=readers, given=tables)
 
 
 def pin_view_tables(settings: Settings, feature_views: list[str], as_of_snapshot: dict[str, int] | None = None) -> dict[str, GoldTable]:

@@ -4,6 +4,7 @@ from asgard_ray.gold.catalog import catalog_properties, catalog_status, ensure_n
 from asgard_ray.gold.tables import (
     GoldFormat,
     GoldTable,
+    pin_tables,
     resolve_table,
     snapshot_tag,
     tag_snapshot,
@@ -19,6 +20,7 @@ __all__ = [
     "ensure_namespace",
     "gold_catalog",
     "io_properties",
+    "pin_tables",
     "resolve_table",
     "snapshot_tag",
     "tag_snapshot",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyiceberg.table import Table
 
-__all__ = ["GoldFormat", "GoldTable", "resolve_table", "snapshot_tag", "tag_snapshot", "valid_identifier", "write_table"]
+__all__ = ["GoldFormat", "GoldTable", "pin_tables", "resolve_table", "snapshot_tag", "tag_snapshot", "valid_identifier", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,44 @@ def resolve_table(
     if snapshot_id is not None:
         raise InvalidRequest(f"gold table {name!r} is a Parquet folder, which has no snapshots; leave out its snapshot pin")
     return _parquet_table(settings, name, ns)
+
+
+def pin_tables(
+    settings: Settings,
+    names: list[str],
+    formats: dict[str, GoldFormat | None],
+    as_of_snapshot: dict[str, int] | None,
+    *,
+    readers: str,
+    given: dict[str, GoldTable] | None = None,
+) -> dict[str, GoldTable]:
+    """Pin each table a job reads, once: a ``given`` table, the snapshot ``as_of_snapshot`` names, else the current one.
+
+    ``readers`` names what reads them, for the message (e.g. "feature view(s) a, b", "this job").
+
+    Raises:
+        InvalidRequest: ``as_of_snapshot`` names a table not in ``names`` (422), pins a Parquet folder, or
+            pins a ``given`` table to another snapshot.
+        NotFound: An unknown table or snapshot (404).
+    """
+    names = list(dict.fromkeys(names))
+    pins = dict(as_of_snapshot or {})
+    unknown = sorted(set(pins) - set(names))
+    if unknown:
+        raise InvalidRequest(
+            f"as_of_snapshot names table(s) {', '.join(unknown)} not read by {readers}; the tables read are {', '.join(names) or 'none'}",
+            detail={"unknown_tables": unknown, "tables": names},
+        )
+    given = given or {}
+    pinned: dict[str, GoldTable] = {}
+    for name in names:
+        table = given.get(name)
+        if table is None:
+            table = resolve_table(settings, name, snapshot_id=pins.get(name), format=formats.get(name))
+        elif name in pins and pins[name] != table.snapshot_id:
+            raise InvalidRequest(f"as_of_snapshot pins {name} to {pins[name]}, but the given table is pinned to {table.snapshot_id}")
+        pinned[name] = table
+    return pinned
 
 
 def _parquet_table(settings: Settings, name: str, namespace: str) -> GoldTable:

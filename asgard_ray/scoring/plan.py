@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, InvalidRequest, PayloadTooLarge
 from asgard_ray.features.retrieval import EVENT_TIMESTAMP, build_entity_df
-from asgard_ray.gold import GoldTable, resolve_table
+from asgard_ray.gold import GoldTable, pin_tables
 from asgard_ray.scoring.model import ResolvedModel, resolve_model
 from asgard_ray.scoring.schemas import MAX_INLINE_ENTITIES, BatchScoreRequest
 from asgard_ray.scoring.sink import check_output_path, check_table_columns, foreign_conflict, output_state, split_table, staging_path
@@ -204,25 +204,6 @@ def _source(
     return plan, rows, dtypes
 
 
-def _pin(
-    settings: Settings, names: list[str], formats: dict[str, Literal["iceberg", "parquet"] | None], as_of: dict[str, int] | None
-) -> dict[str, GoldTable]:
-    """Resolve each gold table once: the snapshot ``as_of`` names, else the current one.
-
-    Raises:
-        InvalidRequest: ``as_of`` names a table this job does not read (422), or pins a Parquet folder.
-        NotFound: An unknown table or snapshot (404).
-    """
-    pins = dict(as_of or {})
-    unknown = sorted(set(pins) - set(names))
-    if unknown:
-        raise InvalidRequest(
-            f"as_of_snapshot names table(s) {', '.join(unknown)} that this job does not read; it reads {', '.join(names) or 'none'}",
-            detail={"unknown_tables": unknown, "tables": names},
-        )
-    return {n: resolve_table(settings, n, snapshot_id=pins.get(n), format=formats.get(n)) for n in dict.fromkeys(names)}
-
-
 def _check_free(settings: Settings, output_path: str, job_id: str, overwrite: bool) -> None:
     """Fail fast (409) when the prefix is leased by another job, holds foreign files, or holds another
     job's committed output without ``overwrite``. The job re-checks all of it under its lease."""
@@ -287,7 +268,8 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
     read_views = [v for v in views if v.features]
     entity_table = source.table_name if source is not None else None
     tables = [v.table_name for v in read_views] + ([entity_table] if entity_table else [])
-    pins = _pin(settings, tables, {v.table_name: v.table_format for v in read_views}, request.as_of_snapshot)
+    formats = {v.table_name: v.table_format for v in read_views}
+    pins = pin_tables(settings, tables, formats, request.as_of_snapshot, readers="this job")
     for v in read_views:
         v.pin = TablePin.of(pins[v.table_name])
 

@@ -41,6 +41,7 @@ def test_up_register_down_up_keeps_state(stack: dict[str, str]) -> None:
         "s3": True,
         "feast": True,
         "monitoring": True,
+        "jobs": True,
     }
     assert pids_before == (Path(stack["ASGARD_HOME"]) / "run" / "ray.pid").read_text()
 
