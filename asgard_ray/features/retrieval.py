@@ -164,7 +164,7 @@ def _pin(
 ) -> dict[str, GoldTable]:
     """Pin each table the views read, once (``gold.pin_tables``); the first view's format wins."""
     formats = {r.table_name: r.format for r in reversed(reads)}
-    readers = f"feature view(s) {', '.join(r.view for r in reads)}"
+    readers = f"feature view(s) {', '.join(r.view for r in reads)} do"
     return pin_tables(settings, [r.table_name for r in reads], formats, as_of_snapshot, readers=readers, given=tables)
 
 

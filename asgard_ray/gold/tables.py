@@ -182,7 +182,7 @@ def pin_tables(
 ) -> dict[str, GoldTable]:
     """Pin each table a job reads, once: a ``given`` table, the snapshot ``as_of_snapshot`` names, else the current one.
 
-    ``readers`` names what reads them, for the message (e.g. "feature view(s) a, b", "this job").
+    ``readers`` names what reads them, with its verb, for the message ("feature view(s) a, b do", "this job does").
 
     Raises:
         InvalidRequest: ``as_of_snapshot`` names a table not in ``names`` (422), pins a Parquet folder, or
@@ -194,7 +194,7 @@ def pin_tables(
     unknown = sorted(set(pins) - set(names))
     if unknown:
         raise InvalidRequest(
-            f"as_of_snapshot names table(s) {', '.join(unknown)} not read by {readers}; the tables read are {', '.join(names) or 'none'}",
+            f"as_of_snapshot names table(s) {', '.join(unknown)} that {readers} not read; the tables read are {', '.join(names) or 'none'}",
             detail={"unknown_tables": unknown, "tables": names},
         )
     given = given or {}

@@ -269,7 +269,7 @@ def prepare_plan(settings: Settings, request: BatchScoreRequest, job_id: str) ->
     entity_table = source.table_name if source is not None else None
     tables = [v.table_name for v in read_views] + ([entity_table] if entity_table else [])
     formats = {v.table_name: v.table_format for v in read_views}
-    pins = pin_tables(settings, tables, formats, request.as_of_snapshot, readers="this job")
+    pins = pin_tables(settings, tables, formats, request.as_of_snapshot, readers="this job does")
     for v in read_views:
         v.pin = TablePin.of(pins[v.table_name])
 
