@@ -54,7 +54,8 @@ def train(settings: Settings, body: dict[str, Any]) -> TrainResponse:
 def frame(settings: Settings, customer_features: str) -> TrainingFrame:
     """The 300-row frame of ``request_body`` (Feast retrieval is the slow part; done once here)."""
     ds = request_body(customer_features)["data_source"]
-    return build_training_frame(settings, ds["feature_views"], ds["entities"], event_timestamps=ds["event_timestamps"], label="churned")
+    return build_training_frame(settings, ds["feature_views"], ds["entities"], event_timestamps=ds["event_timestamps"],
+                                label="churned")
 
 
 def train_frame(settings: Settings, body: dict[str, Any], frame: TrainingFrame) -> TrainResponse:
@@ -66,22 +67,18 @@ def train_frame(settings: Settings, body: dict[str, Any], frame: TrainingFrame) 
 
 def child_runs(settings: Settings, result: TrainResponse) -> list[Any]:
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
-    return client.search_runs([result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=100)
+    return client.search_runs(
+        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=100
+    )
 
 
 def test_trials_nest_under_parent_run_with_lineage(settings: Settings, customer_features: str, frame: TrainingFrame) -> None:
-    body = request_body(
-        customer_features,
-        hyperparameters={
-            "params": {"n_estimators": 10},
-            "search_space": {
-                "max_depth": {"type": "randint", "low": 2, "high": 6},
-                "min_samples_leaf": {"type": "choice", "values": [1, 5]},
-            },
-            "num_trials": 2,
-            "metric": "roc_auc",
-        },
-    )
+    body = request_body(customer_features, hyperparameters={
+        "params": {"n_estimators": 10},
+        "search_space": {"max_depth": {"type": "randint", "low": 2, "high": 6},
+                         "min_samples_leaf": {"type": "choice", "values": [1, 5]}},
+        "num_trials": 2, "metric": "roc_auc",
+    })
     result = train_frame(settings, body, frame)
 
     assert result.status == "completed" and result.num_trials == 2 and result.failed_trials == 0
@@ -124,14 +121,11 @@ def test_trials_nest_under_parent_run_with_lineage(settings: Settings, customer_
 
 
 def test_crashed_trial_ends_failed_and_best_of_the_rest_wins(settings: Settings, customer_features: str, frame: TrainingFrame) -> None:
-    body = request_body(
-        customer_features,
-        hyperparameters={
-            "params": {"n_estimators": 5},
-            # a value inside the work limits that sklearn itself refuses in fit (out-of-range depths are 422 up front)
-            "search_space": {"criterion": {"type": "grid", "values": ["gini", "no-such-criterion"]}},
-        },
-    )
+    body = request_body(customer_features, hyperparameters={
+        "params": {"n_estimators": 5},
+        # a value inside the work limits that sklearn itself refuses in fit (out-of-range depths are 422 up front)
+        "search_space": {"criterion": {"type": "grid", "values": ["gini", "no-such-criterion"]}},
+    })
     result = train_frame(settings, body, frame)
 
     assert result.num_trials == 2 and result.failed_trials == 1
@@ -156,11 +150,10 @@ def test_all_trials_failing_is_422_and_parent_failed(settings: Settings, custome
 
 def test_seed_tiny_request_trains_on_all_rows_with_warning(settings: Settings, customer_features: str) -> None:
     body = {
-        "experiment_name": "customer_churn",
-        "model_name": "churn_predictor",
-        "framework": "sklearn",
+        "experiment_name": "customer_churn", "model_name": "churn_predictor", "framework": "sklearn",
         "model_type": "classification",
-        "data_source": {"feature_views": [customer_features], "entities": {"customer_id": [1, 2, 3, 4, 5]}, "target_column": "churned"},
+        "data_source": {"feature_views": [customer_features], "entities": {"customer_id": [1, 2, 3, 4, 5]},
+                        "target_column": "churned"},
         "hyperparameters": {"params": {"n_estimators": 100, "max_depth": 10, "random_state": 42}},
     }
     result = train(settings, body)
