@@ -12,20 +12,20 @@ from asgard_ray.features.registry import FeatureRegistry
 __all__ = ["FeaturesDep", "SettingsDep", "get_settings", "service"]
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (``async``: a sync dependency costs each request a hop to the thread pool)."""
     return request.app.state.settings
 
 
 def service(request: Request, name: str, factory: type) -> object:
-    """A service object cached on the app (one per replica)."""
+    """A service object cached on the app (one per replica); the factories only keep the settings, so no I/O here."""
     services = request.app.state.services
     if name not in services:
         services[name] = factory(request.app.state.settings)
     return services[name]
 
 
-def get_features(request: Request) -> FeatureRegistry:
+async def get_features(request: Request) -> FeatureRegistry:
     """The feature-store service."""
     return service(request, "features", FeatureRegistry)  # type: ignore[return-value]
 

@@ -20,7 +20,7 @@ import pytest
 
 from asgard_ray.config import Settings
 from asgard_ray.local.bootstrap import prepare_storage
-from asgard_ray.monitoring.schemas import HistoryRequest, MonitoringRequest
+from asgard_ray.monitoring.schemas import HistoryRequest, MonitoringRecord, MonitoringRequest
 from asgard_ray.monitoring.state import MonitoringState
 from asgard_ray.monitoring.wal import open_wal
 from asgard_ray.storage import list_files, read_bytes
@@ -166,3 +166,109 @@ def test_a_second_live_owner_acknowledges_after_the_put(s3_settings: tuple[S3Pro
     finally:
         second.close()
         owner.close()
+
+
+# --- the segment file itself: no S3 needed --------------------------------------------------------
+
+def _record(i: int) -> MonitoringRecord:
+    return MonitoringRecord(
+        monitoring_id=f"mon_seg_{i:04d}", model_name="seg_model", model_version="1", metric_type="custom",
+        metrics={"i": float(i)}, alert_triggered=False, alerts=[], timestamp="2026-11-28T00:00:00Z",
+    )
+
+
+def _segments(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*.jsonl"))
+
+
+def test_groups_append_to_one_segment_that_is_deleted_once_drained(tmp_path: Path) -> None:
+    wal = open_wal(tmp_path, "s3://asgard/seg")
+    assert wal is not None
+    try:
+        groups = [[_record(3 * g + k) for k in range(3)] for g in range(3)]
+        for group in groups:
+            wal.append(group)
+        (segment,) = _segments(tmp_path)  # one file, appended to, not one file per group
+        assert len(segment.read_bytes().splitlines()) == 9
+        assert wal.pending == 9
+        wal.uploaded([r.monitoring_id for r in groups[0] + groups[1]])
+        assert _segments(tmp_path) == [segment]  # three records still wait in it
+        wal.uploaded([r.monitoring_id for r in groups[2]])
+        assert _segments(tmp_path) == [] and wal.pending == 0
+        wal.append([_record(100)])
+        (fresh,) = _segments(tmp_path)
+        assert fresh != segment
+    finally:
+        wal.close()
+    (kept,) = _segments(tmp_path)  # the waiting record's segment outlives its owner
+    heir = open_wal(tmp_path, "s3://asgard/seg")
+    assert heir is not None
+    try:
+        assert [r.monitoring_id for r in heir.replay()] == ["mon_seg_0100"]
+        heir.uploaded(["mon_seg_0100"])
+        assert not kept.exists()
+    finally:
+        heir.close()
+
+
+def test_replay_drops_a_torn_last_line_and_keeps_a_damaged_line_aside(tmp_path: Path) -> None:
+    wal = open_wal(tmp_path, "s3://asgard/torn")
+    assert wal is not None
+    wal.append([_record(1)])
+    wal.append([_record(2)])
+    wal.close()
+    (segment,) = _segments(tmp_path)
+    first, second = segment.read_bytes().splitlines()
+    # damage from outside between the two lines, and a crash in the middle of a third append
+    segment.write_bytes(first + b"\n" + b'{"monitoring_id": "mon_broken"\n' + second + b"\n" + _record(3).model_dump_json().encode()[:40])
+
+    heir = open_wal(tmp_path, "s3://asgard/torn")
+    assert heir is not None
+    try:
+        assert [r.monitoring_id for r in heir.replay()] == ["mon_seg_0001", "mon_seg_0002"]  # the torn third never counted
+        assert (segment.parent / "bad" / segment.name).read_bytes() == b'{"monitoring_id": "mon_broken"\n'
+        heir.uploaded(["mon_seg_0001", "mon_seg_0002"])
+        assert _segments(tmp_path) == []
+    finally:
+        heir.close()
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from asgard_ray.monitoring.schemas import MonitoringRecord
+from asgard_ray.monitoring.wal import open_wal
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+wal = open_wal(Path(sys.argv[1]), "s3://asgard/full")
+for i in range(1000):
+    record = MonitoringRecord(
+        monitoring_id=f"mon_full_{i:04d}", model_name="full_model", model_version="1", metric_type="custom",
+        metrics={"i": float(i)}, alert_triggered=False, alerts=[], timestamp="2026-11-28T00:00:00Z",
+    )
+    try:
+        wal.append([record])
+    except OSError as exc:
+        print("failed", record.monitoring_id, exc.errno, flush=True)
+        break
+    print("acked", record.monitoring_id, flush=True)
+"""
+
+
+def test_an_append_that_fails_on_a_full_disk_is_cut_back_and_never_replayed(tmp_path: Path) -> None:
+    """A real short write (the file size limit of the process), not a mock: the failed group leaves no trace."""
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path), "4000"], capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split("\n")
+    acked = [line.split()[1] for line in out if line.startswith("acked")]
+    failed = [line.split() for line in out if line.startswith("failed")]
+    assert acked and len(failed) == 1, out
+    (segment,) = _segments(tmp_path)
+    assert segment.read_bytes().endswith(b"\n")  # cut back to the end of the last acknowledged append
+    heir = open_wal(tmp_path, "s3://asgard/full")
+    assert heir is not None
+    try:
+        assert [r.monitoring_id for r in heir.replay()] == acked
+    finally:
+        heir.close()

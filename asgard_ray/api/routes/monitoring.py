@@ -37,7 +37,7 @@ router = APIRouter(prefix="/mlops/monitoring", tags=["monitoring"])
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
-def get_monitoring(request: Request) -> MonitoringClient:
+async def get_monitoring(request: Request) -> MonitoringClient:
     """The monitoring client of this app (one per replica; the actor is shared by name)."""
     return service(request, "monitoring", MonitoringClient)  # type: ignore[return-value]
 

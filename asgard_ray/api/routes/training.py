@@ -19,7 +19,7 @@ router = APIRouter(prefix="/mlops", tags=["training"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 422, 429, 503)}
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     """The model registry service of this app."""
     return service(request, "registry", ModelRegistry)  # type: ignore[return-value]
 
