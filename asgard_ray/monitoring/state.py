@@ -7,8 +7,8 @@ means one of two things (``wal_dir``, from ``ASGARD_MONITORING_ACK``):
 
 - without a write-ahead log, the group's S3 PUT returned (one PUT per model and date); no record is
   acknowledged, held or mirrored before that;
-- with one (``asgard_ray.monitoring.wal``), the group is fsynced to a local file; an uploader thread
-  writes it to S3 about ``UPLOAD_LINGER_S`` later, retrying until it lands, and a new owner of the log
+- with one (``asgard_ray.monitoring.wal``), the group is appended to a local segment file and
+  fdatasynced; an uploader thread writes it to S3 about ``UPLOAD_LINGER_S`` later, retrying until it lands, and a new owner of the log
   replays what a crashed one left (each record once, by id).
 
 Memory is bounded: the newest records (``ASGARD_MONITORING_MEMORY_RECORDS`` / ``_MB``) plus one small
@@ -346,7 +346,7 @@ class MonitoringState:
         self.window.add(record, record.size)
 
     def _log_ahead(self, batch: list[_Pending]) -> None:
-        """Acknowledge a batch once it is in the write-ahead log (one file, one fsync); S3 follows."""
+        """Acknowledge a batch once it is in the write-ahead log (one append, one fdatasync); S3 follows."""
         assert self.wal is not None
         try:
             self.wal.append([p.record for p in batch])
