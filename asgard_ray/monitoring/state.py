@@ -8,8 +8,8 @@ means one of two things (``wal_dir``, from ``ASGARD_MONITORING_ACK``):
 - without a write-ahead log, the group's S3 PUT returned (one PUT per model and date); no record is
   acknowledged, held or mirrored before that;
 - with one (``asgard_ray.monitoring.wal``), the group is appended to a local segment file and
-  fdatasynced; an uploader thread writes it to S3 about ``UPLOAD_LINGER_S`` later, retrying until it lands, and a new owner of the log
-  replays what a crashed one left (each record once, by id).
+  fdatasynced; an uploader thread writes it to S3 about ``UPLOAD_LINGER_S`` later, retrying until it
+  lands, and a new owner of the log replays what a crashed one left (each record once, by id).
 
 Memory is bounded: the newest records (``ASGARD_MONITORING_MEMORY_RECORDS`` / ``_MB``) plus one small
 summary per model and date. A rebuild reads the stored summaries, the objects no summary covers, and
