@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from asgard_ray import errors as e
 from asgard_ray.api.errors import install_error_handlers
+from asgard_ray.config import Settings
 
 
 @pytest.fixture
@@ -62,3 +66,42 @@ def test_validation_error_names_the_field(client: TestClient) -> None:
     r = client.get("/typed", params={"n": "abc"})
     assert r.status_code == 422
     assert "n" in r.json()["error"]
+
+
+def test_every_route_and_dependency_is_async(tmp_path: Path) -> None:
+    """A sync route or dependency runs in FastAPI's thread pool: a hop per request, and a pool that long calls can fill.
+
+    Blocking work (MLflow, Feast, S3) belongs in ``asyncio.to_thread`` inside an ``async def`` route.
+    """
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from asgard_ray.api.app import create_app
+
+    app = create_app(Settings(asgard_home=tmp_path))
+    sync: list[str] = []
+
+    def walk(dependant: Any, where: str) -> None:
+        for dep in dependant.dependencies:
+            if dep.call is not None and not inspect.iscoroutinefunction(dep.call):
+                sync.append(f"{where}: dependency {dep.call.__name__}")
+            walk(dep, where)
+
+    def api_routes(routes: list[Any]) -> list[APIRoute]:
+        out: list[APIRoute] = []
+        for r in routes:
+            if isinstance(r, APIRoute):
+                out.append(r)
+            elif getattr(r, "original_router", None) is not None:  # an included router (FastAPI >= 0.16x)
+                out.extend(api_routes(r.original_router.routes))
+        return out
+
+    routes = api_routes(app.routes)
+    assert len(routes) > 20  # the whole API, not an empty app
+    for route in routes:
+        where = f"{sorted(route.methods)} {route.path}"
+        if not inspect.iscoroutinefunction(route.endpoint):
+            sync.append(f"{where}: route {route.endpoint.__name__}")
+        walk(route.dependant, where)
+    assert sync == []

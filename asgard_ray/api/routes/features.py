@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response, status
@@ -23,33 +24,33 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"mo
 @router.post(
     "/features", response_model=RegisterFeaturesResponse, status_code=201, responses={200: {"model": RegisterFeaturesResponse}, **_ERRORS}
 )
-def register_features(body: FeatureViewSpec, features: FeaturesDep, response: Response) -> RegisterFeaturesResponse:
+async def register_features(body: FeatureViewSpec, features: FeaturesDep, response: Response) -> RegisterFeaturesResponse:
     """Register a feature view over a gold table (201); an identical re-registration answers 200."""
-    result = features.register(body)
+    result = await asyncio.to_thread(features.register, body)
     if result.status == "unchanged":
         response.status_code = status.HTTP_200_OK
     return result
 
 
 @router.get("/features", response_model=FeatureViewList)
-def list_features(features: FeaturesDep) -> FeatureViewList:
+async def list_features(features: FeaturesDep) -> FeatureViewList:
     """List the registered feature views."""
-    return features.list()
+    return await asyncio.to_thread(features.list)
 
 
 @router.get("/features/{name}", response_model=FeatureViewInfo, responses=_ERRORS)
-def get_features(name: str, features: FeaturesDep) -> FeatureViewInfo:
+async def get_features(name: str, features: FeaturesDep) -> FeatureViewInfo:
     """Describe one feature view."""
-    return features.get(name)
+    return await asyncio.to_thread(features.get, name)
 
 
 @router.delete("/features/{name}", response_model=FeatureViewInfo, responses=_ERRORS)
-def delete_features(name: str, features: FeaturesDep) -> FeatureViewInfo:
+async def delete_features(name: str, features: FeaturesDep) -> FeatureViewInfo:
     """Delete a feature view; returns what was deleted."""
-    return features.delete(name)
+    return await asyncio.to_thread(features.delete, name)
 
 
 @router.get("/status", response_model=FeastStatus)
-def feast_status(features: FeaturesDep) -> FeastStatus:
+async def feast_status(features: FeaturesDep) -> FeastStatus:
     """Registry, offline and online store, and counts."""
-    return features.status()
+    return await asyncio.to_thread(features.status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 from typing import Literal
@@ -11,6 +12,8 @@ from pydantic import BaseModel
 
 from asgard_ray import __version__
 from asgard_ray.api.deps import FeaturesDep, SettingsDep, service
+from asgard_ray.config import Settings
+from asgard_ray.features.registry import FeatureRegistry
 
 router = APIRouter(prefix="/mlops", tags=["health"])
 
@@ -62,8 +65,13 @@ def _timed(name: str, url: str | None, check) -> ComponentStatus:  # noqa: ANN00
 
 
 @router.get("/status", response_model=PlatformStatus)
-def platform_status(settings: SettingsDep, features: FeaturesDep, request: Request) -> PlatformStatus:
+async def platform_status(settings: SettingsDep, features: FeaturesDep, request: Request) -> PlatformStatus:
     """Check Ray, MLflow, Feast, S3, the monitoring actor and the job supervisor (with its warm workers); report each."""
+    return await asyncio.to_thread(_platform_status, settings, features, request)  # blocking checks: off the loop
+
+
+def _platform_status(settings: Settings, features: FeatureRegistry, request: Request) -> PlatformStatus:
+    """``/mlops/status``'s checks, each a blocking call to a backing service (run on a thread)."""
     import ray
 
     from asgard_ray.storage import filesystem

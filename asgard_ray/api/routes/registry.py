@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response, status
@@ -22,21 +23,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"mo
     status_code=201,
     responses={200: {"model": RegisterModelResponse, "description": "The run was registered already"}, **_ERRORS},
 )
-def register_model(body: RegisterModelRequest, registry: RegistryDep, response: Response) -> RegisterModelResponse:
+async def register_model(body: RegisterModelRequest, registry: RegistryDep, response: Response) -> RegisterModelResponse:
     """Register a finished run's model as a new version (201); the same run again returns its version (200)."""
-    result = registry.register(body)
+    result = await asyncio.to_thread(registry.register, body)
     if result.status == "already_registered":
         response.status_code = status.HTTP_200_OK
     return result
 
 
 @router.put("/{model_name}/aliases/{alias}", response_model=AliasResponse, responses=_ERRORS)
-def set_alias(model_name: str, alias: str, body: AliasRequest, registry: RegistryDep) -> AliasResponse:
+async def set_alias(model_name: str, alias: str, body: AliasRequest, registry: RegistryDep) -> AliasResponse:
     """Point an alias (e.g. `champion`) at a version, so scoring can target `models:/<name>@<alias>`."""
-    return registry.set_alias(model_name, alias, body.version)
+    return await asyncio.to_thread(registry.set_alias, model_name, alias, body.version)
 
 
 @router.delete("/{model_name}/aliases/{alias}", response_model=AliasResponse, responses=_ERRORS)
-def delete_alias(model_name: str, alias: str, registry: RegistryDep) -> AliasResponse:
+async def delete_alias(model_name: str, alias: str, registry: RegistryDep) -> AliasResponse:
     """Remove an alias; answers where it pointed."""
-    return registry.delete_alias(model_name, alias)
+    return await asyncio.to_thread(registry.delete_alias, model_name, alias)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -41,12 +42,12 @@ async def train_model(body: TrainRequest, settings: SettingsDep, response: Respo
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(registry: RegistryDep) -> ModelList:
+async def list_models(registry: RegistryDep) -> ModelList:
     """List registered models with their latest version."""
-    return registry.list_models()
+    return await asyncio.to_thread(registry.list_models)
 
 
 @router.get("/models/{model_name}", response_model=ModelDetail, responses=_ERRORS)
-def get_model(model_name: str, registry: RegistryDep) -> ModelDetail:
+async def get_model(model_name: str, registry: RegistryDep) -> ModelDetail:
     """Describe a registered model: versions, run ids, metrics, tags, aliases, description."""
-    return registry.get_model(model_name)
+    return await asyncio.to_thread(registry.get_model, model_name)
