@@ -8,6 +8,7 @@ Field names match the seed guide's environment variables (``MLFLOW_TRACKING_URI`
 from __future__ import annotations
 
 import json
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -125,13 +126,28 @@ class Settings(BaseSettings):
     asgard_max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body accepted; larger gets 413 (point big entity sets at ``entities_source``)."""
 
-    # --- job admission (the jobs core) -----------------------------------------------------------
-    asgard_max_running_jobs_training: int = 2
-    """Training jobs running at once; more get 429 with ``Retry-After``."""
-    asgard_max_running_jobs_scoring: int = 4
-    """Batch-scoring jobs running at once; more get 429 with ``Retry-After``."""
-    asgard_max_running_jobs_monitoring: int = 4
-    """Drift (monitoring compute) jobs running at once; more get 429 with ``Retry-After``."""
+    # --- job admission (the jobs core: a running limit per kind, a FIFO queue behind it) -----------
+    asgard_max_running_jobs_training: int = Field(default=2, ge=1)
+    """Training jobs running at once; more wait in the training queue."""
+    asgard_max_running_jobs_scoring: int = Field(default=4, ge=1)
+    """Batch-scoring jobs running at once; more wait in the scoring queue."""
+    asgard_max_running_jobs_monitoring: int = Field(default=4, ge=1)
+    """Drift (monitoring compute) jobs running at once; more wait in the monitoring queue."""
+    asgard_max_running_jobs_materialize: int = Field(default=1, ge=1)
+    """Materialization jobs running at once (each writes the online store); more wait in the queue."""
+    asgard_max_queued_jobs_training: int = Field(default=1000, ge=0)
+    """Training jobs waiting behind the running ones; past it a request gets 429 with ``Retry-After``."""
+    asgard_max_queued_jobs_scoring: int = Field(default=1000, ge=0)
+    """Batch-scoring jobs waiting behind the running ones; past it a request gets 429 with ``Retry-After``."""
+    asgard_max_queued_jobs_monitoring: int = Field(default=1000, ge=0)
+    """Drift jobs waiting behind the running ones; past it a request gets 429 with ``Retry-After``."""
+    asgard_max_queued_jobs_materialize: int = Field(default=1000, ge=0)
+    """Materialization jobs waiting behind the running one; past it a request gets 429 with ``Retry-After``."""
+
+    asgard_job_pending_timeout_s: float = Field(default=300.0, gt=0)
+    """How long a started job may wait for the CPUs it asked for; past it the job fails with what it waited for."""
+    asgard_cluster_autoscaling: bool = False
+    """Whether the Ray cluster adds nodes on demand (KubeRay autoscaler): then work larger than today's nodes is not refused."""
 
     # --- training work limits (checked before a training job starts; 422 past them) -------------------
     asgard_fast_path_rows: int = Field(default=5_000, ge=0)
@@ -139,9 +155,11 @@ class Settings(BaseSettings):
     no Tune, no new process); 0 turns the fast path off. Chosen by ``bench/interactive.py``."""
     asgard_fast_path_trials: int = Field(default=8, ge=1)
     """Most trials (a fixed grid) a fast-path training request may run, one after another on the warm worker."""
-    asgard_warm_workers: int = Field(default=1, ge=0, le=16)
-    """Warm workers the job supervisor keeps (each holds MLflow, pandas and the three frameworks, ~0.5 GB);
-    a small job finding them all busy runs on the cluster path instead."""
+    asgard_warm_workers: int | None = Field(default=None, ge=0, le=16)
+    """Warm workers the job supervisor keeps for small jobs (each holds MLflow, pandas and the three frameworks,
+    ~0.5 GB); default one per CPU of the head, at most 4. A small job finding them all busy waits for one."""
+    asgard_max_classes: int = Field(default=100, ge=2)
+    """Most distinct values a classification target may have; more is a 422 (train a regression instead)."""
     asgard_max_trials: int = Field(default=200, ge=1)
     """Most trials one training request may run, counted after the grid product (samples x grid combinations)."""
     asgard_max_estimators: int = Field(default=5000, ge=1)
@@ -208,12 +226,14 @@ class Settings(BaseSettings):
     """CPUs one prediction replica reserves (fractional; 0 leaves the cores to training and scoring)."""
     asgard_serve_sample_rate: float = Field(default=0.01, ge=0, le=1)
     """Share of real-time predictions sampled into the monitoring actor (0 turns sampling off)."""
-    asgard_max_running_jobs_materialize: int = 1
-    """Materialization jobs running at once (each writes the online store); more get 429 with ``Retry-After``."""
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     """Feast online store: SQLite under the Feast repo (embedded) or Redis (production)."""
     feast_redis_connection_string: SecretStr | None = None
     """Redis connection for the online store (``host:port,password=...,ssl=true``), when ``feast_online_store=redis``."""
+    feast_registry_type: Literal["file", "sql"] = "file"
+    """Feast registry: one file on S3 (embedded; one writer at a time) or Feast's SQL registry (production; concurrent writers)."""
+    feast_registry_path: SecretStr | None = None
+    """The SQL registry's SQLAlchemy URL (``postgresql+psycopg://user:password@host:5432/feast``) when ``feast_registry_type=sql``."""
     feast_offline_store: Literal["ray", "trino"] = "ray"
     """Feast offline store in ``feature_store.yaml``: Ray (default) or Trino over the gold Iceberg catalog (``TRINO_*``, production)."""
     trino_user: str = "asgard"
@@ -261,6 +281,13 @@ class Settings(BaseSettings):
         return (self.asgard_monitoring_wal_dir or self.asgard_home / "monitoring-wal").absolute() if wal else None
 
     @property
+    def warm_workers(self) -> int:
+        """The warm-worker pool size: ``ASGARD_WARM_WORKERS``, else one per CPU of this node, 1-4."""
+        if self.asgard_warm_workers is not None:
+            return self.asgard_warm_workers
+        return min(4, max(1, self.asgard_num_cpus or os.cpu_count() or 1))
+
+    @property
     def embedded(self) -> bool:
         """Whether the platform runs on the embedded stack."""
         return self.asgard_mode is Mode.EMBEDDED
@@ -287,6 +314,44 @@ class Settings(BaseSettings):
     def gold_warehouse(self) -> str:
         """Where new Iceberg tables are placed."""
         return self.asgard_gold_warehouse or self.s3_uri("warehouse")
+
+    def state_locations(self) -> dict[str, str]:
+        """Every S3 location that holds platform state, by what it holds: the one list of them.
+
+        Every writer of platform state takes its prefix from here (``state_uri``), and the path
+        resolver refuses requests that would write under any of these (``storage.paths``), so a new
+        kind of state is refused to requests the day it is added. Each value is a canonical
+        ``s3://bucket/prefix`` (locations that are not on S3, such as a local checkpoint folder, are
+        left out: no request can name them).
+        """
+        places = {
+            "gold": self.s3_uri(self.gold_schema),
+            "warehouse": self.gold_warehouse,
+            "feast": self.s3_uri("feast"),
+            "mlflow_artifacts": self.s3_uri("mlflow-artifacts"),
+            "mlflow_artifact_location": self.mlflow_artifact_location or "",
+            "jobs": self.s3_uri("jobs"),
+            "monitoring": self.s3_uri("monitoring"),
+            "registry": self.s3_uri("registry"),
+            "training": self.asgard_train_storage_uri or self.s3_uri("training"),
+            "scoring_staging": self.s3_uri("predictions-staging"),
+        }
+        out = {}
+        for name, uri in places.items():
+            text = uri.strip().replace("s3a://", "s3://", 1).rstrip("/")
+            if text.startswith("s3://") and "/" in text[5:]:
+                out[name] = text
+        return out
+
+    def state_uri(self, area: str, *parts: str) -> str:
+        """A key under one of the ``state_locations`` (``state_uri("jobs", kind, "x.json")``).
+
+        Raises:
+            KeyError: ``area`` is not a state location.
+        """
+        key = "/".join(p.strip("/") for p in parts if p)
+        root = self.state_locations()[area]
+        return f"{root}/{key}" if key else root
 
     @property
     def token_path(self) -> Path | None:

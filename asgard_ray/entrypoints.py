@@ -13,9 +13,12 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from asgard_ray.jobs import JobKind
 
 __all__ = ["Option", "load_request", "run_call", "run_entrypoint"]
 
@@ -37,7 +40,7 @@ def load_request(value: str) -> dict[str, Any]:
 
 
 def run_entrypoint(
-    kind: str,
+    kind: JobKind,
     model: type[BaseModel],
     argv: Sequence[str] | None,
     doc: str | None,
@@ -50,7 +53,7 @@ def run_entrypoint(
     """Parse ``argv``, run one job of ``kind`` to its end, print its result as one JSON line and return it.
 
     Args:
-        kind: The job kind (``training``, ``batch_scoring``, ``monitoring``, ``materialize``).
+        kind: The job kind (its capability's ``JobKind``: ``TRAINING_JOB``, ``SCORING_JOB``, ...).
         model: The request model (the HTTP endpoint's body).
         argv: The command line without the program name.
         doc: The entrypoint's docstring (its first line is the help text).
@@ -61,7 +64,7 @@ def run_entrypoint(
     """
     from asgard_ray.jobs import run_job
 
-    parser = argparse.ArgumentParser(description=(doc or kind).strip().splitlines()[0])
+    parser = argparse.ArgumentParser(description=(doc or kind.name).strip().splitlines()[0])
     parser.add_argument("--request", required=body is None, help="request body: a JSON file path, @path, or the JSON itself")
     parser.add_argument(id_flag, dest="own_job_id", default=None, help="this job's id; a completed one is answered as it is")
     for names, kwargs in options:

@@ -9,6 +9,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
+    "ResourcesUnavailable",
     "ServiceUnavailable",
     "TooManyJobs",
     "Unauthorized",
@@ -56,8 +57,12 @@ class ServiceUnavailable(AsgardError):
     """A backing service (Ray, MLflow, S3, Feast) cannot be reached (HTTP 503)."""
 
 
+class ResourcesUnavailable(ServiceUnavailable):
+    """A job waited longer than ``ASGARD_JOB_PENDING_TIMEOUT_S`` for the CPUs it asked for (HTTP 503)."""
+
+
 class TooManyJobs(AsgardError):
-    """The admission limit of running jobs of a kind is reached; retry later (HTTP 429 with ``Retry-After``)."""
+    """A kind's queue of waiting jobs is full; retry later (HTTP 429 with ``Retry-After``)."""
 
     def __init__(self, message: str, *, detail: object | None = None, retry_after: int = 5) -> None:
         super().__init__(message, detail=detail)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from asgard_ray.config import Settings
+from asgard_ray.errors import InvalidRequest
 
-__all__ = ["connect", "ensure_token", "prepare_auth", "ray_address", "read_token"]
+__all__ = ["Capacity", "check_fits", "cluster_capacity", "connect", "ensure_token", "prepare_auth", "ray_address", "read_token"]
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +96,58 @@ def connect(settings: Settings) -> None:
         log_to_driver=False,
     )
     log.info("connected to Ray at %s (namespace %s)", address, settings.ray_namespace)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the connected cluster can ever offer: its alive nodes' CPUs."""
+
+    total_cpus: float
+    largest_node_cpus: float
+    nodes: int
+
+    def describe(self) -> str:
+        """``2 CPUs on 1 node (largest node 2)``."""
+        return f"{self.total_cpus:g} CPUs on {self.nodes} node(s) (largest node {self.largest_node_cpus:g})"
+
+
+def cluster_capacity() -> Capacity:
+    """The CPUs of the cluster this process is connected to (a GCS call, milliseconds)."""
+    import ray
+
+    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return Capacity(sum(cpus), max(cpus, default=0.0), len(cpus))
+
+
+def check_fits(settings: Settings, bundles: Sequence[float], what: str, knobs: str, capacity: Capacity | None = None) -> None:
+    """Refuse work whose CPU bundles the cluster can never hold at once (422, before any job starts).
+
+    Each bundle (one trial, one data-parallel worker, one scoring actor) must fit on one node, and
+    together they must fit in the cluster's total, unless ``ASGARD_CLUSTER_AUTOSCALING`` says the
+    cluster grows on demand (then only the pending bound, ``ASGARD_JOB_PENDING_TIMEOUT_S``, applies).
+
+    Args:
+        settings: Platform settings.
+        bundles: CPUs of each piece that must run at the same time.
+        what: The work, for the message (``2 data-parallel workers x 1 CPU``).
+        knobs: The request fields and settings that size it, for the message.
+        capacity: The cluster's capacity (default: read it now).
+
+    Raises:
+        InvalidRequest: The bundles can never be placed.
+    """
+    if settings.asgard_cluster_autoscaling or not bundles:
+        return
+    have = capacity or cluster_capacity()
+    need, widest = sum(bundles), max(bundles)
+    if widest > have.largest_node_cpus or need > have.total_cpus:
+        raise InvalidRequest(
+            f"{what} need {need:g} CPUs at once ({widest:g} on one node), but the cluster has {have.describe()}; "
+            f"it could never start. Change {knobs}",
+            detail={
+                "cpus_needed": need,
+                "cpus_per_bundle": widest,
+                "cluster_cpus": have.total_cpus,
+                "largest_node_cpus": have.largest_node_cpus,
+            },
+        )

@@ -10,8 +10,9 @@ from typing import Any
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from asgard_ray.entrypoints import run_entrypoint
     from asgard_ray.scoring import BatchScoreRequest
+    from asgard_ray.scoring.service import SCORING_JOB
 
-    return run_entrypoint("batch_scoring", BatchScoreRequest, argv, __doc__, id_from_body=True)
+    return run_entrypoint(SCORING_JOB, BatchScoreRequest, argv, __doc__, id_from_body=True)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from asgard_ray.entrypoints import run_entrypoint
-    from asgard_ray.serving.materialize import MaterializeRequest
+    from asgard_ray.serving.materialize import MATERIALIZE_JOB, MaterializeRequest
 
     def body(a: Any) -> dict[str, Any]:
         return {"feature_views": a.feature_view, "start_date": a.start, "end_date": a.end}
 
-    return run_entrypoint("materialize", MaterializeRequest, argv, __doc__, options=OPTIONS, body=body)
+    return run_entrypoint(MATERIALIZE_JOB, MaterializeRequest, argv, __doc__, options=OPTIONS, body=body)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from asgard_ray.entrypoints import run_entrypoint
     from asgard_ray.monitoring import ComputeRequest
+    from asgard_ray.monitoring.compute import DRIFT_JOB
 
     def body(a: Any) -> dict[str, Any]:
         keep = ("job_id", "output_path", "label_table", "label_column", "sample_size")
         return {**{k: getattr(a, k) for k in keep}, "log_report": not a.no_report}
 
-    return run_entrypoint("monitoring", ComputeRequest, argv, __doc__, options=OPTIONS, body=body, id_flag="--drift-job-id")
+    return run_entrypoint(DRIFT_JOB, ComputeRequest, argv, __doc__, options=OPTIONS, body=body, id_flag="--drift-job-id")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from typing import Any
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from asgard_ray.entrypoints import run_entrypoint
     from asgard_ray.training.schemas import TrainRequest
+    from asgard_ray.training.service import TRAINING_JOB
 
-    return run_entrypoint("training", TrainRequest, argv, __doc__)
+    return run_entrypoint(TRAINING_JOB, TrainRequest, argv, __doc__)
 
 
 if __name__ == "__main__":

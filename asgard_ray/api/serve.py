@@ -90,16 +90,14 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 
 def _warm_up(client: MonitoringClient, settings: Settings) -> None:
-    import ray
-
-    from asgard_ray.jobs.core import get_supervisor
+    from asgard_ray.jobs import run_sync, supervisor_info
 
     try:
         client.stats(timeout_s=300)
     except Exception as exc:  # the first monitoring call tries again, and reports what is wrong
         log.warning("the monitoring actor did not start with the API: %s", exc)
     try:  # the supervisor starts its warm workers in __init__; they import in their own processes
-        ray.get(get_supervisor(settings).info.remote(), timeout=120)
+        run_sync(supervisor_info(settings))
     except Exception as exc:  # the first job tries again, and reports what is wrong
         log.warning("the job supervisor did not start with the API: %s", exc)
     for name in PRELOAD:

@@ -426,7 +426,7 @@ class FeatureRegistry:
         """Registry, stores and counts; never raises."""
         base: dict[str, Any] = {
             "project": self.settings.feast_project,
-            "registry": self.settings.s3_uri("feast", "registry.pb"),
+            "registry": self.settings.state_uri("feast", "registry.pb"),
             "offline_store": OFFLINE_STORE,
             "online_store": self.settings.feast_online_store,
             "catalog": catalog_status(self.settings),

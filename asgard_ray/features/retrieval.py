@@ -44,6 +44,7 @@ __all__ = [
     "ViewRead",
     "build_entity_df",
     "build_training_frame",
+    "describe_views",
     "pin_view_tables",
     "start_retrieval",
     "training_columns",
@@ -181,6 +182,24 @@ def pin_view_tables(settings: Settings, feature_views: list[str], as_of_snapshot
     registry = FeatureRegistry(settings)
     reads = [_view_read(registry._get_view(name)) for name in feature_views]
     return _pin(settings, reads, as_of_snapshot, None)
+
+
+def describe_views(settings: Settings, feature_views: list[str], as_of_snapshot: dict[str, int] | None = None) -> list[ViewRead]:
+    """What each registered view reads (keys, event time, created column, features), with its table pinned.
+
+    The caller sees every column's role before any job starts: training checks its target column
+    against it (``training.target``).
+
+    Raises:
+        NotFound: An unknown view, table or snapshot.
+        InvalidRequest: ``as_of_snapshot`` names a table the views do not read.
+    """
+    registry = FeatureRegistry(settings)
+    reads = [_view_read(registry._get_view(name)) for name in feature_views]
+    pinned = _pin(settings, reads, as_of_snapshot, None)
+    for read in reads:
+        read.table = pinned[read.table_name]
+    return reads
 
 
 def _attach_label(reads: list[ViewRead], label: str) -> None:

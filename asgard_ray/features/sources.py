@@ -23,9 +23,9 @@ def table_uri(settings: Settings, table_name: str, format: GoldFormat | None = N
     """
     valid_identifier(table_name)
     if format != "parquet":
-        from asgard_ray.gold.tables import _load
+        from asgard_ray.gold import load_table
 
-        table = _load(settings, settings.gold_schema, table_name)
+        table = load_table(settings, settings.gold_schema, table_name)
         if table is not None:  # the catalog's own location (not request input): no allow-list to pass
             return f"{table.location().rstrip('/')}/data"
     return resolve_location(settings, settings.gold_uri(table_name), access=Access.READ, field="table_name").uri

@@ -1,6 +1,9 @@
-"""The Feast store, configured from settings: registry on S3, Ray (or Trino) offline store, SQLite (or Redis) online store.
+"""The Feast store, configured from settings: registry on S3 (or SQL), Ray (or Trino) offline store, SQLite (or Redis) online store.
 
-The registry is a file on S3 (durable, shared by every node and replica, read fresh on every call).
+The registry is a file on S3 (durable, shared by every node and replica, read fresh on every call),
+or in production Feast's SQL registry on Postgres (``FEAST_REGISTRY_TYPE=sql``), which takes
+concurrent writers. Secrets (the registry's database URL, Redis's connection string, Trino's
+password) travel as values in the in-memory config and never reach ``feature_store.yaml``.
 The offline store is Feast's Ray offline store, so point-in-time joins run as Ray Data work on the
 platform's cluster; it reuses the Ray connection of the calling process instead of starting its own.
 """
@@ -19,7 +22,15 @@ from asgard_ray.config import Settings
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-__all__ = ["feature_store", "offline_store_config", "online_store_config", "repo_config_dict", "write_repo"]
+__all__ = [
+    "feature_store",
+    "offline_store_config",
+    "online_store_config",
+    "registry_config",
+    "registry_location",
+    "repo_config_dict",
+    "write_repo",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +40,46 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
     return {
         "project": settings.feast_project,
         "provider": "local",
-        "registry": {
-            "registry_type": "file",
-            "path": settings.s3_uri("feast", "registry.pb"),
-            "cache_ttl_seconds": 0,
-        },
+        "registry": registry_config(settings),
         "offline_store": offline_store_config(settings),
         "online_store": online_store_config(settings),
         "entity_key_serialization_version": 3,
     }
+
+
+def registry_config(settings: Settings) -> dict[str, Any]:
+    """The registry: one file on S3 (default) or Feast's SQL registry (``FEAST_REGISTRY_TYPE=sql``).
+
+    The file registry is read, changed and written back whole, so its writers are serialised by the
+    writer actor (``features.registry``). The SQL registry keeps one row per object in a database
+    (Postgres in production), so replicas and job drivers may write at once. Its URL
+    (``FEAST_REGISTRY_PATH``) holds the database password: it goes into the in-memory config only,
+    and ``write_repo`` writes a placeholder. Pooled connections are checked before use, so a
+    restarted database costs the next call a reconnect, not an error.
+    """
+    if settings.feast_registry_type == "sql":
+        secret = settings.feast_registry_path
+        if secret is None:
+            raise ValueError("FEAST_REGISTRY_TYPE=sql needs FEAST_REGISTRY_PATH (postgresql+psycopg://user:password@host:5432/db)")
+        return {
+            "registry_type": "sql",
+            "path": secret.get_secret_value(),
+            "cache_ttl_seconds": 0,
+            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+        }
+    return {"registry_type": "file", "path": settings.state_uri("feast", "registry.pb"), "cache_ttl_seconds": 0}
+
+
+def registry_location(settings: Settings) -> str:
+    """Where the registry is, for status pages and logs: the S3 object, or the SQL URL without its password."""
+    if settings.feast_registry_type == "sql" and settings.feast_registry_path is not None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(settings.feast_registry_path.get_secret_value()).render_as_string(hide_password=True)
+        except Exception:  # an unparsable URL: say which kind it is, never its text
+            return "sql registry (FEAST_REGISTRY_PATH)"
+    return settings.state_uri("feast", "registry.pb")
 
 
 def offline_store_config(settings: Settings) -> dict[str, Any]:
@@ -67,7 +109,7 @@ def offline_store_config(settings: Settings) -> dict[str, Any]:
         return config
     return {
         "type": "ray",
-        "storage_path": settings.s3_uri("feast", "staging"),
+        "storage_path": settings.state_uri("feast", "staging"),
         "enable_ray_logging": False,
     }
 
@@ -91,6 +133,8 @@ def write_repo(settings: Settings) -> None:
     settings.feast_repo.mkdir(parents=True, exist_ok=True)
     text = "# Written by asgard from its settings; edit the settings, not this file.\n"
     config = repo_config_dict(settings)
+    if config["registry"]["registry_type"] == "sql":  # the database password, likewise
+        config["registry"]["path"] = "${FEAST_REGISTRY_PATH}"
     if config["online_store"]["type"] == "redis":  # never a secret on disk
         config["online_store"]["connection_string"] = "${FEAST_REDIS_CONNECTION_STRING}"
     if "auth" in config["offline_store"]:  # the Trino password, likewise
@@ -99,7 +143,7 @@ def write_repo(settings: Settings) -> None:
     (settings.feast_repo / "feature_store.yaml").write_text(text)
 
 
-_STORE_SECRETS = ("feast_redis_connection_string", "trino_password")
+_STORE_SECRETS = ("feast_redis_connection_string", "feast_registry_path", "trino_password")
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,6 +4,7 @@ from asgard_ray.gold.catalog import catalog_properties, catalog_status, ensure_n
 from asgard_ray.gold.tables import (
     GoldFormat,
     GoldTable,
+    load_table,
     pin_tables,
     resolve_table,
     snapshot_tag,
@@ -20,6 +21,7 @@ __all__ = [
     "ensure_namespace",
     "gold_catalog",
     "io_properties",
+    "load_table",
     "pin_tables",
     "resolve_table",
     "snapshot_tag",

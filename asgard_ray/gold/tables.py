@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyiceberg.table import Table
 
-__all__ = ["GoldFormat", "GoldTable", "pin_tables", "resolve_table", "snapshot_tag", "tag_snapshot", "valid_identifier", "write_table"]
+__all__ = [
+    "GoldFormat",
+    "GoldTable",
+    "load_table",
+    "pin_tables",
+    "resolve_table",
+    "snapshot_tag",
+    "tag_snapshot",
+    "valid_identifier",
+    "write_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +124,8 @@ def _static(settings: Settings, metadata_location: str) -> Table:
     return StaticTable.from_metadata(metadata_location, properties=io_properties(settings))
 
 
-def _load(settings: Settings, namespace: str, name: str) -> Table | None:
+def load_table(settings: Settings, namespace: str, name: str) -> Table | None:
+    """The catalog's current table ``<namespace>.<name>``, or None when there is no such table or namespace."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     try:
@@ -153,7 +164,7 @@ def resolve_table(
     name = valid_identifier(table_name)
     ns = valid_identifier(namespace or settings.gold_schema, field="namespace")
     if format != "parquet":
-        table = _load(settings, ns, name)
+        table = load_table(settings, ns, name)
         if table is not None:
             if snapshot_id is None:
                 current = table.current_snapshot()

@@ -1,29 +1,31 @@
-"""Job kinds: what each kind of tracked work declares, and the registry that finds them.
+"""Job kinds: what each kind of tracked work declares, and the registry that finds them by name.
 
-A kind says how to ``prepare`` a request on the caller (fast checks, 4xx before any job exists),
-how to ``run`` the plan in the job's Ray task, and how to ``view`` a record in the API. The
-capability packages declare their kinds (``training.service.TRAINING_JOB``, ...); this registry
-imports them lazily by name, so importing ``asgard_ray.jobs`` loads no ML library.
+The jobs core knows no kind. A capability declares its kind once, at import, with
+``register_kind(JobKind(...))``: how to ``prepare`` a request on the caller (fast checks, a 4xx
+before any job exists), how to ``run`` the plan in the job's Ray task, how to ``view`` a record in
+the API, the settings that bound it, and what a warm worker must import (and rehearse) so that
+its first small job is as fast as the next. The core looks kinds up by name when it reads records;
+callers that start jobs pass the ``JobKind`` itself (or its name, once its module was imported).
 """
 
 from __future__ import annotations
 
-import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from asgard_ray.jobs.records import JobKindName, JobRecord
+from asgard_ray.jobs.records import KIND_NAME, JobRecord
 
 if TYPE_CHECKING:
     from asgard_ray.config import Settings
 
-__all__ = ["ExecutionPath", "JobKind", "Plan", "get_kind", "register_kind"]
+__all__ = ["ExecutionPath", "JobKind", "Plan", "get_kind", "kind_names", "register_kind", "registered_kinds"]
 
 ExecutionPath = Literal["warm", "cluster"]
-"""Where a job ran: on a warm worker in process, or as a Ray task on the cluster (Tune / Ray Data)."""
+"""Where a job ran: on a warm worker in process, or as a Ray task on the cluster (trials, Ray Data)."""
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Plan:
 
     Attributes:
         job_id: The job's id.
-        settings: Settings the job runs with.
+        settings: Settings the job runs with (a queued plan is stored without them).
         payload: What the kind's ``run`` needs (kind-specific, picklable).
         request: The request as recorded in the job record.
         progress: The record's initial progress (what the views show while it runs).
@@ -40,7 +42,7 @@ class Plan:
         wait: Whether a caller that does not say otherwise waits for the result.
         warm: Whether the work is small enough for a warm worker (``prepare`` decides, from the request).
         path: Where it ran: ``warm`` (a warm worker, in process) or ``cluster`` (a Ray task that fans
-            out to Tune trials or Ray Data); the supervisor sets it when it starts the job.
+            out to trials or Ray Data); the supervisor sets it when it starts the job.
     """
 
     job_id: str
@@ -54,6 +56,10 @@ class Plan:
     path: ExecutionPath = "cluster"
 
 
+def _same(record: JobRecord) -> JobRecord:
+    return record
+
+
 @dataclass(frozen=True)
 class JobKind:
     """One kind of tracked work.
@@ -63,43 +69,59 @@ class JobKind:
         id_prefix: Prefix of generated ids (``train`` -> ``train-3f2a...``).
         prepare: ``(request, settings, job_id) -> Plan`` on the caller; raises ``AsgardError`` (4xx).
         run: ``(plan) -> result dict`` in the job's Ray task.
-        view: ``(record) -> response model`` for the API.
-        limit_setting: Settings field with the most jobs of this kind running at once.
-        default_limit: Used when the settings have no such field.
+        view: ``(record) -> response model`` for the API (default: the record).
+        settings_key: Suffix of the kind's settings: ``ASGARD_MAX_RUNNING_JOBS_<KEY>`` (jobs running at
+            once) and ``ASGARD_MAX_QUEUED_JOBS_<KEY>`` (jobs waiting behind them); default the name.
         max_retries: Ray retries of the task after a crash; non-zero only where ``run`` is idempotent.
         num_cpus: CPUs the job task itself asks for (it mostly orchestrates).
-        wait_s: How long a waiting caller waits before answering with the running job.
-        on_failed: ``(record, settings) -> None`` cleanup when the reconciler fails a dead job.
+        wait_s: How long a waiting caller waits before answering with the running (or queued) job.
+        on_failed: ``(record, settings) -> None`` cleanup when a job fails outside ``run`` or is cancelled.
         reserve: ``(plan) -> release`` on the caller, after ``prepare`` and before the job is submitted:
             claims what the job will hold exclusively (an output path's lease), so a second request
             gets its 409 at once instead of a job that fails later; ``release`` undoes it when the
             submission is refused (429) or fails.
+        preload: Modules a warm worker imports at start for this kind's small jobs.
+        rehearse: Run once by a warm worker after its imports (no server): what a first small job
+            would otherwise do for the first time (render a figure, save a model).
     """
 
-    name: JobKindName
+    name: str
     id_prefix: str
     prepare: Callable[[Any, Settings, str], Plan]
     run: Callable[[Plan], dict[str, Any]]
-    view: Callable[[JobRecord], BaseModel]
-    limit_setting: str
-    default_limit: int = 2
+    view: Callable[[JobRecord], BaseModel] = _same
+    settings_key: str = ""
     max_retries: int = 0
     num_cpus: float = 0
     wait_s: float = 300.0
     on_failed: Callable[[JobRecord, Settings], None] | None = None
     reserve: Callable[[Plan], Callable[[], None]] | None = None
+    preload: tuple[str, ...] = ()
+    rehearse: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not re.match(KIND_NAME, self.name):
+            raise ValueError(f"job kind name {self.name!r} must match {KIND_NAME}")
+
+    @property
+    def limit_setting(self) -> str:
+        """The ``Settings`` field with the most jobs of this kind running at once."""
+        return f"asgard_max_running_jobs_{self.settings_key or self.name}"
+
+    @property
+    def queue_setting(self) -> str:
+        """The ``Settings`` field with the most jobs of this kind waiting in its queue."""
+        return f"asgard_max_queued_jobs_{self.settings_key or self.name}"
 
     def limit(self, settings: Settings) -> int:
-        """The admission limit for this kind under ``settings``."""
-        return max(1, int(getattr(settings, self.limit_setting, self.default_limit)))
+        """The running limit for this kind under ``settings``."""
+        return max(1, int(getattr(settings, self.limit_setting)))
+
+    def queue_limit(self, settings: Settings) -> int:
+        """The queue bound for this kind under ``settings`` (0: no queue, a full kind refuses at once)."""
+        return max(0, int(getattr(settings, self.queue_setting)))
 
 
-_BUILTIN: dict[str, str] = {
-    "training": "asgard_ray.training.service:TRAINING_JOB",
-    "batch_scoring": "asgard_ray.scoring.service:SCORING_JOB",
-    "monitoring": "asgard_ray.monitoring.compute:DRIFT_JOB",
-    "materialize": "asgard_ray.serving.materialize:MATERIALIZE_JOB",
-}
 _KINDS: dict[str, JobKind] = {}
 
 
@@ -109,13 +131,25 @@ def register_kind(kind: JobKind) -> JobKind:
     return kind
 
 
-def get_kind(name: str) -> JobKind:
-    """The kind called ``name`` (built-in kinds are imported on first use).
+def get_kind(kind: str | JobKind) -> JobKind:
+    """The kind called ``kind`` (a ``JobKind`` is returned as it is, and registered).
 
     Raises:
-        KeyError: No such kind.
+        KeyError: No kind of that name was registered in this process (its module was never imported).
     """
-    if name not in _KINDS and name in _BUILTIN:
-        module, attr = _BUILTIN[name].split(":")
-        register_kind(getattr(importlib.import_module(module), attr))
-    return _KINDS[name]
+    if isinstance(kind, JobKind):
+        return _KINDS.setdefault(kind.name, kind)
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise KeyError(f"no job kind {kind!r} is registered here (known: {', '.join(sorted(_KINDS)) or 'none'})") from None
+
+
+def registered_kinds() -> dict[str, JobKind]:
+    """Every kind registered in this process, by name."""
+    return dict(_KINDS)
+
+
+def kind_names() -> tuple[str, ...]:
+    """The registered kinds' names."""
+    return tuple(_KINDS)

@@ -1,11 +1,12 @@
 """Job records on S3: one shape for every kind, a time-ordered index for listing, running markers.
 
-Layout under the platform bucket::
+Layout under the jobs state location (``Settings.state_uri("jobs")``)::
 
-    jobs/<kind>/<job_id>.json                  the record (one PUT: readers see old or new, never half)
-    jobs/_index/all/<inv_ms>_<kind>_<job_id>   empty marker; keys sort newest first (inverted time)
-    jobs/_index/<kind>/<inv_ms>_<job_id>       the same, per kind
-    jobs/_running/<kind>/<job_id>              present while the job is pending or running
+    <kind>/<job_id>.json                  the record (one PUT: readers see old or new, never half)
+    _index/all/<inv_ms>_<kind>_<job_id>   empty marker; keys sort newest first (inverted time)
+    _index/<kind>/<inv_ms>_<job_id>       the same, per kind
+    _running/<kind>/<job_id>              present while the job is pending or running
+    _queue/<kind>/<seq>_<job_id>          a queued job's plan (``asgard_ray.jobs.queue``)
 
 A list reads one page of index keys (``MaxKeys``) and then only the records on that page; the
 supervisor's reconcile loop lists ``_running/`` instead of reading every record.
@@ -18,7 +19,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
@@ -28,9 +29,9 @@ from asgard_ray.storage import read_json, write_json
 from asgard_ray.types import is_job_id
 
 __all__ = [
-    "JOB_KINDS",
+    "KIND_NAME",
+    "SUPERVISOR_NAME",
     "TERMINAL",
-    "JobKindName",
     "JobRecord",
     "JobStatus",
     "JobStore",
@@ -39,12 +40,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JobKindName = Literal["training", "batch_scoring", "monitoring", "materialize"]
-"""Every kind of tracked work (``materialize`` and later kinds join here)."""
-JobStatus = Literal["pending", "running", "completed", "failed"]
-"""The one job-status type of the platform."""
-JOB_KINDS: Final[tuple[str, ...]] = get_args(JobKindName)
-TERMINAL: Final = frozenset({"completed", "failed"})
+SUPERVISOR_NAME: Final = "asgard-jobs"
+"""The named, detached actor that owns every job's task (``asgard_ray.jobs.supervisor``)."""
+KIND_NAME: Final = r"^[a-z][a-z0-9_]{0,39}$"
+"""What a job kind's name looks like (the kinds themselves register with ``asgard_ray.jobs.kinds``)."""
+JobStatus = Literal["queued", "pending", "running", "completed", "failed", "cancelled"]
+"""The one job-status type of the platform: ``queued`` waits for a slot of its kind (FIFO)."""
+TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 _INV: Final = 10**13  # ms since the epoch stay below this until the year 2286
 
 
@@ -61,15 +63,17 @@ class JobRecord(BaseModel):
     """The state of one tracked job (the same shape for every kind)."""
 
     job_id: str
-    kind: JobKindName
+    kind: str = Field(pattern=KIND_NAME)
     status: JobStatus = "pending"
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = Field(default=None, description="When its task started (after any time in the queue).")
     progress: dict[str, Any] = Field(default_factory=dict)
     request: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
     error_type: str | None = None
+    error_detail: dict[str, Any] | None = Field(default=None, description="The domain error's detail, when the job raised one.")
     ray_task_name: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
     owner_epoch: str | None = Field(default=None, description="Epoch of the supervisor that owns the job's task.")
@@ -87,23 +91,23 @@ class JobStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        root = settings.state_uri("jobs").removeprefix("s3://")
+        self._bucket, _, self._root = root.partition("/")
 
     # --- keys -----------------------------------------------------------------------------------
     def _uri(self, kind: str, job_id: str) -> str:
-        return self.settings.s3_uri("jobs", kind, f"{job_id}.json")
+        return self.settings.state_uri("jobs", kind, f"{job_id}.json")
 
     def _key(self, *parts: str) -> str:
-        return "/".join(("jobs", *parts))
+        return "/".join((self._root, *parts))
 
     def _s3(self) -> Any:
-        from asgard_ray.storage.s3 import (
-            _client,  # the cached boto3 client of the storage layer
-        )
+        from asgard_ray.storage import s3_client
 
-        return _client(self.settings)
+        return s3_client(self.settings)
 
     # --- records ----------------------------------------------------------------------------------
-    def create(self, kind: JobKindName, job_id: str, request: dict[str, Any] | None = None, **fields: Any) -> JobRecord:
+    def create(self, kind: str, job_id: str, request: dict[str, Any] | None = None, **fields: Any) -> JobRecord:
         """Write a new pending record (replacing an earlier, finished one of the same id) and index it."""
         previous = self.find(kind, job_id)
         record = JobRecord(job_id=job_id, kind=kind, request=request, **fields)
@@ -111,19 +115,23 @@ class JobStore:
             record.attempt = previous.attempt + 1
         inv = f"{_INV - int(time.time() * 1000):013d}"
         record.index_key = inv
-        s3, bucket = self._s3(), self.settings.s3_bucket
-        s3.put_object(Bucket=bucket, Key=self._key("_index", "all", f"{inv}_{kind}_{job_id}"), Body=b"")
+        s3, bucket = self._s3(), self._bucket
+        s3.put_object(Bucket=bucket, Key=self._key("_index", "all", f"{inv}.{kind}.{job_id}"), Body=b"")
         s3.put_object(Bucket=bucket, Key=self._key("_index", kind, f"{inv}_{job_id}"), Body=b"")
         if previous is not None and previous.index_key:
             self._drop_index(kind, job_id, previous.index_key)
-        if not record.done:
+        if record.status in ("pending", "running"):  # a queued job's marker is its queue entry
             self.mark_running(kind, job_id)
         self.save(record)
         return record
 
     def _drop_index(self, kind: str, job_id: str, inv: str) -> None:
-        s3, bucket = self._s3(), self.settings.s3_bucket
-        for key in (self._key("_index", "all", f"{inv}_{kind}_{job_id}"), self._key("_index", kind, f"{inv}_{job_id}")):
+        s3, bucket = self._s3(), self._bucket
+        for key in (
+            self._key("_index", "all", f"{inv}.{kind}.{job_id}"),
+            self._key("_index", "all", f"{inv}_{kind}_{job_id}"),  # written by releases before the dots
+            self._key("_index", kind, f"{inv}_{job_id}"),
+        ):
             s3.delete_object(Bucket=bucket, Key=key)
 
     def save(self, record: JobRecord) -> JobRecord:
@@ -134,7 +142,7 @@ class JobStore:
             self.clear_running(record.kind, record.job_id)
         return record
 
-    def update(self, kind: JobKindName, job_id: str, **fields: Any) -> JobRecord:
+    def update(self, kind: str, job_id: str, **fields: Any) -> JobRecord:
         """Read, change and write a record.
 
         A record that is already finished keeps its status: a late progress report of a task the
@@ -167,73 +175,92 @@ class JobStore:
                 return None
             raise
 
-    def exists(self, kind: JobKindName, job_id: str) -> bool:
+    def exists(self, kind: str, job_id: str) -> bool:
         """Whether a record exists."""
         return self.find(kind, job_id) is not None
 
-    def get(self, kind: JobKindName, job_id: str) -> JobRecord:
+    def get(self, kind: str, job_id: str) -> JobRecord:
         """One record, or ``NotFound``."""
         record = self.find(kind, job_id)
         if record is None:
             raise NotFound(f"no {kind.replace('_', ' ')} job {job_id!r}")
         return record
 
-    def locate(self, job_id: str, kinds: tuple[str, ...] = JOB_KINDS) -> JobRecord | None:
-        """The record of ``job_id`` whatever its kind (kinds tried in the given order)."""
+    def locate(self, job_id: str, kinds: tuple[str, ...] = ()) -> JobRecord | None:
+        """The record of ``job_id`` whatever its kind: ``kinds`` tried first, then every kind that has records."""
+        tried: set[str] = set()
         for kind in kinds:
+            tried.add(kind)
             record = self.find(kind, job_id)
             if record is not None:
                 return record
+        for kind in self.kinds():
+            if kind not in tried:
+                record = self.find(kind, job_id)
+                if record is not None:
+                    return record
         return None
 
+    def kinds(self) -> builtins.list[str]:
+        """The kinds that have records here (one LIST of the folders)."""
+        resp = self._s3().list_objects_v2(Bucket=self._bucket, Prefix=self._root + "/", Delimiter="/")
+        names = [p["Prefix"][len(self._root) + 1 :].rstrip("/") for p in resp.get("CommonPrefixes", [])]
+        return [n for n in names if not n.startswith("_")]
+
     # --- listing ----------------------------------------------------------------------------------
-    def page(self, kind: str | None = None, limit: int = 100, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+    def page(
+        self, kind: str | None = None, limit: int = 100, cursor: str | None = None, kinds: tuple[str, ...] = ()
+    ) -> tuple[list[JobRecord], str | None]:
         """One page of records, newest first, and the cursor of the next page (None at the end).
 
-        Reads one ``ListObjectsV2`` page of index keys and then only those records.
+        Reads one ``ListObjectsV2`` page of index keys and then only those records. The all-kinds
+        index names each job ``<inv>.<kind>.<job_id>`` (neither a kind nor a job id holds a dot);
+        ``kinds`` only parse the keys of earlier releases (``<inv>_<kind>_<job_id>``).
         """
         prefix = self._key("_index", kind or "all") + "/"
-        args: dict[str, Any] = {"Bucket": self.settings.s3_bucket, "Prefix": prefix, "MaxKeys": max(1, min(limit, 1000))}
+        args: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": max(1, min(limit, 1000))}
         if cursor:
             args["StartAfter"] = prefix + cursor
         resp = self._s3().list_objects_v2(**args)
         keys = [obj["Key"][len(prefix) :] for obj in resp.get("Contents", [])]
         records: list[JobRecord] = []
         for name in keys:
-            _, rest = name.split("_", 1)
-            if kind is None:
-                known = next((k for k in JOB_KINDS if rest.startswith(f"{k}_")), None)
+            if kind is not None:
+                job_kind, job_id = kind, name.split("_", 1)[1]
+            elif name.count(".") == 2:
+                _, job_kind, job_id = name.split(".")
+            else:
+                rest = name.split("_", 1)[1]
+                known = next((k for k in sorted(kinds, key=len, reverse=True) if rest.startswith(f"{k}_")), None)
                 if known is None:
                     continue
                 job_kind, job_id = known, rest[len(known) + 1 :]
-            else:
-                job_kind, job_id = kind, rest
             record = self.find(job_kind, job_id)
             if record is not None:
                 records.append(record)
         more = resp.get("IsTruncated") and keys
         return records, (keys[-1] if more else None)
 
-    def list(self, kind: JobKindName, limit: int = 100) -> list[JobRecord]:
+    def list(self, kind: str, limit: int = 100) -> list[JobRecord]:
         """The newest records of a kind, newest first (one page)."""
         return self.page(kind, limit)[0]
 
     # --- running markers --------------------------------------------------------------------------
     def mark_running(self, kind: str, job_id: str) -> None:
         """Note that ``job_id`` is pending or running (the reconciler's work list)."""
-        self._s3().put_object(Bucket=self.settings.s3_bucket, Key=self._key("_running", kind, job_id), Body=b"")
+        self._s3().put_object(Bucket=self._bucket, Key=self._key("_running", kind, job_id), Body=b"")
 
     def clear_running(self, kind: str, job_id: str) -> None:
         """Drop the running marker of ``job_id``."""
-        self._s3().delete_object(Bucket=self.settings.s3_bucket, Key=self._key("_running", kind, job_id))
+        self._s3().delete_object(Bucket=self._bucket, Key=self._key("_running", kind, job_id))
 
     def running(self, limit: int = 1000) -> builtins.list[tuple[str, str]]:  # `list` is a method here
         """``(kind, job_id)`` of jobs that are marked pending or running."""
         prefix = self._key("_running") + "/"
-        resp = self._s3().list_objects_v2(Bucket=self.settings.s3_bucket, Prefix=prefix, MaxKeys=limit)
+        resp = self._s3().list_objects_v2(Bucket=self._bucket, Prefix=prefix, MaxKeys=limit)
         out = []
         for obj in resp.get("Contents", []):
             kind, _, job_id = obj["Key"][len(prefix) :].partition("/")
-            if kind in JOB_KINDS and job_id:
+            if kind and job_id:
                 out.append((kind, job_id))
         return out

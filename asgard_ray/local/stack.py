@@ -126,7 +126,7 @@ def _services(settings: Settings) -> list[_Service]:
         return [
             _bin("mlflow"), "server",
             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-            "--artifacts-destination", settings.s3_uri("mlflow-artifacts"),
+            "--artifacts-destination", settings.state_uri("mlflow_artifacts"),
             "--host", "127.0.0.1", "--port", str(mlflow_port),
             "--workers", "2",
         ]  # fmt: skip

@@ -41,7 +41,7 @@ ACTOR_NAME = "asgard-monitoring"
 class MonitoringActor:
     """Ray actor body: a thin shell over ``MonitoringState`` (threaded, so writes group-commit)."""
 
-    def __init__(self, settings: Settings, prefix: str = "monitoring", mirror: bool = True) -> None:
+    def __init__(self, settings: Settings, prefix: str = "", mirror: bool = True) -> None:
         logging.basicConfig(level=logging.INFO)
         self.state = MonitoringState(settings, prefix=prefix, mirror=mirror, wal_dir=settings.monitoring_wal_dir)
         freeze_startup_heap("monitoring actor")
@@ -105,9 +105,7 @@ class MonitoringActor:
 class MonitoringClient:
     """Typed access to the monitoring actor; creates it on first use."""
 
-    def __init__(
-        self, settings: Settings, name: str = ACTOR_NAME, prefix: str = "monitoring", mirror: bool = True, timeout_s: float = 60.0
-    ) -> None:
+    def __init__(self, settings: Settings, name: str = ACTOR_NAME, prefix: str = "", mirror: bool = True, timeout_s: float = 60.0) -> None:
         self.settings = settings
         self.name = name
         self.prefix = prefix

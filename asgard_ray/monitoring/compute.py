@@ -21,7 +21,7 @@ import numpy as np
 from asgard_ray import lineage
 from asgard_ray.config import Settings
 from asgard_ray.errors import AsgardError, InvalidRequest, NotFound
-from asgard_ray.jobs import JobKind, JobRecord, Plan, new_job_id, start_job_sync
+from asgard_ray.jobs import JobKind, JobRecord, Plan, new_job_id, register_kind, start_job_sync
 from asgard_ray.monitoring.aggregate import AggregateSpec, ColumnSpec, LabelSpec, combine, file_partials
 from asgard_ray.monitoring.metrics import auc_from_histograms, js_distance, ks_2samp, psi, shares, wasserstein
 from asgard_ray.monitoring.schemas import ComputeRequest, MonitoringRequest
@@ -329,23 +329,18 @@ def _run(plan: Plan) -> dict[str, Any]:
     return compute_drift(plan.settings, plan.payload, plan.job_id)
 
 
-def _view(record: JobRecord) -> JobRecord:
-    return record
-
-
-DRIFT_JOB = JobKind(
-    name="monitoring",
-    id_prefix="drift",
-    prepare=_prepare,
-    run=_run,
-    view=_view,
-    limit_setting="asgard_max_running_jobs_monitoring",
-    default_limit=4,
-    max_retries=0,
-    wait_s=600.0,
+DRIFT_JOB = register_kind(
+    JobKind(
+        name="monitoring",
+        id_prefix="drift",
+        prepare=_prepare,
+        run=_run,
+        wait_s=600.0,
+        preload=("asgard_ray.monitoring.aggregate", "scipy.stats"),
+    )
 )
 
 
 def submit_compute(settings: Settings, request: ComputeRequest) -> JobRecord:
-    """Start a drift job (the Ray task ``monitoring:<job_id>``); answer at once with its record."""
-    return start_job_sync("monitoring", request, settings).record
+    """Start (or queue) a drift job (the Ray task ``monitoring:<job_id>``); answer at once with its record."""
+    return start_job_sync(DRIFT_JOB, request, settings).record

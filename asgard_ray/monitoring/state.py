@@ -77,7 +77,7 @@ class MonitoringState:
     def __init__(
         self,
         settings: Settings,
-        prefix: str = "monitoring",
+        prefix: str = "",
         mirror: bool = True,
         compact: bool = True,
         memory_records: int | None = None,

@@ -57,9 +57,11 @@ def _partition_of(path: str) -> Partition | None:
 class RecordStore:
     """Write and read monitoring records, partition summaries and rules on S3."""
 
-    def __init__(self, settings: Settings, prefix: str = "monitoring", io_threads: int = 16) -> None:
+    def __init__(self, settings: Settings, prefix: str = "", io_threads: int = 16) -> None:
         self.settings = settings
         self.prefix = prefix.strip("/")
+        """A folder under the monitoring location (``""``: the location itself; tests use a private one)."""
+        self.root = settings.state_uri("monitoring", self.prefix)
         self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="monitoring-io")
         self.quarantined_objects = 0
         self.quarantined_records = 0
@@ -69,15 +71,15 @@ class RecordStore:
     @property
     def records_uri(self) -> str:
         """Root of the record partitions."""
-        return self.settings.s3_uri(self.prefix, "records")
+        return f"{self.root}/records"
 
     @property
     def quarantine_uri(self) -> str:
         """Where unreadable objects go."""
-        return self.settings.s3_uri(self.prefix, "quarantine")
+        return f"{self.root}/quarantine"
 
     def _summary_uri(self, part: Partition) -> str:
-        return self.settings.s3_uri(self.prefix, "summaries", f"model={part[0]}", f"date={part[1]}.json")
+        return f"{self.root}/summaries/model={part[0]}/date={part[1]}.json"
 
     def object_uri(self, model_name: str, date: str) -> str:
         """A fresh object name in a model/date partition (time first, so names sort by time)."""
@@ -121,7 +123,7 @@ class RecordStore:
 
     def read_summaries(self) -> dict[Partition, PartitionSummary]:
         """Every stored partition summary; an unreadable one is dropped (its partition is read again instead)."""
-        root = self.settings.s3_uri(self.prefix, "summaries")
+        root = f"{self.root}/summaries"
         paths = [p for p in list_files(self.settings, root) if p.endswith(".json")]
 
         def read(path: str) -> PartitionSummary | None:
@@ -179,7 +181,7 @@ class RecordStore:
     # --- quarantine ----------------------------------------------------------------------------
     def quarantine(self, path: str, raw: bytes, bad: list[dict[str, Any]], good: list[MonitoringRecord]) -> None:
         """Move an object with unreadable lines aside: good records written back first, then the copy, then the delete."""
-        rel = path.split(f"/{self.prefix}/", 1)[-1]
+        rel = f"s3://{path}".removeprefix(self.root + "/")
         part = _partition_of(path)
         try:
             if good and part is not None:
@@ -272,13 +274,13 @@ class RecordStore:
     # --- rules ---------------------------------------------------------------------------------
     def _rules_uri(self, model_name: str | None) -> str:
         name = "global.json" if model_name is None else f"model={model_name}.json"
-        return self.settings.s3_uri(self.prefix, "rules", name)
+        return f"{self.root}/rules/{name}"
 
     def load_rules(self) -> tuple[RuleSet, dict[str, RuleSet]]:
         """The global rules and every model's rules; an unreadable rules file is quarantined (its scope falls back)."""
         global_rules = RuleSet()
         per_model: dict[str, RuleSet] = {}
-        for path in list_files(self.settings, self.settings.s3_uri(self.prefix, "rules")):
+        for path in list_files(self.settings, f"{self.root}/rules"):
             leaf = path.rsplit("/", 1)[-1]
             if leaf != "global.json" and not (leaf.startswith("model=") and leaf.endswith(".json")):
                 continue

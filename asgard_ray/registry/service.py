@@ -6,16 +6,15 @@ version carries the run's lineage tags (feature columns, views, label, classes..
 monitoring can read them from the version alone; user tags can never overwrite them.
 
 Concurrent registrations of one run (several Serve replicas, CLI, ``ray job submit`` drivers) are
-made safe without a lock, so nothing depends on one process: MLflow allocates version numbers in one
-transaction each (``max + 1``, retried on a clash), so when version *v* exists every lower version is
-already committed and visible. After creating its version, a request lists the run's versions; the
-lowest one wins. A request whose own version is not the lowest deletes exactly that version (the
-only thing it created) and answers ``already_registered`` with the winner. So N parallel requests
-end with one version; a loser's version exists only for the moment between its create and delete
-(its number stays unused, as MLflow never reuses a deleted version number). The first creation of
-the registered model is raced the same way: ``RESOURCE_ALREADY_EXISTS`` means another request won,
-and this one proceeds. A failed request removes the registered model only if it created it and the
-model still has no version at all, so it never deletes another request's work.
+serialised per model and run without depending on one process: each takes a lease on
+``<registry state>/<model>/<run_id>`` with an S3 conditional PUT (``storage.OutputLease``), then
+looks for a version of the run and creates one only if there is none. So N parallel requests end
+with exactly one version, and no version number is ever created and deleted on the way: versions
+stay contiguous. MLflow allocates the numbers of different runs in one transaction each
+(``max + 1``), so parallel first registrations of different runs get 1..N. The first creation of
+the registered model is raced: ``RESOURCE_ALREADY_EXISTS`` means another request won, and this one
+proceeds. A failed request removes the registered model only if it created it and the model still
+has no version at all, so it never deletes another request's work.
 
 A version also keeps its training data: the Iceberg snapshots the run read (its
 ``asgard.gold.<table>.snapshot_id`` tags) are tagged ``asgard-<model>-v<version>``, so snapshot
@@ -27,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 
 from asgard_ray import lineage
 from asgard_ray.config import Settings
-from asgard_ray.errors import Conflict, InvalidRequest, NotFound
+from asgard_ray.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from asgard_ray.registry.schemas import (
     AliasResponse,
     ModelDetail,
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[^'\"\\]+$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+REGISTER_WAIT_S = 60.0
+"""How long a registration waits for a parallel registration of the same run to finish."""
+REGISTER_LEASE_S = 20.0
+"""Lifetime of a registration lease: a request that died holding it blocks the run's registration this long."""
 
 
 class ResolvedModel(NamedTuple):
@@ -180,6 +185,43 @@ class ModelRegistry:
         if run.info.status != "FINISHED":
             raise InvalidRequest(f"run {request.run_id} is {run.info.status}; only a FINISHED training run can be registered")
         source, model_id = self._model_source(run)
+        with self._run_lock(name, request.run_id):
+            return self._register_locked(name, request, run, source, model_id)
+
+    @contextmanager
+    def _run_lock(self, name: str, run_id: str) -> Iterator[None]:
+        """Hold the registration lease of (model, run): one request at a time creates its version.
+
+        Raises:
+            ServiceUnavailable: Another request held it for longer than ``REGISTER_WAIT_S``.
+        """
+        from asgard_ray.storage import OutputLease
+
+        lease = OutputLease(
+            self.settings, self.settings.state_uri("registry", name, run_id), f"register-{uuid.uuid4().hex[:12]}", ttl_s=REGISTER_LEASE_S
+        )
+        deadline = time.monotonic() + REGISTER_WAIT_S
+        delay = 0.02
+        while True:
+            try:
+                lease.acquire()
+                break
+            except Conflict:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"run {run_id} is being registered as {name} by another request; retry in a few seconds"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        try:
+            yield
+        finally:
+            lease.release()
+
+    def _register_locked(
+        self, name: str, request: RegisterModelRequest, run: Any, source: str, model_id: str | None
+    ) -> RegisterModelResponse:
+        client = self.client
         existing = self._run_versions(name, request.run_id)
         if existing:
             mv = existing[0]
@@ -199,19 +241,6 @@ class ModelRegistry:
             if created_model:
                 self._drop_if_empty(name)
             raise
-        winner = next(iter(self._run_versions(name, request.run_id)), mv)
-        if int(winner.version) < int(mv.version):
-            # a parallel request registered this run first: remove only the version this request made
-            log.info(
-                "run %s: v%s of %s lost to v%s registered in parallel; deleting v%s",
-                request.run_id,
-                mv.version,
-                name,
-                winner.version,
-                mv.version,
-            )
-            client.delete_model_version(name, str(mv.version))
-            return self._answer(name, request.run_id, winner, "already_registered")
         log.info("registered run %s as %s v%s", request.run_id, name, mv.version)
         self._tag_snapshots(name, mv, run)
         return self._answer(name, request.run_id, mv, "registered")

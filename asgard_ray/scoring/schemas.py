@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from asgard_ray.features.specs import EntityColumns
+from asgard_ray.jobs.records import JobStatus
 from asgard_ray.types import ModelName
 
 __all__ = [
@@ -24,7 +25,8 @@ __all__ = [
 MAX_INLINE_ENTITIES = 100_000
 """Most entity rows ``entities_df`` may carry; larger sets go through ``entities_source``."""
 
-JobState = Literal["pending", "running", "completed", "failed"]
+JobState = JobStatus
+"""The one job-status type (``asgard_ray.jobs.JobStatus``)."""
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -170,6 +172,7 @@ class BatchScoreResponse(BaseModel):
         default=None,
         description="warm: scored in process on a warm worker (small jobs); cluster: on Ray Data.",
     )
+    queue_position: int | None = Field(default=None, description="While queued: 1 for the next scoring job to start.")
     error: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
 
@@ -185,6 +188,7 @@ class BatchJobStatus(BaseModel):
     output_table: str | None = None
     rows_done: int = 0
     rows_total: int | None = None
+    queue_position: int | None = Field(default=None, description="While queued: 1 for the next scoring job to start.")
     manifest_path: str | None = None
     error: str | None = None
     error_type: str | None = None

@@ -23,6 +23,7 @@ from asgard_ray.jobs import (
     Plan,
     get_job_sync,
     list_jobs_sync,
+    register_kind,
     submit_job_sync,
 )
 from asgard_ray.scoring.manifest import manifest_uri
@@ -70,6 +71,7 @@ def batch_status(record: JobRecord) -> BatchJobStatus:
         status=record.status,
         **_fields(record),
         rows_done=int(res.get("total_rows") or progress.get("rows_done") or 0),
+        queue_position=progress.get("queue_position") if record.status == "queued" else None,
         error=record.error,
         error_type=record.error_type,
         created_at=record.created_at,
@@ -94,6 +96,7 @@ def batch_response(record: JobRecord) -> BatchScoreResponse:
         run_id=res.get("run_id") or progress.get("run_id"),
         rows_total=fields["rows_total"],
         total_rows=res.get("total_rows"),
+        queue_position=progress.get("queue_position") if record.status == "queued" else None,
         manifest_path=fields["manifest_path"],
         feature_snapshots=res.get("feature_snapshots") or progress.get("feature_snapshots"),
         output_snapshot_id=res.get("output_snapshot_id"),
@@ -181,18 +184,20 @@ def _reserve(plan: Plan) -> Callable[[], None]:
     return reserve_output(plan.settings, scoring_plan.output_path, plan.job_id)
 
 
-SCORING_JOB = JobKind(
-    name="batch_scoring",
-    id_prefix="batch",
-    prepare=_prepare,
-    run=_run,
-    view=batch_status,
-    limit_setting="asgard_max_running_jobs_scoring",
-    default_limit=4,
-    max_retries=1,
-    wait_s=300.0,
-    on_failed=_cleanup,
-    reserve=_reserve,
+SCORING_JOB = register_kind(
+    JobKind(
+        name=KIND,
+        id_prefix="batch",
+        prepare=_prepare,
+        run=_run,
+        view=batch_status,
+        settings_key="scoring",
+        max_retries=1,
+        wait_s=300.0,
+        on_failed=_cleanup,
+        reserve=_reserve,
+        preload=("sklearn.ensemble", "xgboost", "lightgbm", "asgard_ray.scoring.runner", "asgard_ray.scoring.pipeline", "cloudpickle"),
+    )
 )
 
 
@@ -209,12 +214,12 @@ class BatchScoringService:
         Raises:
             AsgardError: Validation failures (404/409/413/422/429), or the job's own domain error when awaited.
         """
-        record = submit_job_sync(KIND, ScoringInput(request, self.options), self.settings, request.job_id, wait)
+        record = submit_job_sync(SCORING_JOB, ScoringInput(request, self.options), self.settings, request.job_id, wait)
         return batch_response(record)
 
     def get(self, job_id: str) -> BatchJobStatus:
         """One job's status and progress (``NotFound`` if unknown)."""
-        return batch_status(get_job_sync(self.settings, job_id, KIND))
+        return batch_status(get_job_sync(self.settings, job_id, SCORING_JOB))
 
     def list(self, limit: int = 100) -> BatchJobList:
         """Recent jobs, newest first (one page)."""

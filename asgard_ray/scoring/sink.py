@@ -302,7 +302,7 @@ def split_table(output_table: str) -> tuple[str, str]:
 def staging_path(settings: Settings, output_table: str, job_id: str) -> str:
     """Where a job with only ``output_table`` writes (and commits, with its manifest) its Parquet rows first."""
     ns, name = split_table(output_table)
-    return settings.s3_uri("predictions-staging", f"{ns}.{name}", job_id)
+    return settings.state_uri("scoring_staging", f"{ns}.{name}", job_id)
 
 
 def job_snapshot(settings: Settings, output_table: str, job_id: str) -> int | None:

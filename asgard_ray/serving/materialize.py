@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest, NotFound
-from asgard_ray.jobs import JobKind, JobRecord, Plan
+from asgard_ray.jobs import JobKind, JobRecord, JobStatus, Plan, register_kind
 from asgard_ray.types import UtcDatetime
 
 __all__ = [
@@ -88,7 +88,7 @@ class MaterializeResponse(BaseModel):
     """``POST /feast/materialize``: the job and, once it completed, what it loaded."""
 
     job_id: str
-    status: str
+    status: JobStatus
     result: MaterializeResult | None = None
     error: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
@@ -254,15 +254,5 @@ def _view(record: JobRecord) -> MaterializeResponse:
     )
 
 
-MATERIALIZE_JOB = JobKind(
-    name="materialize",
-    id_prefix="mat",
-    prepare=_prepare,
-    run=_run,
-    view=_view,
-    limit_setting="asgard_max_running_jobs_materialize",
-    default_limit=1,
-    max_retries=0,
-    wait_s=600.0,
-)
+MATERIALIZE_JOB = register_kind(JobKind(name="materialize", id_prefix="mat", prepare=_prepare, run=_run, view=_view, wait_s=600.0))
 """Materialization as a job kind of the jobs core (``POST /feast/materialize``, ``jobs/materialize.py``)."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict
-from asgard_ray.storage.s3 import _client, _host_path, parse_uri
+from asgard_ray.storage.s3 import host_path, parse_uri, s3_client
 
 __all__ = ["LEASE_NAME", "LeaseInfo", "OutputLease", "current_lease", "lease_uri", "release_claim", "reserve_output"]
 
@@ -78,7 +78,7 @@ def _code(exc: Exception) -> str:
 class _S3Backend:
     def __init__(self, settings: Settings, uri: str) -> None:
         parsed = parse_uri(uri)
-        self.client = _client(settings)
+        self.client = s3_client(settings)
         self.bucket = parsed.bucket
         self.key = parsed.path.split("/", 1)[1]
 
@@ -121,7 +121,7 @@ class _LocalBackend:
     """Development root only: same protocol on a host file (tag = the holder token)."""
 
     def __init__(self, settings: Settings, uri: str) -> None:
-        self.path = _host_path(settings, parse_uri(uri))
+        self.path = host_path(settings, parse_uri(uri))
         self._mutex = threading.Lock()
 
     def read(self) -> LeaseInfo | None:

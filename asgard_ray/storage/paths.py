@@ -41,17 +41,18 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest
 
 __all__ = [
-    "INTERNAL_PREFIXES",
+    "READABLE_STATE",
     "Access",
     "Location",
     "allowed_locations",
     "confine_local",
     "normalise_key",
     "resolve_location",
+    "state_prefixes",
 ]
 
-INTERNAL_PREFIXES = ("jobs", "monitoring", "feast", "mlflow-artifacts", "run")
-"""Top-level folders of the platform bucket that hold platform state: never a request's location."""
+READABLE_STATE = frozenset({"gold", "warehouse"})
+"""State locations a request may read (the gold tables and the Iceberg warehouse), but never write."""
 
 MAX_LOCATION_CHARS = 1024
 """Longest location string accepted (S3 keys stop at 1024 bytes)."""
@@ -157,6 +158,21 @@ def _under(key: str, prefix: str) -> bool:
     return not prefix or key == prefix or key.startswith(prefix + "/")
 
 
+def state_prefixes(settings: Settings, access: Access) -> dict[str, tuple[str, str]]:
+    """The ``(bucket, key prefix)`` of every platform-state location a request may not name for ``access``.
+
+    Derived from ``Settings.state_locations`` (the one list that every writer of state takes its
+    prefix from): all of them for writes; for reads, all but the gold tables and the warehouse.
+    """
+    out = {}
+    for name, uri in settings.state_locations().items():
+        if access is Access.READ and name in READABLE_STATE:
+            continue
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        out[name] = (bucket, normalise_key(prefix) or "")
+    return out
+
+
 def _check_s3(settings: Settings, field: str, raw: str, rest: str, access: Access) -> Location:
     bucket, _, key_raw = rest.partition("/")
     if not bucket:
@@ -173,11 +189,11 @@ def _check_s3(settings: Settings, field: str, raw: str, rest: str, access: Acces
         raise _refuse(field, raw, f"not an allowed location to {access.value}; use one under {shown} (configure {setting})")
     if not key:
         raise _refuse(field, raw, f"it is a whole bucket; add a prefix such as s3://{bucket}/predictions/run1")
-    if bucket == settings.s3_bucket:
-        top = key.split("/", 1)[0]
-        gold = settings.gold_schema.strip("/")
-        if top in INTERNAL_PREFIXES or (access is Access.WRITE and top == gold):
-            raise _refuse(field, raw, f"s3://{bucket}/{top}/ holds platform state; use another prefix")
+    for name, (state_bucket, prefix) in state_prefixes(settings, access).items():
+        # a location that holds state, or one whose subtree does (a write there could replace it)
+        if bucket == state_bucket and (_under(key, prefix) or _under(prefix, key)):
+            what = name.replace("_", " ")
+            raise _refuse(field, raw, f"s3://{state_bucket}/{prefix}/ holds platform state ({what}); use another prefix")
     return Location("s3", bucket, key)
 
 

@@ -87,10 +87,10 @@ def resolve(settings: Settings, uri: str) -> tuple[pafs.FileSystem, str]:
     parsed = parse_uri(uri)
     if parsed.scheme == "s3":
         return filesystem(settings), parsed.path
-    return pafs.LocalFileSystem(), _host_path(settings, parsed)
+    return pafs.LocalFileSystem(), host_path(settings, parsed)
 
 
-def _host_path(settings: Settings, parsed: ParsedUri) -> str:
+def host_path(settings: Settings, parsed: ParsedUri) -> str:
     """A host path, only ever inside ``ASGARD_LOCAL_ROOT`` (realpath-confined)."""
     from asgard_ray.storage.paths import confine_local
 
@@ -147,7 +147,7 @@ def _boto(endpoint: str | None, key: str, secret: str, region: str) -> Any:
     )
 
 
-def _client(settings: Settings) -> Any:
+def s3_client(settings: Settings) -> Any:
     """A cached boto3 client for whole-object reads and writes of small objects.
 
     pyarrow's output stream costs several requests per object (parent checks, directory
@@ -163,8 +163,8 @@ def read_bytes(settings: Settings, uri: str) -> bytes:
     if parsed.scheme == "s3":
         key = parsed.path.split("/", 1)[1]
         try:
-            return _client(settings).get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
-        except _client(settings).exceptions.NoSuchKey as exc:
+            return s3_client(settings).get_object(Bucket=parsed.bucket, Key=key)["Body"].read()
+        except s3_client(settings).exceptions.NoSuchKey as exc:
             raise FileNotFoundError(uri) from exc
     fs, path = resolve(settings, uri)
     with fs.open_input_stream(path) as f:
@@ -175,7 +175,7 @@ def write_bytes(settings: Settings, uri: str, data: bytes) -> None:
     """Write a whole object (a single PUT on S3, so readers see all of it or none)."""
     parsed = parse_uri(uri)
     if parsed.scheme == "s3":
-        _client(settings).put_object(Bucket=parsed.bucket, Key=parsed.path.split("/", 1)[1], Body=data)
+        s3_client(settings).put_object(Bucket=parsed.bucket, Key=parsed.path.split("/", 1)[1], Body=data)
         return
     fs, path = resolve(settings, uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)

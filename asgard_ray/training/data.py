@@ -17,11 +17,12 @@ import pandas as pd
 
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.training.schemas import SplitSpec
+from asgard_ray.training.target import check_classes, check_inputs
 
 if TYPE_CHECKING:
     from asgard_ray.features import TrainingFrame
 
-__all__ = ["MIN_SPLIT_ROWS", "PreparedData", "entity_hash", "prepare_data"]
+__all__ = ["MIN_SPLIT_ROWS", "PreparedData", "entity_hash", "feature_matrix", "prepare_data"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,13 @@ def entity_hash(frame: TrainingFrame) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def _features(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def feature_matrix(df: pd.DataFrame, columns: list[str], forbidden: list[str | None]) -> pd.DataFrame:
+    """The model's inputs: ``columns`` of ``df`` as float64, never a key, timestamp or label (``forbidden``).
+
+    Raises:
+        InvalidRequest: A forbidden column is among ``columns``, or a column is not numeric.
+    """
+    check_inputs(columns, forbidden)
     out = {}
     for col in columns:
         series = df[col]
@@ -118,11 +125,12 @@ def _split(
     return np.sort(train), np.sort(val), strategy
 
 
-def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec) -> PreparedData:
+def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_classes: int = 100) -> PreparedData:
     """Check the frame, encode the label and split rows into training and validation sets.
 
     Raises:
-        InvalidRequest: No labelled rows, or a non-numeric feature or regression label.
+        InvalidRequest: No labelled rows, a key, timestamp or the label among the features, a
+            non-numeric feature or regression label, or more than ``max_classes`` classes.
     """
     label = frame.label
     if label is None or label not in frame.df:
@@ -138,12 +146,13 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec) -> Pre
         )
     if dropped:
         warnings.append(f"dropped {dropped} of {len(df)} entity rows with no {label!r} value")
-    X = _features(labelled, frame.feature_columns).reset_index(drop=True)
+    X = feature_matrix(labelled, frame.feature_columns, [*frame.join_keys, frame.timestamp_column, label]).reset_index(drop=True)
     timestamps = labelled[frame.timestamp_column].reset_index(drop=True)
     classes: list[Any] | None = None
     if model_type == "classification":
         raw = labelled[label].to_numpy()
         classes = sorted(pd.unique(raw).tolist())
+        check_classes(label, classes, max_classes)
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[v] for v in raw], dtype=np.int64)
         if len(classes) < 2:

@@ -7,7 +7,7 @@ one process. This module builds it as Ray Datasets:
   uses) pins each gold table once and answers with a job whose ``to_ray_dataset()`` runs the as-of
   join in Ray tasks against indexes shared through the object store, so the joined rows stay Ray
   Data blocks.
-* **Preparation.** Each batch goes through the in-memory mode's own checks (``data._features``:
+* **Preparation.** Each batch goes through the in-memory mode's own checks (``data.feature_matrix``:
   numeric features cast to float64) and label encoding against the class list found by
   ``Dataset.unique``; unlabelled rows are dropped (counted, and reported as a warning).
 * **Split.** By a seeded hash of the entity row (join keys and timestamp): the same entity row always
@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from asgard_ray.errors import InvalidRequest
-from asgard_ray.training.data import MIN_SPLIT_ROWS, _features
+from asgard_ray.training.data import MIN_SPLIT_ROWS, feature_matrix
+from asgard_ray.training.target import check_classes
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -110,7 +111,7 @@ def _prepare(
 ) -> pd.DataFrame:
     """One batch: labelled rows only, float64 features, encoded label, the split column."""
     batch = batch[batch[label].notna()]
-    out = _features(batch, feature_columns).reset_index(drop=True)
+    out = feature_matrix(batch, feature_columns, [*keys, ts, label]).reset_index(drop=True)
     if classes is not None:
         index = {c: i for i, c in enumerate(classes)}
         out[LABEL] = np.array([index[v.item() if hasattr(v, "item") else v] for v in batch[label].to_numpy()], dtype=np.int64)
@@ -160,6 +161,7 @@ def build_training_dataset(settings: Settings, request: TrainRequest) -> Sharded
     classes: list[Any] | None = None
     if request.model_type == "classification":
         classes = sorted(v.item() if hasattr(v, "item") else v for v in raw.unique(label) if v is not None and v == v)
+        check_classes(label, classes, settings.asgard_max_classes)
         if len(classes) < 2:
             warnings.append(f"the label {label!r} has a single class in these rows; the model cannot separate classes")
     strategy = split.strategy

@@ -241,7 +241,7 @@ def score_dataset(ds: Dataset, spec: TrialSpec, raw: bytes, feature_columns: lis
 def _storage(settings: Settings, job_id: str) -> tuple[Any, str]:
     from asgard_ray.storage import resolve
 
-    root = settings.asgard_train_storage_uri or settings.s3_uri("training", "runs")
+    root = settings.asgard_train_storage_uri or settings.state_uri("training", "runs")
     return resolve(settings, f"{root.rstrip('/')}/{job_id}")
 
 

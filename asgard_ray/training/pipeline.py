@@ -194,7 +194,7 @@ def train_on_frame(
     fixed, warnings = validate_request(request, settings)
     num_samples, total, plan_warnings = plan_trials(request)
     warnings += plan_warnings
-    data = prepare_data(frame, request.model_type, request.split)
+    data = prepare_data(frame, request.model_type, request.split, settings.asgard_max_classes)
     warnings += data.warnings
     metric, mode, metric_warnings = selection_metric(request, data)
     warnings += metric_warnings

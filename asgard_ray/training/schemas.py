@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from asgard_ray.features.specs import EntityColumns, check_event_times
+from asgard_ray.jobs.records import JobStatus
 from asgard_ray.lineage import UserTags
 from asgard_ray.types import INT64_MAX, INT64_MIN, FiniteFloat, ModelName, check_bounded_json
 
@@ -308,7 +309,8 @@ class TrainingJob(BaseModel):
 
     job_id: str
     kind: str = "training"
-    status: Literal["pending", "running", "completed", "failed"]
+    status: JobStatus
+    queue_position: int | None = Field(default=None, description="While queued: 1 for the next job of its kind to start.")
     created_at: datetime
     updated_at: datetime
     trials_total: int | None = None

@@ -13,17 +13,18 @@ from typing import Any
 
 from asgard_ray.config import Settings
 from asgard_ray.jobs import (
-    JobFailed,
     JobKind,
     JobRecord,
     Plan,
+    error_from_record,
     get_job_sync,
+    register_kind,
     start_job_sync,
     wait_job_sync,
 )
 from asgard_ray.training.schemas import TrainingJob, TrainRequest, TrainResponse
 
-__all__ = ["TRAINING_JOB", "TrainingService", "job_view", "train_answer"]
+__all__ = ["PRELOAD", "TRAINING_JOB", "TrainingService", "job_view", "rehearse", "train_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def job_view(record: JobRecord) -> TrainingJob:
         status=record.status,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        queue_position=progress.get("queue_position") if record.status == "queued" else None,
         trials_total=progress.get("trials_total"),
         trials_done=int(progress.get("trials_done") or 0),
         trials_failed=int(progress.get("trials_failed") or 0),
@@ -53,27 +55,30 @@ def train_answer(record: JobRecord) -> TrainResponse | TrainingJob:
     """The answer to a train request: the result when completed, the job while it runs.
 
     Raises:
-        JobFailed: The job failed for a reason other than a domain error (500 with its cause).
+        AsgardError: The job failed or was cancelled: its own domain error, else ``JobFailed`` (500 with its cause).
     """
     if record.status == "completed" and record.result:
         return TrainResponse.model_validate(record.result)
-    if record.status == "failed":
-        raise JobFailed(record.error or f"training job {record.job_id} failed", detail={"job_id": record.job_id})
+    if record.status in ("failed", "cancelled"):
+        raise error_from_record(record)
     return job_view(record)
 
 
 def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
-    from asgard_ray.features.retrieval import pin_view_tables
+    from asgard_ray.features.retrieval import describe_views
     from asgard_ray.training.modes import fast_path
     from asgard_ray.training.pipeline import plan_trials, validate_request
+    from asgard_ray.training.target import check_target
 
     validate_request(request, settings)
     # the gold snapshots are pinned here, at submission, on the caller: a pin of a table the views do not
     # read (422) or of no snapshot (404) is refused before any job, and the job (and a retry of it) reads
     # the snapshots that were current when it was accepted, not when a worker got to it
-    tables = pin_view_tables(settings, request.data_source.feature_views, request.as_of_snapshot)
+    reads = describe_views(settings, request.data_source.feature_views, request.as_of_snapshot)
+    check_target(request.data_source.target_column, request.model_type, reads)
     _, total, _ = plan_trials(request)
     body = request.model_dump(mode="json", by_alias=True)
+    tables = {r.table_name: r.table for r in reads if r.table is not None}
     pinned = {name: t.snapshot_id for name, t in tables.items() if t.snapshot_id is not None}
     warm, why = fast_path(request, settings)
     return Plan(
@@ -94,16 +99,77 @@ def _run(plan: Plan) -> dict[str, Any]:
     return run_training(plan.settings, plan.payload, plan.job_id, path=plan.path)
 
 
-TRAINING_JOB = JobKind(
-    name="training",
-    id_prefix="train",
-    prepare=_prepare,
-    run=_run,
-    view=job_view,
-    limit_setting="asgard_max_running_jobs_training",
-    default_limit=2,
-    max_retries=0,
-    wait_s=3600.0,
+PRELOAD = (
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "xgboost",
+    "lightgbm",
+    "mlflow",
+    "mlflow.sklearn",
+    "mlflow.xgboost",
+    "mlflow.lightgbm",
+    "matplotlib.pyplot",
+    "pyiceberg.table",
+    "pyiceberg.io.pyarrow",
+    "asgard_ray.training.pipeline",
+    "asgard_ray.features.retrieval",
+    "skops.io",
+    "feast",
+    "mlflow.tracking.request_header.registry",
+)
+"""What a small training job imports. The last three are imported lazily on a job's path: skops by the
+first model logged, Feast by the first feature-view lookup, MLflow's request-header plugins (Feast is
+one) by the first REST call; left to the first job they cost it 4-5 s (``py-spy`` on a fresh warm worker)."""
+
+
+def rehearse() -> None:
+    """Run once, with no server, what a first small training job would otherwise run for the first time.
+
+    Fit a tiny model, draw and render its figures, and save it as ``log_model`` would (skops, the
+    signature, the serving-input check that loads the model back and predicts), so the first small job
+    after a (re)start costs about what the next ones do.
+    """
+    import io
+    import tempfile
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+
+    from asgard_ray.training.estimators import save_model
+    from asgard_ray.training.metrics import predict_rows
+    from asgard_ray.training.plots import model_figures
+    from asgard_ray.training.tracking import typed_signature
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=40), "n": rng.integers(0, 5, size=40)})
+    y = (X["x"] > 0).to_numpy().astype("int64")
+    model = RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0).fit(X, y)
+    pred, proba = predict_rows(model, X, "classification")
+    score = None if proba is None else proba[:, 1]
+    for figure in model_figures(model, X, y, "classification", list(X.columns), [0, 1], score, y_pred=pred).values():
+        figure.savefig(io.BytesIO(), format="png")
+        plt.close(figure)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="asgard-warm-") as tmp:
+        warnings.simplefilter("ignore")  # MLflow's hint on integer columns in the signature
+        example, signature = typed_signature(model, X.head(5), {"x": "float64", "n": "int64"})
+        save_model("sklearn", model, f"{tmp}/model", signature, example)
+
+
+TRAINING_JOB = register_kind(
+    JobKind(
+        name="training",
+        id_prefix="train",
+        prepare=_prepare,
+        run=_run,
+        view=job_view,
+        wait_s=3600.0,
+        preload=PRELOAD,
+        rehearse=rehearse,
+    )
 )
 
 
@@ -113,17 +179,15 @@ class TrainingService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def start(self, request: TrainRequest) -> tuple[str, Any]:
-        """Validate the request and start its job; return the job id and the task's ObjectRef."""
-        started = start_job_sync("training", request, self.settings)
-        return started.record.job_id, started.ref
+    def start(self, request: TrainRequest) -> JobRecord:
+        """Validate the request and start (or queue) its job; return its record."""
+        return start_job_sync(TRAINING_JOB, request, self.settings).record
 
     def train(self, request: TrainRequest) -> TrainResponse | TrainingJob:
         """Train; wait for the result unless the request is async (then return the pending job)."""
-        started = start_job_sync("training", request, self.settings)
-        if started.wait:
-            wait_job_sync(started)
-        return train_answer(get_job_sync(self.settings, started.record.job_id, "training"))
+        started = start_job_sync(TRAINING_JOB, request, self.settings)
+        record = wait_job_sync(started, self.settings) if started.wait else started.record
+        return train_answer(record)
 
     def job(self, job_id: str) -> TrainingJob:
         """A job's status (any kind)."""

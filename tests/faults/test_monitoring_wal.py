@@ -66,7 +66,7 @@ def _stored_ids(settings: Settings, prefix: str) -> list[str]:
     """Every record id in the store's objects on S3 itself (duplicates kept)."""
     return [
         json.loads(line)["monitoring_id"]
-        for path in list_files(settings, settings.s3_uri(prefix, "records"))
+        for path in list_files(settings, settings.state_uri("monitoring", prefix, "records"))
         if path.endswith(".jsonl")
         for line in read_bytes(settings, f"s3://{path}").splitlines()
         if line.strip()
@@ -138,7 +138,7 @@ def test_replay_skips_records_already_on_s3(s3_settings: tuple[S3Process, Settin
     finally:
         first.close()
     extra = records[0].model_copy(update={"monitoring_id": "mon_not_uploaded_0001"})
-    wal = open_wal(wal_dir, settings.s3_uri(prefix, "records"))
+    wal = open_wal(wal_dir, settings.state_uri("monitoring", prefix, "records"))
     assert wal is not None
     wal.append([*records, extra])  # what the crashed owner's log still held
     wal.close()

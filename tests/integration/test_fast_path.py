@@ -135,13 +135,14 @@ def test_killed_warm_worker_fails_its_job_with_the_cause_and_the_next_small_job_
         **{"async": True},
     )
     service = TrainingService(settings)
-    job_id, _ = service.start(TrainRequest.model_validate(body))
+    job_id = service.start(TrainRequest.model_validate(body)).job_id
     store = JobStore(settings)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and store.get("training", job_id).progress.get("run_id") is None:
         time.sleep(0.2)  # fitting by now: its parent run exists
     record = store.get("training", job_id)
     assert record.status == "running" and record.progress["execution_path"] == "warm", record
+    pid = record.progress["warm_worker_pid"]
     os.kill(pid, signal.SIGKILL)
 
     deadline = time.monotonic() + 120
@@ -180,7 +181,7 @@ def test_warm_worker_rehearsal_runs_with_no_server_and_leaves_no_files(tmp_path:
     """
     import tempfile
 
-    from asgard_ray.jobs.warm import rehearse
+    from asgard_ray.training.service import rehearse
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -73,11 +73,11 @@ def test_killed_owner_fails_the_job_with_its_cause_and_a_rerun_is_exact(settings
     # one run per job id, and the admission limit, while it runs
     with pytest.raises(Conflict, match=job_id):
         start_job_sync("batch_scoring", ScoringInput(_request(jobs_model, out, job_id, entities), SLOW), settings, job_id)
-    limited = settings.model_copy(update={"asgard_max_running_jobs_scoring": 1})
+    limited = settings.model_copy(update={"asgard_max_running_jobs_scoring": 1, "asgard_max_queued_jobs_scoring": 0})
     with pytest.raises(TooManyJobs) as refused:
         start_job_sync("batch_scoring", _request(jobs_model, "s3://asgard/test-jobs/other-out", "batch-owner-kill-2",
                                                  entities), limited, "batch-owner-kill-2")
-    assert refused.value.retry_after > 0 and refused.value.detail["limit"] == 1
+    assert refused.value.retry_after > 0 and refused.value.detail["queue_limit"] == 0
 
     ray.kill(get_supervisor(settings), no_restart=False)  # the owner dies; Ray restarts it under a new epoch
     failed = _until(lambda: (r := get_job_sync(settings, job_id, "batch_scoring")).status == "failed" and r, 60,
@@ -87,7 +87,7 @@ def test_killed_owner_fails_the_job_with_its_cause_and_a_rerun_is_exact(settings
     _until(lambda: not job_files(settings, out, job_id), 60, "partial files removed")
 
     rerun = start_job_sync("batch_scoring", ScoringInput(_request(jobs_model, out, job_id, entities), None), settings, job_id)
-    wait_job_sync(rerun, 240)
+    wait_job_sync(rerun, settings, 240)
     done = get_job_sync(settings, job_id, "batch_scoring")
     assert done.status == "completed" and done.attempt == failed.attempt + 1, done.error
     manifest = read_manifest(settings, job_id)
@@ -96,7 +96,7 @@ def test_killed_owner_fails_the_job_with_its_cause_and_a_rerun_is_exact(settings
     assert on_disk == sorted(f.path for f in manifest.files)
 
     again = start_job_sync("batch_scoring", ScoringInput(_request(jobs_model, out, job_id, entities), None), settings, job_id)
-    assert again.ref is None and again.record.status == "completed" and again.record.attempt == done.attempt
+    assert again.record.status == "completed" and again.record.attempt == done.attempt
 
 
 def test_job_list_reads_pages_newest_first(settings: Settings, ray_session: None, jobs_model: str) -> None:
@@ -121,3 +121,65 @@ def test_a_record_left_running_by_a_dead_task_is_failed_on_read(settings: Settin
     JobStore(settings).create("training", "train-orphan-0001", status="running", owner_epoch="gone00000000")
     record = run_sync(get_job(settings, "train-orphan-0001"))
     assert record.status == "failed" and "the job supervisor, restarted" in (record.error or "")
+
+
+def _queued_world(settings: Settings, jobs_model: str, tag: str) -> tuple[Settings, str]:
+    """Settings with one scoring job at a time and a queue of two, and a slow first job already running."""
+    limited = settings.model_copy(update={"asgard_max_running_jobs_scoring": 1, "asgard_max_queued_jobs_scoring": 2})
+    entities = f"s3://asgard/test-jobs/entities/{tag}"
+    _entities(settings, entities, 3000)
+    slow_id = f"batch-{tag}-slow"
+    slow = start_job_sync("batch_scoring", ScoringInput(_request(jobs_model, f"s3://asgard/test-jobs/{tag}-slow", slow_id, entities), SLOW),
+                          limited, slow_id)
+    assert slow.record.status == "running", slow.record
+    return limited, entities
+
+
+def test_past_the_running_limit_jobs_queue_in_order_and_a_full_queue_is_429(settings: Settings, ray_session: None,
+                                                                             jobs_model: str) -> None:
+    limited, entities = _queued_world(settings, jobs_model, "fifo")
+    firsts = [start_job_sync("batch_scoring", _request(jobs_model, f"s3://asgard/test-jobs/fifo-{i}", f"batch-fifo-{i}", entities),
+                             limited, f"batch-fifo-{i}") for i in range(2)]
+    assert [s.record.status for s in firsts] == ["queued", "queued"]
+    assert [get_job_sync(limited, s.record.job_id, "batch_scoring").progress["queue_position"] for s in firsts] == [1, 2]
+    with pytest.raises(TooManyJobs) as full:
+        start_job_sync("batch_scoring", _request(jobs_model, "s3://asgard/test-jobs/fifo-x", "batch-fifo-x", entities), limited, "batch-fifo-x")
+    assert full.value.retry_after >= 1 and full.value.detail["queued"] == 2 and full.value.detail["queue_limit"] == 2
+    assert not exists(settings, "s3://asgard/test-jobs/fifo-x/_lease.json")  # the refused request's claim is gone
+    done = [wait_job_sync(s, limited, 300) for s in firsts]
+    assert [d.status for d in done] == ["completed", "completed"], [d.error for d in done]
+    assert done[0].started_at is not None and done[1].started_at is not None and done[0].started_at <= done[1].started_at
+
+
+def test_a_cancelled_queued_job_never_runs_and_leaves_no_output(settings: Settings, ray_session: None, jobs_model: str) -> None:
+    from asgard_ray.jobs import cancel_job
+
+    limited, entities = _queued_world(settings, jobs_model, "cancel")
+    out, job_id = "s3://asgard/test-jobs/cancel-queued", "batch-cancel-queued"
+    queued = start_job_sync("batch_scoring", _request(jobs_model, out, job_id, entities), limited, job_id)
+    assert queued.record.status == "queued"
+    assert exists(settings, f"{out}/_lease.json")  # the submission claimed its output path
+    cancelled = run_sync(cancel_job(limited, job_id))
+    assert cancelled.status == "cancelled" and "cancelled" in (cancelled.error or "")
+    assert not list_files(settings, out), list_files(settings, out)  # no output, and the claim released
+    with pytest.raises(Conflict, match="running"):
+        run_sync(cancel_job(limited, "batch-cancel-slow"))
+    wait_job_sync(start_job_sync("batch_scoring", _request(jobs_model, out + "-after", "batch-cancel-after", entities), limited,
+                                 "batch-cancel-after"), limited, 300)
+    assert get_job_sync(limited, job_id, "batch_scoring").status == "cancelled"
+    assert not list_files(settings, out)
+
+
+def test_a_queued_job_survives_a_supervisor_restart_and_runs_once(settings: Settings, ray_session: None, jobs_model: str) -> None:
+    import ray
+
+    limited, entities = _queued_world(settings, jobs_model, "restart")
+    out, job_id = "s3://asgard/test-jobs/restart-queued", "batch-restart-queued"
+    queued = start_job_sync("batch_scoring", _request(jobs_model, out, job_id, entities), limited, job_id)
+    assert queued.record.status == "queued"
+    ray.kill(get_supervisor(settings), no_restart=False)  # the running job dies with its owner; the queue is on S3
+    done = _until(lambda: (r := get_job_sync(limited, job_id, "batch_scoring")).done and r, 300, "the queued job ran")
+    assert done.status == "completed" and done.attempt == 0, done.error
+    assert done.owner_epoch != queued.record.owner_epoch  # run by the new supervisor
+    assert read_manifest(settings, job_id).total_rows == 3000
+    assert get_job_sync(limited, "batch-restart-slow", "batch_scoring").status == "failed"

@@ -138,6 +138,33 @@ def _log_and_register(est: Any, X: Any, name: str, tracking: str) -> tuple[str, 
     return run.info.run_id, str(mv.version)
 
 
+def log_model_run(env: dict[str, str]) -> str:
+    """Log a small finished training run (a model and its lineage tags), unregistered; return its run id."""
+    import lightgbm as lgb
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from asgard_ray import lineage
+    from asgard_ray.local.demo_data import customer_aggregates
+
+    tracking = f"http://127.0.0.1:{env['ASGARD_MLFLOW_PORT']}"
+    cols = ["total_orders", "avg_order_value", "days_since_last_order"]
+    gold = customer_aggregates(500)
+    est = lgb.LGBMClassifier(n_estimators=5, num_leaves=7, n_jobs=1, verbose=-1).fit(gold[cols], gold["churned"])
+    client = mlflow.MlflowClient(tracking, registry_uri=tracking)
+    experiment = client.get_experiment_by_name("security-suite")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("security-suite")
+    run = client.create_run(experiment_id, tags={lineage.TAG_FEATURE_COLUMNS: json.dumps(cols), lineage.TAG_LABEL: "churned"})
+    saved = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking)
+    try:
+        with mlflow.start_run(run_id=run.info.run_id):
+            mlflow.lightgbm.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(gold[cols], est.predict(gold[cols])))
+    finally:
+        mlflow.set_tracking_uri(saved)
+    return run.info.run_id
+
+
 def _private_parquet() -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq

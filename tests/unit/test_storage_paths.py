@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,11 @@ def test_allowed_writes_are_normalised(settings: Settings, raw: str, expected: s
         ("s3://asgard/feast/registry.pb", "platform state"),
         ("s3://asgard/gold/customer_aggregates", "platform state"),  # gold: readable, never writable
         ("s3://asgard/out/../jobs/x", "platform state"),
+        ("s3://asgard/warehouse/gold/h2_new", "platform state (warehouse)"),
+        ("s3://asgard/warehouse/predictions/x", "platform state (warehouse)"),
+        ("s3://asgard/registry/m/run", "platform state (registry)"),
+        ("s3://asgard/training/runs/x", "platform state (training)"),
+        ("s3://asgard/predictions-staging/x", "platform state (scoring staging)"),
         ("file:///tmp/out", "scheme 'file'"),
         ("FILE:///tmp/out", "scheme 'file'"),
         ("file%3A///tmp/out", "scheme 'file'"),
@@ -94,7 +100,7 @@ def test_allowed_writes_are_normalised(settings: Settings, raw: str, expected: s
     ],
 )
 def test_refused_writes(settings: Settings, raw: str, needle: str) -> None:
-    with pytest.raises(InvalidRequest, match=needle) as info:
+    with pytest.raises(InvalidRequest, match=re.escape(needle)) as info:
         _w(settings, raw)
     assert "output_path" in info.value.message
 
@@ -237,3 +243,31 @@ def test_local_root_storage_and_lease(tmp_path: Path) -> None:
         with pytest.raises(Conflict, match="job-a"):
             OutputLease(s, "local://out", "job-b").acquire()
     assert current_lease(s, "local://out") is None
+
+
+def test_state_locations_follow_the_settings_wherever_they_point() -> None:
+    """A warehouse or artifact root in another bucket is refused there too, and so is an ancestor of one."""
+    settings = Settings(
+        s3_bucket="asgard",
+        asgard_output_buckets=["asgard", "lake", "ml-models"],
+        asgard_gold_warehouse="s3://lake/iceberg/warehouse",
+        mlflow_artifact_location="s3://ml-models/artifacts",
+        asgard_train_storage_uri="s3://lake/checkpoints",
+    )
+    for uri in ("s3://lake/iceberg/warehouse/t", "s3://lake/iceberg", "s3://ml-models/artifacts/1/run", "s3://lake/checkpoints/j"):
+        with pytest.raises(InvalidRequest, match="platform state"):
+            _w(settings, uri)
+    assert _w(settings, "s3://lake/predictions/x") == "s3://lake/predictions/x"
+    assert _w(settings, "s3://asgard/warehouse/x") == "s3://asgard/warehouse/x"  # not the warehouse under these settings
+    assert _r(settings, "s3://lake/iceberg/warehouse/t/data/f.parquet").startswith("s3://lake/")  # readable
+
+
+def test_every_state_location_is_refused_for_writes_and_internal_state_for_reads(settings: Settings) -> None:
+    from asgard_ray.storage.paths import READABLE_STATE
+
+    for name, uri in settings.state_locations().items():
+        with pytest.raises(InvalidRequest, match="platform state"):
+            _w(settings, f"{uri}/x")
+        if name not in READABLE_STATE:
+            with pytest.raises(InvalidRequest):
+                _r(settings, f"{uri}/x")

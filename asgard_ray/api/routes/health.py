@@ -110,25 +110,25 @@ def _platform_status(settings: Settings, features: FeatureRegistry, request: Req
         )
 
     def jobs_check() -> str:
-        from asgard_ray.jobs.core import get_supervisor
+        from asgard_ray.jobs import run_sync, supervisor_info
 
-        info = ray.get(get_supervisor(settings).info.remote(), timeout=10)
+        info = run_sync(supervisor_info(settings))
         warm = info["warm_workers"]
         ready = sum(1 for w in warm if w["ready"] and not w["job_id"])
         busy = sum(1 for w in warm if w["job_id"])
         broken = sum(1 for w in warm if w["broken"])
         starting = len(warm) - ready - busy - broken
-        running = sum(info["running"].values())
+        running, queued = sum(info["running"].values()), sum(info["queued"].values())
         return (
-            f"supervisor epoch {info['epoch']}, {running} job(s) running; warm workers: {ready} ready, {busy} busy, "
-            f"{starting} starting, {broken} broken"
+            f"supervisor epoch {info['epoch']}, {running} job(s) running, {queued} queued; warm workers: {ready} ready, "
+            f"{busy} busy, {starting} starting, {broken} broken"
         )
 
     components = [
         _timed("ray", settings.dashboard_url, ray_check),
         _timed("mlflow", settings.tracking_uri, mlflow_check),
         _timed("s3", settings.s3_endpoint, s3_check),
-        _timed("feast", settings.s3_uri("feast", "registry.pb"), feast_check),
+        _timed("feast", settings.state_uri("feast", "registry.pb"), feast_check),
         _timed("monitoring", None, monitoring_check),
         _timed("jobs", None, jobs_check),
     ]

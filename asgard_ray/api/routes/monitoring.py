@@ -19,6 +19,7 @@ from asgard_ray.api.errors import ErrorBody
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.jobs import JobRecord
 from asgard_ray.monitoring.actor import MonitoringClient
+from asgard_ray.monitoring.compute import DRIFT_JOB
 from asgard_ray.monitoring.dashboard import render_dashboard
 from asgard_ray.monitoring.rules import RuleSet
 from asgard_ray.monitoring.schemas import (
@@ -136,7 +137,7 @@ async def compute(body: ComputeRequest, settings: SettingsDep, response: Respons
     Answers 202 with the job at once; with ``wait_s`` it waits up to that long (awaiting the job,
     never blocking the event loop) and answers 200 with the finished job, or the job's own error status.
     """
-    record = await jobs.submit_job("monitoring", body, settings, timeout=body.wait_s)
+    record = await jobs.submit_job(DRIFT_JOB, body, settings, timeout=body.wait_s)
     response.status_code = 200 if record.done else 202
     return record
 
@@ -144,7 +145,7 @@ async def compute(body: ComputeRequest, settings: SettingsDep, response: Respons
 @router.get("/compute/{job_id}", response_model=JobRecord, responses=_ERRORS)
 async def compute_status(job_id: JobId, settings: SettingsDep) -> JobRecord:
     """Status and result of a drift job (monitoring ids, alerts, MLflow report)."""
-    return await jobs.get_job(settings, job_id, "monitoring")
+    return await jobs.get_job(settings, job_id, DRIFT_JOB)
 
 
 @router.get("/dashboard", response_class=HTMLResponse, responses=_ERRORS)

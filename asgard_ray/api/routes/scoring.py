@@ -16,7 +16,7 @@ from asgard_ray.scoring import (
     BatchScoreRequest,
     BatchScoreResponse,
 )
-from asgard_ray.scoring.service import KIND, batch_response, batch_status
+from asgard_ray.scoring.service import KIND, SCORING_JOB, batch_response, batch_status
 from asgard_ray.types import JobId
 
 __all__ = ["router"]
@@ -32,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code 
 )
 async def score_batch(body: BatchScoreRequest, settings: SettingsDep, response: Response) -> BatchScoreResponse:
     """Score entities into partitioned Parquet: 200 when done (small jobs), 202 while running (large or async)."""
-    record = await jobs.submit_job(KIND, body, settings, body.job_id)
+    record = await jobs.submit_job(SCORING_JOB, body, settings, body.job_id)
     response.status_code = answer_status(record)
     return batch_response(record)
 
@@ -40,7 +40,7 @@ async def score_batch(body: BatchScoreRequest, settings: SettingsDep, response: 
 @router.get("/batch/{job_id}", response_model=BatchJobStatus, responses=_ERRORS)
 async def get_batch_job(job_id: JobId, settings: SettingsDep) -> BatchJobStatus:
     """A job's status, rows done / total, output path and error."""
-    return batch_status(await jobs.get_job(settings, job_id, KIND))
+    return batch_status(await jobs.get_job(settings, job_id, SCORING_JOB))
 
 
 @router.get("/batch", response_model=BatchJobList)

@@ -92,6 +92,6 @@ async def materialize_features(body: MaterializeRequest, settings: SettingsDep, 
     from asgard_ray.api.routes.jobs import answer_status
     from asgard_ray.serving.materialize import MATERIALIZE_JOB
 
-    record = await jobs.submit_job(MATERIALIZE_JOB.name, body, settings)
+    record = await jobs.submit_job(MATERIALIZE_JOB, body, settings)
     response.status_code = answer_status(record)
     return MATERIALIZE_JOB.view(record)  # type: ignore[return-value]  # this kind's view is MaterializeResponse

@@ -12,7 +12,7 @@ from asgard_ray.api.deps import SettingsDep, service
 from asgard_ray.api.errors import ErrorBody
 from asgard_ray.registry import ModelDetail, ModelList, ModelRegistry
 from asgard_ray.training.schemas import TrainingJob, TrainRequest, TrainResponse
-from asgard_ray.training.service import train_answer
+from asgard_ray.training.service import TRAINING_JOB, train_answer
 
 __all__ = ["RegistryDep", "router"]
 
@@ -34,8 +34,8 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
     responses={202: {"model": TrainingJob, "description": "Async request accepted"}, **_ERRORS},
 )
 async def train_model(body: TrainRequest, settings: SettingsDep, response: Response) -> TrainResponse | TrainingJob:
-    """Train with Ray Tune trials and track them in MLflow; with `"async": true` answer 202 with a job."""
-    answer = train_answer(await jobs.submit_job("training", body, settings))
+    """Train with trials on Ray and track them in MLflow; with `"async": true` answer 202 with a job."""
+    answer = train_answer(await jobs.submit_job(TRAINING_JOB, body, settings))
     if isinstance(answer, TrainingJob):
         response.status_code = status.HTTP_202_ACCEPTED
     return answer
