@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, field_validator
 from asgard_ray.monitoring.schemas import ALLOWED_METRIC_TYPES
 from asgard_ray.types import FiniteFloat
 
-__all__ = ["DEFAULT_RULES", "AlertRule", "RuleSet", "effective_rules", "evaluate"]
+__all__ = ["DEFAULT_RULES", "AlertRule", "RuleSet", "effective_rules", "evaluate", "fired"]
 
 
 class AlertRule(BaseModel):
@@ -115,15 +115,20 @@ def effective_rules(model_rules: list[AlertRule] | None, global_rules: list[Aler
     return merged
 
 
-def evaluate(metric_type: str, metrics: dict[str, float], rules: list[AlertRule]) -> list[str]:
-    """Alert messages for the metrics that break their (first matching) rule."""
-    alerts: list[str] = []
+def fired(metric_type: str, metrics: dict[str, float], rules: list[AlertRule]) -> list[tuple[str, str]]:
+    """``(rule name, alert message)`` for each metric that breaks its (first matching) rule."""
+    alerts: list[tuple[str, str]] = []
     for name, value in metrics.items():
         for rule in rules:
             if rule.matches(metric_type, name):
                 if rule.enabled and rule.op is not None and rule.threshold is not None:
                     message = rule.check(name, value)
                     if message:
-                        alerts.append(message)
+                        alerts.append((rule.name, message))
                 break
     return alerts
+
+
+def evaluate(metric_type: str, metrics: dict[str, float], rules: list[AlertRule]) -> list[str]:
+    """Alert messages for the metrics that break their (first matching) rule."""
+    return [message for _, message in fired(metric_type, metrics, rules)]

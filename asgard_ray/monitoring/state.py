@@ -30,11 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from asgard_ray import metrics
 from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest, NotFound, ServiceUnavailable
 from asgard_ray.monitoring.history import query_history
 from asgard_ray.monitoring.mirror import MlflowMirror
-from asgard_ray.monitoring.rules import DEFAULT_RULES, AlertRule, RuleSet, effective_rules, evaluate
+from asgard_ray.monitoring.rules import DEFAULT_RULES, AlertRule, RuleSet, effective_rules, fired
 from asgard_ray.monitoring.schemas import (
     HistoryRequest,
     HistoryResponse,
@@ -46,6 +47,7 @@ from asgard_ray.monitoring.schemas import (
 )
 from asgard_ray.monitoring.store import Partition, RecordStore
 from asgard_ray.monitoring.summary import PartitionSummary
+from asgard_ray.monitoring.telemetry import export_record
 from asgard_ray.monitoring.wal import open_wal
 from asgard_ray.monitoring.window import MemoryWindow, day_bounds
 
@@ -271,8 +273,10 @@ class MonitoringState:
             if held is not None:
                 return MonitoringResponse.of(held)
             pending = self._pending.get(mid)
+            breaches: list[tuple[str, str]] | None = None  # set when this call makes the record
             if pending is None:
-                alerts = evaluate(request.metric_type, request.metrics, self.rules_for(request.model_name))
+                breaches = fired(request.metric_type, request.metrics, self.rules_for(request.model_name))
+                alerts = [message for _, message in breaches]
                 record = MonitoringRecord(
                     monitoring_id=mid,
                     model_name=request.model_name,
@@ -300,6 +304,8 @@ class MonitoringState:
             raise ServiceUnavailable(
                 f"monitoring record {mid} was not stored: {pending.error}; retry with the same monitoring_id"
             ) from pending.error
+        if breaches is not None:  # stored now, by this call: its drift scores and alerts go to the metrics once
+            export_record(pending.record, breaches)
         return MonitoringResponse.of(pending.record)
 
     def _commit_loop(self) -> None:
@@ -367,6 +373,7 @@ class MonitoringState:
             if error is None and self.mirror is not None:
                 self.mirror.enqueue(p.record)  # in acknowledgement order, which is time order
             p.done.set()
+        metrics.wal_backlog(self.wal.pending)  # after the acknowledgements: never on their path
 
     def _replay(self) -> int:
         """Take over the records a crashed owner acknowledged but did not upload; return how many."""
@@ -422,6 +429,7 @@ class MonitoringState:
                 self._uploading = False
                 self._upload_cv.notify_all()
             self.wal.uploaded(landed)
+            metrics.wal_backlog(self.wal.pending)
             if failed:  # S3 is down or refusing: the records wait in the log; retry with a growing pause
                 backoff = min(5.0, max(0.1, backoff * 2))
                 log.warning("monitoring upload of %d records failed; retrying in %.1fs", len(failed), backoff)

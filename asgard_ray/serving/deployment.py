@@ -35,7 +35,17 @@ from asgard_ray.serving.predictor import Predictor
 from asgard_ray.serving.sampler import Sampler, ServedStats
 from asgard_ray.serving.schemas import PredictRequest
 
-__all__ = ["DEPLOYMENT_NAME", "PREDICT_APP", "PREDICT_PREFIX", "PredictionServer", "build_predict_app", "deployment_options", "predict_app"]
+__all__ = [
+    "DEPLOYMENT_NAME",
+    "PREDICT_APP",
+    "PREDICT_PREFIX",
+    "ROUTE_CONTROL",
+    "ROUTE_HTTP",
+    "PredictionServer",
+    "build_predict_app",
+    "deployment_options",
+    "predict_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,10 @@ PREDICT_APP = "asgard-predict"
 PREDICT_PREFIX = "/predict"
 """Its route prefix: ``POST /predict/<model_name>``."""
 DEPLOYMENT_NAME = "AsgardPredict"
+ROUTE_HTTP = "/predict/{model}"
+"""The ``route`` label of predictions asked straight of this app over HTTP."""
+ROUTE_CONTROL = "/mlops/serve"
+"""The ``route`` label of predictions forwarded by the control API (``DeploymentHandle``)."""
 _REGISTRY_REFRESH_S = 15.0
 
 
@@ -127,19 +141,25 @@ class PredictionServer:
             request = PredictRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidRequest("request body is invalid", detail=json.loads(exc.json(include_url=False))) from None
-        return (await self._run(request)).model_dump(mode="json")
+        return (await self._run(request, ROUTE_CONTROL)).model_dump(mode="json")
 
-    async def _run(self, request: PredictRequest) -> Any:
+    async def _run(self, request: PredictRequest, route: str) -> Any:
         self._ensure_loop()
         start = time.perf_counter()
-        ok = False
+        response = None
         try:
             response = await self.predictor.predict(request)
-            ok = True
             self.sampler.offer(response)
             return response
         finally:
-            self.stats.add(request.model_name, (time.perf_counter() - start) * 1000, ok)
+            self.stats.add(
+                request.model_name,
+                (time.perf_counter() - start) * 1000,
+                response is not None,
+                version=response.model_version if response is not None else "none",
+                route=route,
+                rows=len(response.predictions) if response is not None else 0,
+            )
 
     async def served(self) -> dict[str, Any]:
         """Per-model served requests, errors and latency of this replica, and what it has loaded."""
@@ -198,7 +218,7 @@ class PredictionServer:
             return _error(422, f"model_name {body['model_name']!r} in the body differs from {path_name!r} in the path")
         try:
             request = PredictRequest.model_validate(body)
-            return _json(200, (await self._run(request)).model_dump_json())
+            return _json(200, (await self._run(request, ROUTE_HTTP)).model_dump_json())
         except ValidationError as exc:
             return _error(422, "request body is invalid", json.loads(exc.json(include_url=False)))
         except AsgardError as exc:

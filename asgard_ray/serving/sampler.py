@@ -1,7 +1,8 @@
 """What a prediction replica tells the rest of the platform: served-request counts and sampled traffic.
 
-``ServedStats`` counts requests, errors and latency per model (for ``/mlops/status``, and as Serve
-metrics that the Ray dashboard shows). ``Sampler`` keeps a share of the predictions it served
+``ServedStats`` counts requests, errors and latency per model (for ``/mlops/status``), and records
+each request in the platform's metrics (``asgard_ray.metrics``: requests, rows and a latency
+histogram per model, version and route, on Ray's metrics export for Prometheus). ``Sampler`` keeps a share of the predictions it served
 (``ASGARD_SERVE_SAMPLE_RATE``) and sends them in small batches to the monitoring actor as
 ``custom`` records tagged ``source=realtime``, so drift can be looked at over served traffic too.
 Sending happens off the request path, in the replica's background loop.
@@ -16,6 +17,7 @@ import time
 from collections import deque
 from typing import Any
 
+from asgard_ray import metrics
 from asgard_ray.config import Settings
 
 __all__ = ["Sampler", "ServedStats"]
@@ -37,35 +39,15 @@ class ServedStats:
     def __init__(self, window: int = 1000) -> None:
         self.window = window
         self._models: dict[str, dict[str, Any]] = {}
-        self._metrics: tuple[Any, Any] | None = None
-        try:  # Serve metrics (Prometheus, the Ray dashboard); only inside a Ray worker
-            from ray.serve.metrics import Counter, Histogram
 
-            self._metrics = (
-                Counter("asgard_predict_requests", description="Real-time prediction requests", tag_keys=("model", "outcome")),  # type: ignore[arg-type]
-                Histogram(
-                    "asgard_predict_latency_ms",
-                    description="Real-time prediction latency (ms)",
-                    boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
-                    tag_keys=("model",),
-                ),
-            )
-        except Exception:
-            log.debug("Serve metrics unavailable here", exc_info=True)
-
-    def add(self, model: str, latency_ms: float, ok: bool) -> None:
-        """Count one request."""
+    def add(self, model: str, latency_ms: float, ok: bool, *, version: str = "none", route: str = "", rows: int = 0) -> None:
+        """Count one request (and record it in the platform's metrics: no-op outside Ray)."""
         entry = self._models.setdefault(model, {"requests": 0, "errors": 0, "total_ms": 0.0, "recent": deque(maxlen=self.window)})
         entry["requests"] += 1
         entry["errors"] += 0 if ok else 1
         entry["total_ms"] += latency_ms
         entry["recent"].append(latency_ms)
-        if self._metrics is not None:
-            try:
-                self._metrics[0].inc(tags={"model": model, "outcome": "ok" if ok else "error"})
-                self._metrics[1].observe(latency_ms, tags={"model": model})
-            except Exception:
-                log.debug("metric update failed", exc_info=True)
+        metrics.prediction(model, version, route, latency_ms / 1000, rows=rows, ok=ok)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """``model -> {requests, errors, mean_ms, p50_ms, p99_ms}`` (percentiles over recent requests)."""
