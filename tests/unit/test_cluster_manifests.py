@@ -1,8 +1,10 @@
 """The deploy files under ``cluster/``: they parse, match the pins, and never carry a secret.
 
 Unit tests only: no Ray cluster, no Kubernetes and no Docker engine. KubeRay manifests are checked
-structurally here; ``test_kuberay_manifests_match_crd_schemas`` also validates them against KubeRay's
-own CRD schemas when ``ASGARD_KUBERAY_CRDS`` points at ``kuberay/ray-operator/config/crd/bases``.
+structurally here, and ``test_kuberay_manifests_match_crd_schemas`` validates them against KubeRay's own
+CRD schemas, unknown fields rejected: by default the verbatim copy of KubeRay v1.7.0's CRDs in
+``cluster/kuberay/crds`` (compared with ``../shared/kuberay-crds`` when that folder exists), or the
+folder ``ASGARD_KUBERAY_CRDS`` names. It never skips.
 """
 
 from __future__ import annotations
@@ -29,9 +31,23 @@ from asgard_ray.config import Settings
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 KUBERAY = CLUSTER / "kuberay"
+CRDS = KUBERAY / "crds"
+"""KubeRay v1.7.0's CRDs, verbatim (third-party files: not deploy files of ours)."""
+SHARED_CRDS = ROOT.parent / "shared" / "kuberay-crds"
+"""Where the project's shared reference copy lives, beside the repository (absent on a clean clone)."""
+GRAFANA = CLUSTER / "grafana" / "asgard-dashboard.json"
 
 RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
-API_VERSIONS = {"RayCluster": "ray.io/v1", "RayJob": "ray.io/v1", "RayService": "ray.io/v1", "ConfigMap": "v1", "Secret": "v1"}
+API_VERSIONS = {
+    "RayCluster": "ray.io/v1",
+    "RayJob": "ray.io/v1",
+    "RayService": "ray.io/v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "Deployment": "apps/v1",
+    "Service": "v1",
+}
+MLFLOW_SECRET = "asgard-mlflow"
 SETTINGS_CONFIGMAP = "asgard-settings"
 SETTINGS_SECRET = "asgard-secrets"
 RAY_AUTH_SECRET = "asgard-ray-auth"
@@ -83,7 +99,7 @@ def _load(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def docs() -> dict[Path, list[dict[str, Any]]]:
     """Every YAML document under cluster/, by file."""
-    files = sorted([*CLUSTER.rglob("*.yaml"), *CLUSTER.rglob("*.yml")])
+    files = sorted(p for p in [*CLUSTER.rglob("*.yaml"), *CLUSTER.rglob("*.yml")] if not p.is_relative_to(CRDS))
     return {path: _load(path) for path in files}
 
 
@@ -161,6 +177,8 @@ def test_every_yaml_under_cluster_parses(docs: dict[Path, list[dict[str, Any]]])
         "kuberay/configmap.yaml",
         "kuberay/secret.example.yaml",
         "kuberay/job-requests.yaml",
+        "kuberay/mlflow-server.yaml",
+        "prometheus/prometheus.yml",
     }
     assert expected <= names, expected - names
     for path, ds in docs.items():
@@ -284,7 +302,7 @@ def test_no_secret_value_is_written_in_any_deploy_file(kube_docs: list[dict[str,
     for name in _docker_env(_ray_up()["docker"]["run_options"]):
         assert not SECRET_NAME.search(name) or name == "RAY_AUTH_MODE", f"ray-up-aws.yaml sets {name} literally"
     for path in [*CLUSTER.rglob("*")]:
-        if path.is_file():
+        if path.is_file() and not path.is_relative_to(CRDS):
             text = path.read_text()
             assert not re.search(r"\bAKIA[0-9A-Z]{16}\b", text), f"AWS access key id in {path}"
             assert not re.search(r"\b[A-Za-z0-9]{32,}\b", text), f"token-like string in {path}"
@@ -309,6 +327,7 @@ def test_gold_catalog_and_trino_production_config(kube_docs: list[dict[str, Any]
     monkeypatch.setenv("ASGARD_GOLD_CATALOG_CREDENTIAL", "client:stand-in-catalog")
     monkeypatch.setenv("TRINO_PASSWORD", "stand-in-trino")
     monkeypatch.setenv("FEAST_REDIS_CONNECTION_STRING", "redis:6379,password=stand-in-redis")
+    monkeypatch.setenv("FEAST_REGISTRY_PATH", "postgresql+psycopg://feast:stand-in-registry@postgres:5432/feast")
     monkeypatch.setenv("FEAST_REPO_PATH", str(tmp_path / "feast_repo"))
     settings = Settings()
     assert settings.asgard_gold_catalog in ("rest", "glue", "hive")
@@ -519,18 +538,134 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-@pytest.mark.skipif(not os.environ.get("ASGARD_KUBERAY_CRDS"), reason="set ASGARD_KUBERAY_CRDS to KubeRay's crd/bases")
-def test_kuberay_manifests_match_crd_schemas(kube_docs: list[dict[str, Any]]) -> None:
-    import jsonschema
+def _crd_folder() -> Path:
+    """The CRDs to check against: ``ASGARD_KUBERAY_CRDS`` if set, else the verbatim copy in the repository."""
+    named = os.environ.get("ASGARD_KUBERAY_CRDS")
+    return Path(named) if named else CRDS
 
+
+def _crd_schemas() -> dict[str, Any]:
+    """Kind -> the strict v1 OpenAPI schema of that kind, from the CRD folder."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 4 MB of YAML: libyaml reads them in a second
     schemas = {}
-    for path in Path(os.environ["ASGARD_KUBERAY_CRDS"]).glob("ray.io_*.yaml"):
-        crd = yaml.safe_load(path.read_text())
+    for path in sorted(_crd_folder().glob("ray.io_*.yaml")):
+        crd = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
         for version in crd["spec"]["versions"]:
             if version["name"] == "v1":
                 schemas[crd["spec"]["names"]["kind"]] = _strict(version["schema"]["openAPIV3Schema"])
-    assert set(schemas) >= RAY_KINDS
+    return schemas
+
+
+@pytest.fixture(scope="module")
+def crd_schemas() -> dict[str, Any]:
+    schemas = _crd_schemas()
+    assert set(schemas) >= RAY_KINDS, f"no CRD schemas for {RAY_KINDS - set(schemas)} in {_crd_folder()}"
+    return schemas
+
+
+def _crd_errors(schema: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    return [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+
+
+def test_the_crd_copy_is_kuberay_v1_7_0_verbatim() -> None:
+    """The repository's copy is the shared one, byte for byte (when the shared folder is beside the repository)."""
+    names = sorted(p.name for p in CRDS.glob("ray.io_*.yaml"))
+    assert names == ["ray.io_rayclusters.yaml", "ray.io_raycronjobs.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml"]
+    assert "v1.7.0" in (CRDS / "README.md").read_text()
+    for name in names:
+        text = (CRDS / name).read_text()
+        assert "controller-gen.kubebuilder.io/version" in text and "group: ray.io" in text, name
+        if SHARED_CRDS.is_dir():
+            assert (SHARED_CRDS / name).read_bytes() == (CRDS / name).read_bytes(), f"{name} differs from {SHARED_CRDS}"
+
+
+def test_kuberay_manifests_match_crd_schemas(kube_docs: list[dict[str, Any]], crd_schemas: dict[str, Any]) -> None:
+    checked = 0
     for doc in kube_docs:
         if doc["kind"] in RAY_KINDS:
-            errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(schemas[doc["kind"]]).iter_errors(doc)]
+            errors = _crd_errors(crd_schemas[doc["kind"]], doc)
             assert not errors, (doc["metadata"]["name"], errors)
+            checked += 1
+    assert checked == 4
+
+
+def test_crd_check_rejects_a_field_the_crd_does_not_have(kube_docs: list[dict[str, Any]], crd_schemas: dict[str, Any]) -> None:
+    """The check is strict: a misspelt field anywhere in a manifest is an error naming it."""
+    (cluster,) = [copy.deepcopy(d) for d in kube_docs if d["kind"] == "RayCluster"]
+    cluster["spec"]["headGroupSpec"]["rayStartParamz"] = {}
+    cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["envFron"] = []
+    errors = " ".join(_crd_errors(crd_schemas["RayCluster"], cluster))
+    assert "rayStartParamz" in errors and "envFron" in errors, errors
+
+
+# --- the production profile: Redis, Postgres, Prometheus -----------------------------------------
+
+
+def test_production_defaults_name_redis_sql_registry_and_their_secret_references(kube_docs: list[dict[str, Any]]) -> None:
+    """ConfigMap picks Redis and the SQL registry; their secrets are Secret keys, reached only by reference."""
+    data = _named(kube_docs, "ConfigMap")[SETTINGS_CONFIGMAP]["data"]
+    secrets = _named(kube_docs, "Secret")
+    assert (data["FEAST_ONLINE_STORE"], data["FEAST_REGISTRY_TYPE"]) == ("redis", "sql")
+    assert {"FEAST_REDIS_CONNECTION_STRING", "FEAST_REGISTRY_PATH"} <= set(secrets[SETTINGS_SECRET]["stringData"])
+    assert not {"FEAST_REDIS_CONNECTION_STRING", "FEAST_REGISTRY_PATH"} & set(data)
+    # the MLflow server: Postgres backend store from its own Secret, by secretKeyRef, never an argument
+    (deployment,) = _named(kube_docs, "Deployment").values()
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["mlflow", "server"] and "--backend-store-uri" not in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": MLFLOW_SECRET, "key": "backend-store-uri"}
+    assert "backend-store-uri" in secrets[MLFLOW_SECRET]["stringData"]
+    for e in container["env"]:
+        if SECRET_NAME.search(e["name"]):
+            assert "value" not in e and "secretKeyRef" in e["valueFrom"], e
+            assert e["valueFrom"]["secretKeyRef"]["key"] in secrets[e["valueFrom"]["secretKeyRef"]["name"]]["stringData"], e
+    args = container["args"]
+    assert args[args.index("--artifacts-destination") + 1].startswith(f"s3://{data['S3_BUCKET']}/")
+    assert container["image"] == f"asgard-ray:{_image_tag()}"
+    # the tracking URI the nodes use is this Deployment's Service
+    (service,) = _named(kube_docs, "Service").values()
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    host, port = data["MLFLOW_TRACKING_URI"].removeprefix("http://").split(":")
+    assert host.split(".")[0] == service["metadata"]["name"] and int(port) == service["spec"]["ports"][0]["port"]
+
+
+def test_every_ray_container_exports_metrics_on_port_8080(kube_docs: list[dict[str, Any]]) -> None:
+    """Each Ray node serves Ray's metrics export (the platform's ray_asgard_* series too) where Prometheus scrapes."""
+    for doc in kube_docs:
+        if doc["kind"] in RAY_KINDS:
+            spec = _cluster_spec(doc)
+            groups = [("head", spec["headGroupSpec"]), *((g["groupName"], g) for g in spec["workerGroupSpecs"])]
+            for name, group in groups:
+                assert group["rayStartParams"].get("metrics-export-port") == "8080", (doc["metadata"]["name"], name)
+                ports = {p["name"]: p["containerPort"] for p in group["template"]["spec"]["containers"][0]["ports"]}
+                assert ports.get("metrics") == 8080, (doc["metadata"]["name"], name, ports)
+    scrape = yaml.safe_load((CLUSTER / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    keep = {tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert keep[("__meta_kubernetes_pod_container_port_name",)] == "metrics"
+
+
+def test_grafana_dashboard_queries_exactly_the_platform_series() -> None:
+    """Every ray_asgard_* name the dashboard queries is one the platform exports, and every series is shown."""
+    from asgard_ray import metrics
+
+    dashboard = json.loads(GRAFANA.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\bray_asgard_[a-z_]+", expr)}
+    exported: dict[str, str] = {}
+    for name, (kind, _, _) in metrics.SERIES.items():
+        if kind == "histogram":
+            for suffix in ("_bucket", "_count", "_sum"):
+                exported[f"{metrics.PROMETHEUS_PREFIX}{name}{suffix}"] = name
+        else:
+            exported[metrics.prometheus_name(name)] = name
+    assert used <= set(exported), used - set(exported)
+    assert {exported[n] for n in used} == set(metrics.SERIES), set(metrics.SERIES) - {exported[n] for n in used}
+    for expr in exprs:  # labels the queries filter or group by are labels of the series
+        for name in re.findall(r"\bray_asgard_[a-z_]+", expr):
+            labels = set(metrics.SERIES[exported[name]][2]) | ({"le"} if name.endswith("_bucket") else set())
+            for label in re.findall(r"([a-z_]+)\s*(?:=~|=|!=)\s*\"", expr):
+                assert label in labels, (expr, label)
+    assert dashboard["uid"] and dashboard["templating"]["list"][0]["type"] == "datasource"
