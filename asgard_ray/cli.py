@@ -167,7 +167,7 @@ def train(request: str = RequestArg) -> None:
     """Train with trials (the seed's POST /mlops/models body)."""
     from asgard_ray.entrypoints import load_request
 
-    _call("POST", "/mlops/models", load_request(request), progress="training: trials run on Ray Tune...")
+    _call("POST", "/mlops/models", load_request(request), progress="training: trials run on Ray...")
     _links()
 
 

@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     # --- training work limits (checked before a training job starts; 422 past them) -------------------
     asgard_fast_path_rows: int = Field(default=5_000, ge=0)
     """Training and scoring requests with at most this many entity rows run on a warm worker (no Ray Data,
-    no Tune, no new process); 0 turns the fast path off. Chosen by ``bench/interactive.py``."""
+    no trial tasks, no new process); 0 turns the fast path off. Chosen by ``bench/interactive.py``."""
     asgard_fast_path_trials: int = Field(default=8, ge=1)
     """Most trials (a fixed grid) a fast-path training request may run, one after another on the warm worker."""
     asgard_warm_workers: int | None = Field(default=None, ge=0, le=16)
@@ -171,19 +171,22 @@ class Settings(BaseSettings):
     asgard_max_bins: int = Field(default=1024, ge=2)
     """Largest histogram bin count (xgboost max_bin)."""
 
-    # --- training execution modes (in-memory trials vs Ray Train data-parallel) ------------------
+    # --- training execution modes (in-memory trials vs data-parallel workers) -------------------
     asgard_train_distributed_rows: int = Field(default=1_000_000, ge=1)
-    """Training sets with at least this many entity rows train data-parallel (xgboost/lightgbm) on Ray Train."""
+    """Training sets with at least this many entity rows train data-parallel (xgboost/lightgbm) by default."""
     asgard_train_max_workers: int = Field(default=16, ge=1)
-    """Most Ray Train workers one data-parallel trial may ask for (``execution.num_workers``)."""
+    """Most workers one data-parallel trial may ask for (``execution.num_workers``)."""
     asgard_train_default_workers: int = Field(default=2, ge=1)
-    """Ray Train workers per trial when a data-parallel request does not name ``execution.num_workers``."""
+    """Workers per data-parallel trial when a request does not name ``execution.num_workers``."""
     asgard_train_cpus_per_worker: float = Field(default=1.0, gt=0)
-    """CPUs each Ray Train worker reserves (fractions let small test clusters fit trials plus workers)."""
+    """CPUs (and threads) each data-parallel worker reserves; the default 2 workers x 1 CPU fit a 2-CPU node."""
     asgard_train_max_failures: int = Field(default=2, ge=0)
-    """Worker-group restarts per data-parallel trial (Ray Train ``FailureConfig``); each resumes from its checkpoint."""
-    asgard_train_checkpoint_rounds: int = Field(default=25, ge=1)
-    """Boosting rounds between the checkpoints of a data-parallel trial."""
+    """Restarts of a data-parallel trial after a worker dies; each resumes from the trial's last checkpoint."""
+    asgard_train_checkpoint_s: float = Field(default=60.0, gt=0)
+    """Seconds between the checkpoints of a data-parallel trial (a fit shorter than this writes none)."""
+    asgard_train_cpus_per_trial: float | None = Field(default=None, gt=0)
+    """CPUs (and threads) each in-memory trial holds; default: a lone trial gets every CPU of the largest node,
+    many trials one CPU each, side by side."""
     asgard_train_storage_uri: str | None = None
     """Where data-parallel trials keep checkpoints (every node must reach it); default ``s3://<bucket>/training/runs``."""
 

@@ -91,7 +91,7 @@ def run_demo(settings: Settings, console: Console, n_customers: int = 3000) -> N
         frame = build_training_frame(settings, ["customer_features"], {"customer_id": [1, 2, 3, 4, 5]}, label="churned")
     console.print(frame.df.to_string(index=False))
 
-    console.rule("Step 2: train with trials on Ray Tune (POST /mlops/models)")
+    console.rule("Step 2: train with trials on Ray (POST /mlops/models)")
     with console.status(f"training on {n_customers} customers, 4 trials..."):
         model = api.call("POST", "/mlops/models", _train_body(n_customers))
     _show(

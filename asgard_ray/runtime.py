@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from asgard_ray.config import Settings
-from asgard_ray.errors import InvalidRequest
+from asgard_ray.errors import InvalidRequest, ResourcesUnavailable
 
-__all__ = ["Capacity", "check_fits", "cluster_capacity", "connect", "ensure_token", "prepare_auth", "ray_address", "read_token"]
+__all__ = [
+    "Capacity",
+    "check_fits",
+    "cluster_capacity",
+    "connect",
+    "ensure_token",
+    "in_bundle",
+    "prepare_auth",
+    "ray_address",
+    "read_token",
+    "reserve_cpus",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +165,44 @@ def check_fits(settings: Settings, bundles: Sequence[float], what: str, knobs: s
                 "largest_node_cpus": have.largest_node_cpus,
             },
         )
+
+
+@contextmanager
+def reserve_cpus(settings: Settings, bundles: Sequence[float], what: str, strategy: str = "PACK") -> Iterator[Any]:
+    """Hold a placement group of CPU ``bundles`` for the length of a ``with`` block; yield it.
+
+    Work that must run side by side (trials, the data-parallel workers of one fit) is placed in the
+    group's bundles, so it starts together or not at all and never oversubscribes a node. Waiting for
+    the CPUs is bounded by ``ASGARD_JOB_PENDING_TIMEOUT_S``: past it the group is removed and the job
+    fails with what it waited for and what the cluster has, so it frees its slot instead of holding it.
+
+    Raises:
+        ResourcesUnavailable: The CPUs did not free up in time.
+    """
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([{"CPU": float(c)} for c in bundles], strategy=strategy, name=f"asgard:{what}"[:100])
+    waited = time.monotonic()
+    try:
+        ready, _ = ray.wait([group.ready()], timeout=settings.asgard_job_pending_timeout_s)
+        if not ready:
+            have = cluster_capacity()
+            free = ray.available_resources().get("CPU", 0.0)
+            raise ResourcesUnavailable(
+                f"{what}: waited {time.monotonic() - waited:.0f} s for {{CPU: {sum(bundles):g}}} in {len(bundles)} bundle(s) of "
+                f"{max(bundles):g}; the cluster has {have.describe()}, {free:g} free now (other jobs hold the rest). "
+                "Retry when they finish, or raise ASGARD_JOB_PENDING_TIMEOUT_S",
+                detail={"cpus_needed": sum(bundles), "cluster_cpus": have.total_cpus, "cpus_free": free},
+            )
+        log.info("%s: %d CPU bundle(s) of %g reserved in %.2fs", what, len(bundles), max(bundles), time.monotonic() - waited)
+        yield group
+    finally:
+        remove_placement_group(group)
+
+
+def in_bundle(group: Any, index: int) -> Any:
+    """The scheduling strategy that runs a task in bundle ``index`` of a reserved ``group``."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=index)

@@ -38,7 +38,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from asgard_ray.config import Settings
 from asgard_ray.runtime import connect
-from asgard_ray.serving.deployment import PredictionServer
+from asgard_ray.api.predict import PredictionServer
 settings = Settings()
 connect(settings)
 server = PredictionServer(settings)

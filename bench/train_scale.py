@@ -1,19 +1,27 @@
-"""Benchmark: training time and peak driver memory, in-memory trials vs data-parallel Ray Train, as rows grow.
+"""Benchmark: the platform's training against the native library, in memory and data-parallel, as rows grow.
 
-For each row count (default 1M, 4M, 8M) and each mode, one subprocess (one framework per process:
-OpenMP runtimes of xgboost and LightGBM slow each other down) starts its own local Ray and trains
-one trial on the same synthetic Parquet data (``--features`` float features, a learnable binary label,
-an entity id and a timestamp):
+For each row count and each case, one subprocess (one framework per process: the OpenMP runtimes
+of xgboost and LightGBM slow each other down) trains on the same synthetic data (``--features``
+float features, a learnable binary label, an entity id and a timestamp), split the same way (the
+platform's seeded entity-hash split, 20% validation):
 
-* ``in_memory``: the driver reads the rows into one pandas frame (what Feast's ``to_df`` gives the
-  in-memory mode), splits it, and runs ``trials.run_trials`` (Tune function trainable);
-* ``distributed``: ``ray.data.read_parquet`` -> the data-parallel preparation and hash split of
-  ``training.dataset`` -> ``training.distributed.run_dp_trials`` (Ray Train, ``--workers`` workers).
+* ``native``: ``xgboost.train`` / ``lightgbm.train`` (or the sklearn fit) on the training arrays,
+  with every core, timed from the arrays to the fitted model (the data matrix is part of it);
+* ``in_memory``: the platform's in-memory pipeline, ``training.pipeline.train_on_frame``, from the
+  retrieved frame to the model, metrics, figures and reference profile logged in MLflow (a real
+  ``mlflow server`` with artifacts on a local S3 server); one trial, no HTTP;
+* ``distributed``: the data-parallel pipeline, ``prepare_dataset`` + ``train_on_dataset``, from the
+  rows as Ray Data blocks to the same logged model, on ``--workers`` workers.
 
-A thread samples the driver's RSS (psutil) every 50 ms; the table shows wall time, peak driver RSS
-above its baseline at the start, and the held-out ROC AUC, with the ratio distributed/in-memory.
+Each case first runs once unmeasured on 20,000 rows (Ray's workers import the framework once, as on
+a running platform). A thread samples the driver's RSS every 50 ms. The table gives wall time, peak
+driver memory above its start and the held-out ROC AUC, then the targets of issue 24:
 
-    .venv/bin/python bench/train_scale.py --framework xgboost --rows 1000000 4000000 8000000
+* T1: in-memory / native <= 1.3 at 1M rows;
+* T2: data-parallel / in-memory <= 1.5 at 1M rows, with the same held-out AUC to 3 decimals; at the
+  largest size, data-parallel driver memory <= 200 MB and data-parallel / native <= 1.5.
+
+    .venv/bin/python bench/train_scale.py --framework xgboost --rows 1000000 8000000 --json out.json
 """
 
 from __future__ import annotations
@@ -25,13 +33,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import REPO, RssSampler, start_stack, verdict  # noqa: E402
 
 PARAMS = {"n_estimators": 50, "max_depth": 6, "learning_rate": 0.2, "random_state": 0}
+SKLEARN_PARAMS = {"n_estimators": 50, "max_depth": 12, "random_state": 0}
+CASES = ("native", "in_memory", "distributed")
 
 
 def write_data(folder: Path, rows: int, features: int, files: int = 16, seed: int = 0) -> None:
@@ -56,186 +68,204 @@ def write_data(folder: Path, rows: int, features: int, files: int = 16, seed: in
         df.to_parquet(folder / f"part-{part:03d}.parquet", index=False)
 
 
-class RssSampler:
-    """Peak RSS of this process, sampled on a thread."""
+def _request(framework: str, mode: str, workers: int) -> Any:
+    from asgard_ray.training.schemas import TrainRequest
 
-    def __init__(self, every_s: float = 0.05) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.base = self.peak = self.proc.memory_info().rss
-        self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
+    params = SKLEARN_PARAMS if framework == "sklearn" else PARAMS
+    return TrainRequest.model_validate(
+        {
+            "experiment_name": "bench-train-scale",
+            "model_name": "bench_scale",
+            "framework": framework,
+            "model_type": "classification",
+            "data_source": {"feature_views": ["bench"], "entities": {"customer_id": [0]}, "target_column": "churned"},
+            "hyperparameters": {"params": params, "metric": "roc_auc"},
+            "split": {"strategy": "random", "validation_fraction": 0.2, "seed": 42},
+            "execution": {"mode": mode, **({"num_workers": workers} if mode == "distributed" else {})},
+        }
+    )
 
 
-def _in_memory(folder: Path, features: list[str], framework: str) -> float:
-    import pandas as pd
-
+def _frame(df: Any, features: list[str]) -> Any:
     from asgard_ray.features import TrainingFrame
+
+    dtypes = {f: "float64" for f in features}
+    return TrainingFrame(df=df, join_keys=["customer_id"], feature_columns=features, feature_views=["bench"], label="churned", feature_dtypes=dtypes)
+
+
+def _native(df: Any, features: list[str], framework: str, cpus: int) -> tuple[float, float]:
+    """Seconds of the native fit on the platform's training rows, and its held-out AUC."""
+    from sklearn.metrics import roc_auc_score
+
     from asgard_ray.training.data import prepare_data
+    from asgard_ray.training.distributed import booster_params
     from asgard_ray.training.schemas import SplitSpec
-    from asgard_ray.training.trials import TrialSpec, run_trials
-
-    df = pd.read_parquet(folder)
-    frame = TrainingFrame(df=df, join_keys=["customer_id"], feature_columns=features, feature_views=["bench"], label="churned")
-    data = prepare_data(frame, "classification", SplitSpec(strategy="random"))
-    del df, frame
-    spec = TrialSpec(framework, "classification", None, dict(PARAMS), "roc_auc", "max", 2)
-    outcome = run_trials(data, spec, num_samples=1, name="bench-in-memory")
-    assert outcome.best is not None, [t.error for t in outcome.trials]
-    return outcome.best.metrics["roc_auc"]
-
-
-def _distributed(folder: Path, features: list[str], framework: str, workers: int, settings: object) -> float:
-    import ray.data
-
-    from asgard_ray.features import TrainingFrame
-    from asgard_ray.training.dataset import ShardedData, _apply_split, _prepare
-    from asgard_ray.training.distributed import run_dp_trials
     from asgard_ray.training.trials import TrialSpec
 
-    raw = ray.data.read_parquet(str(folder))
-    prepared = raw.map_batches(
-        _prepare,
-        batch_format="pandas",
-        fn_kwargs={
-            "feature_columns": features,
-            "label": "churned",
-            "classes": [0, 1],
-            "keys": ["customer_id"],
-            "ts": "event_timestamp",
-            "seed": 42,
-            "by_time": False,
-        },
-    ).materialize()
-    train, val = _apply_split(prepared, (0.2, None), (None, 0.2))
-    meta = TrainingFrame(df=None, join_keys=["customer_id"], feature_columns=features, feature_views=["bench"], label="churned")  # type: ignore[arg-type]
-    data = ShardedData(settings, train, val, features, "classification", [0, 1], "hash", train.count(), val.count(), meta)  # type: ignore[arg-type]
+    data = prepare_data(_frame(df, features), "classification", SplitSpec(strategy="random", seed=42))
+    X, y = data.X_train.to_numpy(dtype="float32"), data.y_train
+    Xv, yv = data.X_val.to_numpy(dtype="float32"), data.y_val  # type: ignore[union-attr]
+    if framework == "sklearn":
+        from sklearn.ensemble import RandomForestClassifier
+
+        start = time.perf_counter()
+        model = RandomForestClassifier(**SKLEARN_PARAMS, n_jobs=cpus).fit(X, y)
+        seconds = time.perf_counter() - start
+        return seconds, float(roc_auc_score(yv, model.predict_proba(Xv)[:, 1]))
     spec = TrialSpec(framework, "classification", None, dict(PARAMS), "roc_auc", "max", 2)
-    outcome = run_dp_trials(data, spec, None, job_id="bench", num_workers=workers, num_samples=1, max_concurrent_trials=1, callbacks=[])
-    assert outcome.best is not None, [t.error for t in outcome.trials]
-    return outcome.best.metrics["roc_auc"]
+    params, rounds = booster_params(spec, dict(PARAMS), cpus)
+    if framework == "xgboost":
+        import xgboost
+
+        start = time.perf_counter()
+        booster = xgboost.train(params, xgboost.QuantileDMatrix(X, label=y, nthread=cpus), num_boost_round=rounds)
+        seconds = time.perf_counter() - start
+        return seconds, float(roc_auc_score(yv, booster.predict(xgboost.DMatrix(Xv))))
+    import lightgbm
+
+    start = time.perf_counter()
+    booster = lightgbm.train(params, lightgbm.Dataset(X, label=y), num_boost_round=rounds)
+    seconds = time.perf_counter() - start
+    return seconds, float(roc_auc_score(yv, booster.predict(Xv)))
 
 
-def run_case(args: argparse.Namespace) -> dict[str, object]:
-    """One (mode, rows) case in this process: start Ray, train, measure."""
-    from asgard_ray.config import Settings
-    from asgard_ray.runtime import prepare_auth
+def _platform(settings: Any, source: Any, features: list[str], mode: str, framework: str, workers: int) -> float:
+    """The platform's pipeline on ``source`` (a frame, or a materialized Ray Dataset); its held-out AUC."""
+    from asgard_ray.jobs import JobStore, new_job_id
+    from asgard_ray.training.modes import ExecutionPlan
+    from asgard_ray.training.pipeline import train_on_dataset, train_on_frame
 
-    home = Path(tempfile.mkdtemp(prefix="asgard-bench-"))
-    settings = Settings(
-        asgard_home=home,
-        asgard_local_root=home,
-        asgard_train_storage_uri=str(home / "runs"),
-        asgard_train_cpus_per_worker=args.cpus_per_worker,
-        asgard_train_checkpoint_rounds=25,
-    )
-    prepare_auth(settings, create=True)  # its own token, before Ray is imported
-    import ray
+    request = _request(framework, mode, workers)
+    job_id = new_job_id("train")
+    JobStore(settings).create("training", job_id, status="running")
+    if mode == "in_memory":
+        result = train_on_frame(settings, request, _frame(source, features), job_id)
+    else:
+        import pandas as pd
+
+        from asgard_ray.training.dataset import prepare_dataset
+
+        meta = _frame(pd.DataFrame({"customer_id": [], "event_timestamp": []}), features)
+        data = prepare_dataset(settings, source, meta, request)
+        result = train_on_dataset(settings, request, data, job_id, ExecutionPlan("distributed", data.train_rows, workers, None, "bench"))
+    return float(result["metrics"]["metrics"]["roc_auc"])
+
+
+def run_case(args: argparse.Namespace) -> dict[str, Any]:
+    """One (case, rows) in this process: start what it needs, warm up on 20,000 rows, then measure."""
+    import pandas as pd
 
     features = [f"f{i:02d}" for i in range(args.features)]
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        with RssSampler() as rss:
-            start = time.perf_counter()
-            if args.mode == "in_memory":
-                auc = _in_memory(Path(args.data), features, args.framework)
-            else:
-                auc = _distributed(Path(args.data), features, args.framework, args.workers, settings)
-            seconds = time.perf_counter() - start
-    finally:
-        ray.shutdown()
-    return {
-        "mode": args.mode,
-        "rows": args.case_rows,
-        "seconds": round(seconds, 1),
-        "peak_driver_mb": round((rss.peak - rss.base) / 2**20),
-        "roc_auc": round(auc, 4),
-    }
+    folder, warm = Path(args.data), Path(args.data).parent / "warmup"
+    if args.case == "native":
+        df = pd.read_parquet(folder)
+        _native(pd.read_parquet(warm), features, args.framework, args.num_cpus)
+        seconds, auc = _native(df, features, args.framework, args.num_cpus)
+        return {"case": "native", "rows": args.case_rows, "seconds": round(seconds, 2), "peak_driver_mb": None, "roc_auc": round(auc, 4)}
+    settings = start_stack(args.num_cpus)
+    settings = settings.model_copy(update={"asgard_train_cpus_per_worker": args.cpus_per_worker})
+    import ray.data
+
+    def load(path: Path) -> Any:
+        return pd.read_parquet(path) if args.case == "in_memory" else ray.data.read_parquet(str(path)).materialize()
+
+    _platform(settings, load(warm), features, args.case, args.framework, args.workers)
+    source = load(folder)
+    with RssSampler() as rss:
+        start = time.perf_counter()
+        auc = _platform(settings, source, features, args.case, args.framework, args.workers)
+        seconds = time.perf_counter() - start
+    return {"case": args.case, "rows": args.case_rows, "seconds": round(seconds, 2), "peak_driver_mb": rss.mb, "roc_auc": round(auc, 4)}
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, object]]:
-    """Write the data per row count, run every case in a subprocess, print the table and ratios."""
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    if not a or not b or "seconds" not in a or "seconds" not in b:
+        return None
+    return float(a["seconds"]) / max(float(b["seconds"]), 1e-9)
+
+
+def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    """The table, the targets' verdicts and the crossover, as lines."""
+    lines = [
+        f"{args.framework}, {args.features} features, {args.num_cpus} CPUs; data-parallel: {args.workers} workers x "
+        f"{args.cpus_per_worker:g} CPU; {time.strftime('%Y-%m-%d')}",
+        f"{'rows':>11} {'case':>12} {'seconds':>8} {'driver MB':>10} {'roc_auc':>8}",
+    ]
+    for r in results:
+        mb = "" if r.get("peak_driver_mb") is None else r["peak_driver_mb"]
+        lines.append(f"{r['rows']:>11,} {r['case']:>12} {r.get('seconds', 'error')!s:>8} {mb!s:>10} {r.get('roc_auc', '')!s:>8}")
+    by = {(r["rows"], r["case"]): r for r in results if "seconds" in r}
+    crossover = None
+    for rows in args.rows:
+        native, mem, dp = by.get((rows, "native")), by.get((rows, "in_memory")), by.get((rows, "distributed"))
+        t1, t2, t2n = _ratio(mem, native), _ratio(dp, mem), _ratio(dp, native)
+        if t1 is not None:
+            lines.append(f"{rows:,} rows: T1 in-memory / native = {t1:.2f} (target <= 1.3): {verdict(t1 <= 1.3)}")
+        if t2 is not None and mem and dp:
+            same = abs(float(mem["roc_auc"]) - float(dp["roc_auc"])) < 0.0005
+            lines.append(
+                f"{rows:,} rows: T2 data-parallel / in-memory = {t2:.2f} (target <= 1.5), AUC {dp['roc_auc']} vs {mem['roc_auc']} "
+                f"({'same' if same else 'differs'} to 3 decimals): {verdict(t2 <= 1.5 and same)}"
+            )
+            if crossover is None and t2 <= 1.0:
+                crossover = rows
+        if t2n is not None and dp and rows == max(args.rows) and len(args.rows) > 1:
+            mb = int(dp["peak_driver_mb"] or 0)
+            lines.append(
+                f"{rows:,} rows: data-parallel / native = {t2n:.2f} (target <= 1.5), driver {mb} MB (target <= 200): "
+                f"{verdict(t2n <= 1.5 and mb <= 200)}"
+            )
+    if "distributed" in args.cases:
+        lines.append(
+            f"crossover: data-parallel is at least as fast as in-memory from {crossover:,} rows"
+            if crossover
+            else f"crossover: data-parallel stayed slower than in-memory up to {max(args.rows):,} rows"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Write the data per row count, run every case in a subprocess, print the table and verdicts."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--framework", choices=["xgboost", "lightgbm"], default="xgboost")
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000, 8_000_000])
+    parser.add_argument("--framework", choices=["xgboost", "lightgbm", "sklearn"], default="xgboost")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 8_000_000])
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--cpus-per-worker", type=float, default=0.5)
-    parser.add_argument("--case", choices=["in_memory", "distributed"], help=argparse.SUPPRESS, dest="mode")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--json", default=None, help="also write the results and verdicts to this file")
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--case-rows", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.mode:
-        print(json.dumps(run_case(args)))
+    if args.case:
+        print(json.dumps(run_case(args)), flush=True)
         return []
-
-    results: list[dict[str, object]] = []
+    if args.framework == "sklearn" and "distributed" in args.cases:
+        args.cases = [c for c in args.cases if c != "distributed"]  # sklearn has no data-parallel learner
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="asgard-train-scale-") as tmp:
+        write_data(Path(tmp) / "warmup", 20_000, args.features, files=2, seed=1)
         for rows in args.rows:
             folder = Path(tmp) / f"rows-{rows}"
             write_data(folder, rows, args.features)
-            for mode in ("in_memory", "distributed"):
+            for case in args.cases:
                 cmd = [
-                    sys.executable,
-                    __file__,
-                    "--case",
-                    mode,
-                    "--data",
-                    str(folder),
-                    "--case-rows",
-                    str(rows),
-                    "--framework",
-                    args.framework,
-                    "--features",
-                    str(args.features),
-                    "--workers",
-                    str(args.workers),
-                    "--num-cpus",
-                    str(args.num_cpus),
-                    "--cpus-per-worker",
-                    str(args.cpus_per_worker),
-                ]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                    sys.executable, __file__, "--case", case, "--data", str(folder), "--case-rows", str(rows),
+                    "--framework", args.framework, "--features", str(args.features), "--workers", str(args.workers),
+                    "--num-cpus", str(args.num_cpus), "--cpus-per-worker", str(args.cpus_per_worker),
+                ]  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
                 lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-                if out.returncode != 0 or not lines:
-                    results.append({"mode": mode, "rows": rows, "error": (out.stderr or out.stdout)[-400:]})
-                else:
-                    results.append(json.loads(lines[-1]))
-                print(json.dumps(results[-1]), flush=True)
-    print(f"\n{args.framework}, {args.features} features, {args.workers} workers x {args.cpus_per_worker} CPU, {args.num_cpus} CPUs")
-    print(f"{'rows':>10} {'mode':>12} {'seconds':>8} {'peak driver MB':>15} {'roc_auc':>8}")
-    for r in results:
-        print(
-            f"{r['rows']:>10,} {r['mode']:>12} {r.get('seconds', 'error')!s:>8} {r.get('peak_driver_mb', '')!s:>15} "
-            f"{r.get('roc_auc', '')!s:>8}"
-        )
-    for rows in args.rows:
-        pair = {r["mode"]: r for r in results if r["rows"] == rows and "seconds" in r}
-        if len(pair) == 2:
-            mem, dp = pair["in_memory"], pair["distributed"]
-            print(
-                f"{rows:,} rows: time distributed/in-memory {float(dp['seconds']) / float(mem['seconds']):.2f}, "
-                f"peak driver memory distributed/in-memory "
-                f"{float(dp['peak_driver_mb']) / max(float(mem['peak_driver_mb']), 1.0):.2f}"
-            )
+                result = json.loads(lines[-1]) if out.returncode == 0 and lines else {"case": case, "rows": rows, "error": out.stderr[-600:]}
+                results.append(result)
+                print(json.dumps(result), flush=True)
+    summary = summarise(results, args)
+    print("\n" + "\n".join(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "summary": summary}, indent=2))
     return results
 
 

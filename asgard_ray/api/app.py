@@ -23,7 +23,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="Asgard MLOps on Ray",
         version=__version__,
         description=(
-            "Feature store (Feast), training with Ray Tune and MLflow, model registry, batch scoring "
+            "Feature store (Feast), training with trials on Ray and MLflow, model registry, batch scoring "
             'on Ray Data and monitoring in a Ray actor. Errors are JSON: {"error", "detail"}.'
         ),
     )

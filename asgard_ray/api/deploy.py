@@ -6,11 +6,11 @@ import logging
 
 from ray import serve
 
+from asgard_ray.api.predict import PREDICT_APP, PREDICT_PREFIX, build_predict_app
 from asgard_ray.api.security import check_bind, check_serve_bind
 from asgard_ray.api.serve import build_app
 from asgard_ray.config import Settings
 from asgard_ray.runtime import connect
-from asgard_ray.serving.deployment import PREDICT_APP, PREDICT_PREFIX, build_predict_app
 
 log = logging.getLogger(__name__)
 

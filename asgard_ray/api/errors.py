@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asgard_ray import errors as e
 
-__all__ = ["STATUS", "ErrorBody", "clean_detail", "clean_text", "install_error_handlers", "unwrap_ray_error"]
+__all__ = ["STATUS", "ErrorBody", "clean_detail", "clean_text", "domain_response", "install_error_handlers", "unwrap_ray_error"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ def _ray_actor_gone(exc: BaseException) -> bool:
     return rex is not None and isinstance(exc, rex.RayActorError | rex.ActorUnavailableError)
 
 
-def _domain_response(exc: e.AsgardError) -> JSONResponse:
+def domain_response(exc: e.AsgardError) -> JSONResponse:
+    """The ``ErrorBody`` response of a domain error, with its status from ``STATUS`` (and ``Retry-After``)."""
     status = _status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
@@ -137,7 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.AsgardError)
     async def _domain(_: Request, exc: e.AsgardError) -> JSONResponse:
         cause = unwrap_ray_error(exc)  # a RayTaskError that is also an instance of its cause's class
-        return _domain_response(cause if isinstance(cause, e.AsgardError) else exc)
+        return domain_response(cause if isinstance(cause, e.AsgardError) else exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -160,10 +161,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         cause = unwrap_ray_error(exc)
         if isinstance(cause, e.AsgardError):  # a domain error raised inside a Ray task
-            return _domain_response(cause)
+            return domain_response(cause)
         if _ray_actor_gone(exc):
             log.warning("actor unavailable on %s %s: %s", request.method, request.url.path, clean_text(str(exc)))
-            return _domain_response(e.ServiceUnavailable("a platform actor is restarting; retry in a few seconds"))
+            return domain_response(e.ServiceUnavailable("a platform actor is restarting; retry in a few seconds"))
         incident = uuid.uuid4().hex[:12]
         log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
         return JSONResponse(status_code=500, content={"error": "internal server error", "detail": {"incident": incident}})

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from asgard_ray import metrics
 from asgard_ray.config import Settings
 from asgard_ray.errors import Conflict, NotFound, TooManyJobs
 from asgard_ray.jobs.failures import describe_failure
@@ -258,6 +259,8 @@ class JobSupervisor:
 
     async def wait(self, job_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a running or queued job to end; whether it has (unknown: True)."""
+        self._ensure_pump()
+        await self._restore()
         event = self.finished.get(job_id)
         if event is None:
             return True
@@ -295,6 +298,8 @@ class JobSupervisor:
                 )
             return record.model_dump(mode="json")
         self.queues[entry.kind].remove(entry)
+        metrics.queue_depth(entry.kind, len(self.queues[entry.kind]))
+        metrics.job_state(entry.kind, "cancelled")
         store = JobStore(entry.plan.settings)
         await asyncio.to_thread(JobQueue(entry.plan.settings).remove, entry)
         record = await asyncio.to_thread(
@@ -371,6 +376,7 @@ class JobSupervisor:
         self.queues[kind.name].append(entry)
         self.waiting[plan.job_id] = entry
         position = len(self.queues[kind.name])
+        metrics.queue_depth(kind.name, position)
         try:
             record = await asyncio.to_thread(
                 store.create,
@@ -387,6 +393,7 @@ class JobSupervisor:
             self._dequeue(entry)
             await asyncio.to_thread(JobQueue(plan.settings).remove, entry)
             raise
+        metrics.job_state(kind.name, "queued")
         log.info("job %s (%s) queued at position %d", plan.job_id, kind.name, position)
         self._kick()
         return record
@@ -395,6 +402,7 @@ class JobSupervisor:
         self.waiting.pop(entry.job_id, None)
         if entry in self.queues[entry.kind]:
             self.queues[entry.kind].remove(entry)
+        metrics.queue_depth(entry.kind, len(self.queues[entry.kind]))
 
     def _take_warm(self, plan: Plan) -> _Warm | None:
         if not plan.warm:
@@ -443,6 +451,7 @@ class JobSupervisor:
             self._release(job_id)
             raise
         self.active[job_id].ref = ref
+        metrics.job_state(kind.name, "running")
         asyncio.get_running_loop().create_task(self._watch(job_id, ref))
         log.info("job %s (%s) started on the %s path, attempt %d, epoch %s", job_id, kind.name, path, record.attempt, self.epoch)
         return record
@@ -524,7 +533,7 @@ class JobSupervisor:
                 active.warm.restarted()
         self.durations[active.kind].append(time.monotonic() - active.started)
         try:
-            await asyncio.to_thread(self._finish, active.kind, job_id, active.settings, cause)
+            metrics.job_state(active.kind, await asyncio.to_thread(self._finish, active.kind, job_id, active.settings, cause))
         except Exception:
             log.exception("job %s: could not finalise its record", job_id)
         finally:
@@ -556,13 +565,14 @@ class JobSupervisor:
         handle = actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=1).remote(preload, rehearsals)
         return _Warm(handle=handle, ready_ref=handle.ready.remote())
 
-    def _finish(self, kind_name: str, job_id: str, settings: Settings, cause: str | None) -> None:
+    def _finish(self, kind_name: str, job_id: str, settings: Settings, cause: str | None) -> str:
+        """Fail the record if the task ended without a terminal one; return the job's final status."""
         store = JobStore(settings)
         record = store.find(kind_name, job_id)
         if record is None or record.done:
-            return
+            return record.status if record is not None else "failed"
         reason = cause or "its Ray task ended without reporting a result"
-        self._fail(store, record, f"job {job_id} failed: {reason}", settings)
+        return self._fail(store, record, f"job {job_id} failed: {reason}", settings).status
 
     def _fail(self, store: JobStore, record: JobRecord, message: str, settings: Settings) -> JobRecord:
         log.warning("job %s (%s) marked failed: %s", record.job_id, record.kind, message)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from asgard_ray.monitoring.metrics import AUC_BINS
 
-__all__ = ["AggregateSpec", "ColumnSpec", "LabelSpec", "combine", "file_partials", "partial_stats"]
+__all__ = ["AggregateSpec", "ColumnSpec", "LabelSpec", "column_spec", "combine", "file_partials", "partial_stats"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,13 @@ class ColumnSpec:
     inner_edges: tuple[float, ...]
     lo: float | None
     hi: float | None
+
+
+def column_spec(name: str, prof: dict[str, Any]) -> ColumnSpec:
+    """The aggregation spec of a column from its reference profile (bin edges and training range)."""
+    edges = prof.get("bin_edges") or []
+    quantiles = prof.get("quantiles") or {}
+    return ColumnSpec(name, tuple(float(e) for e in edges[1:-1]), quantiles.get("0"), quantiles.get("1"))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from asgard_ray import lineage
 from asgard_ray.config import Settings
 from asgard_ray.errors import AsgardError, InvalidRequest, NotFound
 from asgard_ray.jobs import JobKind, JobRecord, Plan, new_job_id, register_kind, start_job_sync
-from asgard_ray.monitoring.aggregate import AggregateSpec, ColumnSpec, LabelSpec, combine, file_partials
+from asgard_ray.monitoring.aggregate import AggregateSpec, LabelSpec, column_spec, combine, file_partials
 from asgard_ray.monitoring.metrics import auc_from_histograms, js_distance, ks_2samp, psi, shares, wasserstein
 from asgard_ray.monitoring.schemas import ComputeRequest, MonitoringRequest
 from asgard_ray.storage import resolve
@@ -46,13 +46,6 @@ def load_reference_profile(settings: Settings, run_id: str) -> dict[str, Any]:
                 "so a reference profile is logged"
             ) from exc
         return json.loads(Path(local).read_text())
-
-
-def column_spec(name: str, prof: dict[str, Any]) -> ColumnSpec:
-    """The aggregation spec of a column from its reference profile (bin edges and training range)."""
-    edges = prof.get("bin_edges") or []
-    quantiles = prof.get("quantiles") or {}
-    return ColumnSpec(name, tuple(float(e) for e in edges[1:-1]), quantiles.get("0"), quantiles.get("1"))
 
 
 def drift_metrics(prof: dict[str, Any], stats: dict[str, Any], sample: np.ndarray) -> dict[str, float]:

@@ -1,7 +1,7 @@
-"""Training: Feast frames, Ray Tune trials, MLflow parent and child runs, the best model logged.
+"""Training: Feast frames, trials on Ray, MLflow parent and child runs, the best model logged.
 
-Names are imported lazily: Tune trial actors import ``asgard_ray.training.trials`` and should not
-pay for MLflow, Feast and Ray Tune's driver side on every actor start.
+Names are imported lazily: trial tasks import ``asgard_ray.training.trials`` and should not pay for
+MLflow and Feast on every worker start.
 """
 
 from __future__ import annotations

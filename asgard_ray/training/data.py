@@ -17,12 +17,13 @@ import pandas as pd
 
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.training.schemas import SplitSpec
+from asgard_ray.training.split import HASH_STRATEGIES, split_keys
 from asgard_ray.training.target import check_classes, check_inputs
 
 if TYPE_CHECKING:
     from asgard_ray.features import TrainingFrame
 
-__all__ = ["MIN_SPLIT_ROWS", "PreparedData", "entity_hash", "feature_matrix", "prepare_data"]
+__all__ = ["MIN_SPLIT_ROWS", "PreparedData", "encode_labels", "entity_hash", "feature_matrix", "prepare_data"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,9 @@ class PreparedData:
 
 
 def entity_hash(frame: TrainingFrame) -> str:
-    """sha256 of the sorted entity ids and timestamps that were trained on."""
-    cols = [*frame.join_keys, frame.timestamp_column]
-    keys = frame.df[cols].astype(str).agg("|".join, axis=1).sort_values()
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    """sha256 over the sorted row hashes of the entity ids and timestamps trained on (order-independent)."""
+    rows = np.sort(split_keys(frame.df, list(frame.join_keys), frame.timestamp_column, seed=0))
+    return hashlib.sha256(rows.tobytes()).hexdigest()
 
 
 def feature_matrix(df: pd.DataFrame, columns: list[str], forbidden: list[str | None]) -> pd.DataFrame:
@@ -91,10 +91,20 @@ def feature_matrix(df: pd.DataFrame, columns: list[str], forbidden: list[str | N
     return pd.DataFrame(out, index=df.index)
 
 
+def encode_labels(values: np.ndarray, classes: list[Any]) -> np.ndarray:
+    """Each label's index in the sorted ``classes`` (vectorised; xgboost wants 0..k-1)."""
+    codes = pd.Categorical(pd.Series(values, dtype=object), categories=pd.Index(classes, dtype=object)).codes
+    return np.asarray(codes, dtype=np.int64)
+
+
 def _split(
-    X: pd.DataFrame, y: np.ndarray, timestamps: pd.Series, model_type: str, spec: SplitSpec, warnings: list[str]
+    X: pd.DataFrame, y: np.ndarray, timestamps: pd.Series, keys: np.ndarray, model_type: str, spec: SplitSpec, warnings: list[str]
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Row positions of the training and validation sets and the strategy used."""
+    """Row positions of the training and validation sets and the strategy used.
+
+    ``random`` validates on the rows whose entity hash falls below the fraction (``split.split_keys``),
+    the rule the data-parallel mode uses too, so both modes validate on the same rows.
+    """
     from sklearn.model_selection import train_test_split
 
     n = len(X)
@@ -102,6 +112,13 @@ def _split(
     strategy = spec.strategy
     if strategy == "auto":
         strategy = "stratified" if model_type == "classification" else "random"
+    if strategy in HASH_STRATEGIES:
+        held = keys < spec.validation_fraction
+        if 0 < int(held.sum()) < n:
+            return positions[~held], positions[held], "random"
+        warnings.append("the entity-hash split left one side empty (too few rows); used a seeded random split")
+        train, held = train_test_split(positions, test_size=spec.validation_fraction, random_state=spec.seed)
+        return np.sort(train), np.sort(held), "random"
     if strategy == "time":
         order = np.argsort(timestamps.to_numpy(), kind="stable")
         n_val = max(1, round(n * spec.validation_fraction))
@@ -148,13 +165,13 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_cl
         warnings.append(f"dropped {dropped} of {len(df)} entity rows with no {label!r} value")
     X = feature_matrix(labelled, frame.feature_columns, [*frame.join_keys, frame.timestamp_column, label]).reset_index(drop=True)
     timestamps = labelled[frame.timestamp_column].reset_index(drop=True)
+    keys = split_keys(labelled, list(frame.join_keys), frame.timestamp_column, split.seed)
     classes: list[Any] | None = None
     if model_type == "classification":
         raw = labelled[label].to_numpy()
         classes = sorted(pd.unique(raw).tolist())
         check_classes(label, classes, max_classes)
-        index = {c: i for i, c in enumerate(classes)}
-        y = np.array([index[v] for v in raw], dtype=np.int64)
+        y = encode_labels(raw, classes)
         if len(classes) < 2:
             warnings.append(f"the label {label!r} has a single class ({classes[0]!r}) in these rows; the model cannot separate classes")
     else:
@@ -171,7 +188,7 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_cl
         return PreparedData(
             X, y, None, None, list(frame.feature_columns), model_type, classes, "none", warnings, dict(frame.feature_dtypes)
         )
-    train, val, strategy = _split(X, y, timestamps, model_type, split, warnings)
+    train, val, strategy = _split(X, y, timestamps, keys, model_type, split, warnings)
     return PreparedData(
         X_train=X.iloc[train].reset_index(drop=True),
         y_train=y[train],

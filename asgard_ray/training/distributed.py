@@ -1,89 +1,85 @@
-"""Data-parallel trials: each Tune trial runs a Ray Train ``XGBoostTrainer`` / ``LightGBMTrainer`` over Ray Data shards.
+"""Data-parallel trials: N gang-scheduled Ray tasks fit one booster over N shards, with XGBoost's or LightGBM's own collective.
 
-Ray 2.60 runs Ray Train V2 by default (``RAY_TRAIN_V2_ENABLED`` defaults to on), whose documented
-Tune + Train pattern is a Tune function trainable that builds a Trainer and calls ``fit()`` per
-trial ("Hyperparameter Tuning with Ray Tune", Train V2 guide); the V2 trainers take a
-``train_loop_per_worker`` (the legacy ``params=`` / ``datasets=`` form is deprecated, ray#50042). So:
+Why not Ray Train's trainers: a Ray Train V2 ``fit()`` starts a controller actor, a worker group of
+new actor processes (each importing Ray Train and the framework) and a dataset split coordinator.
+On 2 cores that cost 13-25 s per fit of 1,000 rows (``bench/train_scale.py``, issue 24's note), so
+data-parallel training lost to one process up to millions of rows. Here the workers are Ray tasks,
+which run on processes Ray keeps warm between jobs, placed together in one placement group:
 
-* the trial function (:func:`_trial`) is the Tune trainable the in-memory mode uses through
-  ``trials.run_trials``, with the same MLflow child-run and job-progress callbacks;
-* its Trainer gets ``datasets={"train": ...}`` (Ray Data splits it, one shard per worker),
-  ``ScalingConfig(num_workers=N)``, and ``RunConfig(failure_config=FailureConfig(max_failures))``
-  with storage on S3, so a restarted worker group on any node finds the trial's checkpoint;
-* each worker (:func:`_worker_loop`) trains ``xgboost.train`` / ``lightgbm.train`` on its shard
-  (Ray Train wires XGBoost's collective / LightGBM's ``data_parallel`` network), checkpoints every
-  ``ASGARD_TRAIN_CHECKPOINT_ROUNDS`` rounds and resumes from the latest checkpoint after a restart.
-  Metrics are reported only with checkpoints: each report is a synchronous round trip;
-* the trial then scores the validation dataset with Ray Data (the held-out metrics, from
-  ``metrics.classification_metrics`` / ``regression_metrics`` as in memory) and leaves its booster on S3;
-  the driver reuses the best trial's booster (no refit) and wraps it in the framework's sklearn class,
-  so logging, signature, plots and scoring are those of the in-memory mode.
+- The job reserves ``num_workers`` bundles of ``cpus_per_worker`` CPUs, spread over nodes
+  (``runtime.reserve_cpus``, bounded by ``ASGARD_JOB_PENDING_TIMEOUT_S``); each worker fits with as
+  many threads as its bundle has CPUs.
+- The prepared training and validation sets are split into ``num_workers`` shards once per job
+  (``Dataset.split``: Arrow blocks in the object store); a worker reads its shard zero-copy on its node.
+- XGBoost: a ``RabitTracker`` on the driver, ``xgboost.collective`` in each worker (histogram
+  allreduce; the quantile sketch is merged across workers). LightGBM: ``tree_learner=data_parallel``
+  with the workers' addresses, found by a probe task in each bundle.
+- Rank 0 writes the booster to the training state location every ``ASGARD_TRAIN_CHECKPOINT_S``
+  seconds. When a worker dies (killed, node lost), the driver cancels the others and starts the trial
+  again on a fresh gang, from that checkpoint, up to ``ASGARD_TRAIN_MAX_FAILURES`` times.
+- Each worker predicts its own validation shard and a sample of its training shard with the
+  finished booster and hands back only labels and predictions: the driver computes the metrics with
+  the in-memory mode's functions over every validation row, so both modes report the same metrics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
+import socket
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from asgard_ray.training.dataset import LABEL, ShardedData
+from asgard_ray.training.dataset import LABEL, SPLIT, ShardedData, in_bounds
 from asgard_ray.training.estimators import build_estimator
 from asgard_ray.training.metrics import classification_metrics, regression_metrics
+from asgard_ray.training.trials import TRAIN_METRIC_ROWS, Trial, TrialCallback, TrialResult, TrialsOutcome, beats, error_text, notify
 
 if TYPE_CHECKING:
-    from ray.data import Dataset
-
     from asgard_ray.config import Settings
     from asgard_ray.training.trials import TrialSpec
 
-__all__ = ["MODEL_FILES", "booster_params", "load_trial_model", "run_dp_trials", "score_dataset", "wrap_booster"]
+__all__ = ["MODEL_FILES", "DataParallelFit", "booster_params", "run_dp_trials", "wrap_booster"]
 
 log = logging.getLogger(__name__)
 
 MODEL_FILES = {"xgboost": "model.ubj", "lightgbm": "model.txt"}
 """The booster file of a checkpoint, per framework."""
-TRAIN_METRIC_ROWS = 250_000
-"""Training rows (a seeded sample) that the ``train_`` metrics of a data-parallel trial are computed on."""
 
 
-def booster_params(spec: TrialSpec, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
+@dataclass
+class DataParallelFit:
+    """The best data-parallel trial: its booster, its validation labels and predictions, and where it ran."""
+
+    raw: bytes
+    eval_label: np.ndarray
+    eval_pred: np.ndarray
+    eval_proba: np.ndarray | None
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def booster_params(spec: TrialSpec, params: dict[str, Any], threads: int) -> tuple[dict[str, Any], int]:
     """The native ``train()`` parameters and round count for the estimator the in-memory mode would build."""
-    est = build_estimator(spec.framework, spec.model_type, spec.estimator, params)
+    est = build_estimator(spec.framework, spec.model_type, spec.estimator, params, threads=threads)
     n_classes = spec.n_classes or 2
     if spec.framework == "xgboost":
         native = {k: v for k, v in est.get_xgb_params().items() if v is not None and k != "n_jobs"}
-        native["nthread"] = 1
+        native["nthread"] = threads
         if spec.model_type == "classification":
             native.update(objective="multi:softprob", num_class=n_classes) if n_classes > 2 else native.update(objective="binary:logistic")
         return native, int(est.n_estimators or 100)
     dropped = {"n_estimators", "class_weight", "importance_type", "n_jobs", "silent"}
     native = {k: v for k, v in est.get_params().items() if v is not None and k not in dropped}
-    native.update(num_threads=1, verbose=-1)
+    native.update(num_threads=threads, verbose=-1)
     if spec.model_type == "classification":
         native.update(objective="multiclass", num_class=n_classes) if n_classes > 2 else native.update(objective="binary")
     else:
         native["objective"] = "regression"
     return native, int(est.n_estimators or 100)
-
-
-def _report(framework: str, raw: bytes, rounds: int) -> None:
-    """Report a checkpoint (rank 0 writes the booster) and the rounds done; every worker must call it."""
-    import ray.train
-
-    rank = ray.train.get_context().get_world_rank()
-    if rank != 0:
-        ray.train.report({"rounds": rounds})
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, MODEL_FILES[framework]), "wb") as f:
-            f.write(raw)
-        ray.train.report({"rounds": rounds}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _raw(framework: str, booster: Any) -> bytes:
@@ -100,64 +96,6 @@ def _load_booster(framework: str, raw: bytes) -> Any:
     import lightgbm
 
     return lightgbm.Booster(model_str=raw.decode())
-
-
-def _worker_loop(config: dict[str, Any]) -> None:
-    """One Ray Train worker: train on this worker's shard, checkpoint every few rounds, resume after a restart."""
-    import ray
-    import ray.train
-
-    framework, rounds, every = config["framework"], config["rounds"], config["every"]
-    shard = ray.train.get_dataset_shard("train").materialize().to_pandas()
-    X, y = shard[config["feature_columns"]], shard[LABEL].to_numpy()
-    rank = ray.train.get_context().get_world_rank()
-    start, done = None, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder, open(os.path.join(folder, MODEL_FILES[framework]), "rb") as f:
-            start = _load_booster(framework, f.read())
-        done = start.num_boosted_rounds() if framework == "xgboost" else start.current_iteration()
-        log.info("trial %s rank %d resumes at round %d of %d", config["trial_id"], rank, done, rounds)
-    # what this worker trained on, where: the answer lists the nodes, tests check them
-    marker = {
-        "rank": rank,
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "pid": os.getpid(),
-        "rows": len(shard),
-        "resumed_from": done,
-    }
-    fs, base = config["storage"]
-    fs.create_dir(f"{base}/workers/{config['trial_id']}", recursive=True)
-    with fs.open_output_stream(f"{base}/workers/{config['trial_id']}/{rank}.json") as f:
-        f.write(json.dumps(marker).encode())
-    remaining = rounds - done
-    if remaining <= 0:
-        _report(framework, _raw(framework, start), done)
-        return
-    if framework == "xgboost":
-        import xgboost
-
-        class _Checkpoints(xgboost.callback.TrainingCallback):
-            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-                n = model.num_boosted_rounds()
-                if n % every == 0 or n == rounds:
-                    _report(framework, _raw(framework, model), n)
-                return False
-
-        xgboost.train(config["params"], xgboost.DMatrix(X, label=y), num_boost_round=remaining, xgb_model=start, callbacks=[_Checkpoints()])
-        return
-    import lightgbm
-    from ray.train.lightgbm import get_network_params
-
-    def _checkpoints(env: Any) -> None:
-        n = env.iteration + 1
-        if n % every == 0 or n == rounds:
-            _report(framework, _raw(framework, env.model), n)
-
-    params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
-    # Ray Data hands Arrow-backed pandas columns, which LightGBM refuses: give it float64 numpy and the names
-    train_set = lightgbm.Dataset(X.to_numpy(dtype="float64"), label=y, feature_name=list(config["feature_columns"]))
-    lightgbm.train(params, train_set, num_boost_round=remaining, init_model=start, callbacks=[_checkpoints])
 
 
 def wrap_booster(framework: str, model_type: str, raw: bytes, n_classes: int | None) -> Any:
@@ -188,172 +126,367 @@ def wrap_booster(framework: str, model_type: str, raw: bytes, n_classes: int | N
     return model
 
 
-_MODELS: dict[str, Any] = {}
+@dataclass
+class Shard:
+    """One worker's rows: blocks to train on and to validate on, and which of their rows belong to each side."""
+
+    train: list[Any]
+    train_bounds: tuple[Any, Any]
+    val: list[Any]
+    val_bounds: tuple[Any, Any] | None
 
 
-def _predict(
-    batch: pd.DataFrame, *, framework: str, model_type: str, raw: bytes, n_classes: int | None, feature_columns: list[str]
-) -> pd.DataFrame:
-    """One batch's label and predictions (class probabilities ``__p<i>``, or ``__pred``)."""
-    key = hashlib.sha256(raw).hexdigest()
-    if key not in _MODELS:
-        _MODELS.clear()
-        _MODELS[key] = wrap_booster(framework, model_type, raw, n_classes)
-    model = _MODELS[key]
-    out = pd.DataFrame({LABEL: batch[LABEL].to_numpy()})
-    X = batch[feature_columns].astype("float64")  # numpy float64, as the model's signature says (not Arrow-backed)
-    if model_type == "classification":
-        proba = np.asarray(model.predict_proba(X), dtype="float64")
-        for i in range(proba.shape[1]):
-            out[f"__p{i}"] = proba[:, i]
+# --- inside a worker ---------------------------------------------------------------------------------
+def _arrays(refs: list[Any], feature_columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A shard's features (float32), labels and split values, from its Arrow blocks in the object store."""
+    import pyarrow as pa
+    import ray
+
+    blocks = [b for b in ray.get(refs) if b.num_rows]
+    if not blocks:
+        return np.zeros((0, len(feature_columns)), dtype=np.float32), np.zeros(0), np.zeros(0)
+    table = pa.concat_tables(blocks)
+    X = np.empty((table.num_rows, len(feature_columns)), dtype=np.float32)
+    for i, col in enumerate(feature_columns):
+        X[:, i] = table.column(col).to_numpy()
+    return X, table.column(LABEL).to_numpy(), table.column(SPLIT).to_numpy()
+
+
+def _probe() -> tuple[str, int]:
+    """This bundle's node address and a free port on it (LightGBM's workers listen on it)."""
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def _predict(framework: str, booster: Any, X: np.ndarray, model_type: str, n_classes: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (class indices) or values, and class probabilities, of a booster on ``X``."""
+    if framework == "xgboost":
+        import xgboost
+
+        out = np.asarray(booster.predict(xgboost.DMatrix(X)), dtype=np.float64)
     else:
-        out["__pred"] = np.asarray(model.predict(X), dtype="float64")
+        out = np.asarray(booster.predict(X), dtype=np.float64)
+    if model_type != "classification":
+        return out, None
+    proba = np.column_stack([1.0 - out, out]) if out.ndim == 1 else out
+    if (n_classes or 2) == 1:
+        proba = proba[:, :1]
+    return proba.argmax(axis=1), proba
+
+
+def _sides(shard: Shard, features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A shard's training rows and validation rows (its blocks read once when both sides share them)."""
+
+    def pick(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], bounds: tuple[Any, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+        X, y, side = arrays
+        if bounds is None:
+            return X[:0], y[:0]
+        keep = in_bounds(side, bounds)
+        return (X, y) if keep.all() else (X[keep], y[keep])
+
+    train = _arrays(shard.train, features)
+    val = train if shard.val is shard.train else _arrays(shard.val, features)  # one pickled list: one read
+    return (*pick(train, shard.train_bounds), *pick(val, shard.val_bounds))
+
+
+def _worker(job: dict[str, Any], rank: int, shard: Shard, network: dict[str, Any]) -> dict[str, Any]:
+    """One data-parallel worker of one trial: train on its shard's training rows with the others, then predict."""
+    import ray
+
+    from asgard_ray.storage import read_bytes, write_bytes
+
+    framework, rounds, every_s = job["framework"], job["rounds"], job["checkpoint_s"]
+    X, y, Xv, yv = _sides(shard, job["feature_columns"])
+    sample = np.arange(len(y))
+    if len(y) > job["train_sample"]:
+        sample = np.sort(np.random.default_rng(rank).choice(len(y), job["train_sample"], replace=False))
+    Xt, yt = X[sample], y[sample]
+    start, done = None, 0
+    if job["resume"]:
+        start = _load_booster(framework, read_bytes(job["settings"], job["resume"]))
+        done = start.num_boosted_rounds() if framework == "xgboost" else start.current_iteration()
+    marker = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "rows": len(y), "resumed_from": done}
+    write_bytes(job["settings"], f"{job['root']}/workers/{job['trial_id']}/{rank}.json", json.dumps(marker).encode())
+    last = [time.monotonic()]
+
+    def checkpoint(booster: Any, n: int) -> None:
+        if rank != 0 or time.monotonic() - last[0] < every_s or n >= rounds:
+            return
+        write_bytes(job["settings"], job["checkpoint"], _raw(framework, booster))
+        last[0] = time.monotonic()
+        log.info("trial %s: checkpoint at round %d of %d", job["trial_id"], n, rounds)
+
+    remaining = rounds - done
+    booster = start
+    if framework == "xgboost":
+        import xgboost
+        from xgboost import collective
+
+        class _Checkpoints(xgboost.callback.TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                checkpoint(model, model.num_boosted_rounds())
+                return False
+
+        with collective.CommunicatorContext(**network):
+            dtrain = xgboost.QuantileDMatrix(X, label=y, nthread=job["params"]["nthread"])
+            if remaining > 0:
+                booster = xgboost.train(job["params"], dtrain, num_boost_round=remaining, xgb_model=start, callbacks=[_Checkpoints()])
+    else:
+        import lightgbm
+
+        def _checkpoints(env: Any) -> None:
+            checkpoint(env.model, env.iteration + 1)
+
+        params = {**job["params"], **network, "tree_learner": "data_parallel", "pre_partition": True}
+        dataset = lightgbm.Dataset(X, label=y, feature_name=list(job["feature_columns"]), free_raw_data=True)
+        if remaining > 0:
+            booster = lightgbm.train(params, dataset, num_boost_round=remaining, init_model=start, callbacks=[_checkpoints])
+    del X
+    kind, k = job["model_type"], job["n_classes"]
+    out: dict[str, Any] = {**marker, "raw": _raw(framework, booster) if rank == 0 else None}
+    out["eval_label"], (out["eval_pred"], out["eval_proba"]) = yv, _predict(framework, booster, Xv, kind, k)
+    out["train_label"], (out["train_pred"], out["train_proba"]) = yt, _predict(framework, booster, Xt, kind, k)
     return out
 
 
-def predictions(ds: Dataset, framework: str, model_type: str, raw: bytes, n_classes: int | None, feature_columns: list[str]) -> Dataset:
-    """The label and predictions of every row of ``ds``, as a (lazy) dataset of a few numeric columns."""
-    return ds.map_batches(
-        _predict,  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
-        batch_format="pandas",
-        fn_kwargs={
-            "framework": framework,
-            "model_type": model_type,
-            "raw": raw,
-            "n_classes": n_classes,
-            "feature_columns": feature_columns,
-        },
-    )
-
-
-def score_dataset(ds: Dataset, spec: TrialSpec, raw: bytes, feature_columns: list[str], prefix: str = "") -> dict[str, float]:
-    """The in-memory mode's metrics of a booster on the rows of ``ds`` (only labels and scores are collected)."""
-    scored = predictions(ds, spec.framework, spec.model_type, raw, spec.n_classes, feature_columns).to_pandas()
-    y = scored[LABEL].to_numpy()
+# --- on the driver ---------------------------------------------------------------------------------
+def _metrics(spec: TrialSpec, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, prefix: str = "") -> dict[str, float]:
     if spec.model_type == "classification":
-        proba = scored[[c for c in scored.columns if c.startswith("__p")]].to_numpy()
-        result = classification_metrics(y, proba.argmax(axis=1), proba, spec.n_classes or 2)
+        scores = proba if proba is not None else np.zeros((len(y), 0))
+        result = classification_metrics(y.astype(np.int64), pred, scores, spec.n_classes or 2)
     else:
-        result = regression_metrics(y, scored["__pred"].to_numpy())
+        result = regression_metrics(y, pred)
     return {f"{prefix}{k}": v for k, v in result.items()}
 
 
-def _storage(settings: Settings, job_id: str) -> tuple[Any, str]:
-    from asgard_ray.storage import resolve
+def _gather(outs: list[dict[str, Any]], key: str) -> np.ndarray:
+    parts = [o[key] for o in outs if o[key] is not None and len(o[key])]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
+
+def _gang(settings: Settings, group: Any, job: dict[str, Any], shards: list[Shard], cpus: float) -> list[dict[str, Any]]:
+    """Run one trial's workers together; the first one that fails cancels the others and raises."""
+    import ray
+
+    from asgard_ray.runtime import in_bundle
+
+    n = len(shards)
+    tracker: Any = None
+    if job["framework"] == "xgboost":
+        from xgboost.tracker import RabitTracker
+
+        host, timeout = ray.util.get_node_ip_address(), int(settings.asgard_job_pending_timeout_s)
+        tracker = RabitTracker(host_ip=host, n_workers=n, sortby="task", timeout=timeout)
+        tracker.start()
+        base = tracker.worker_args()
+        networks = [{**base, "dmlc_task_id": f"{rank:05d}"} for rank in range(n)]
+    else:
+        probe = ray.remote(_probe)
+        found = ray.get([probe.options(num_cpus=cpus, scheduling_strategy=in_bundle(group, r)).remote() for r in range(n)])
+        machines = ",".join(f"{ip}:{port}" for ip, port in found)
+        networks = [{"num_machines": n, "local_listen_port": port, "machines": machines, "time_out": 5} for _, port in found]
+    task = ray.remote(_worker)
+    refs = [
+        task.options(num_cpus=cpus, max_retries=0, name=f"{job['name']}:worker-{rank}", scheduling_strategy=in_bundle(group, rank)).remote(
+            job, rank, shards[rank], networks[rank]
+        )
+        for rank in range(n)
+    ]
+    pending: list[Any] = list(refs)
+    outs: dict[int, Any] = {}
+    try:
+        return _gather_gang(refs, pending, outs)
+    finally:
+        if tracker is not None:
+            try:
+                tracker.free()  # after a lost worker it reports that worker's broken connection: known already
+            except Exception as exc:
+                log.debug("%s: the collective's tracker ended with %s", job["name"], exc)
+
+
+def _gather_gang(refs: list[Any], pending: list[Any], outs: dict[int, Any]) -> list[dict[str, Any]]:
+    """Every worker's output; on the first failure cancel the others and raise (``_WorkerLost`` if one died)."""
+    import ray
+
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            outs[refs.index(done[0])] = ray.get(done[0])  # the first failure raises here
+    except BaseException as exc:
+        lost = _system_failure(exc)
+        if not lost and pending:  # a worker's own error may be the echo of a peer that died: look at the others
+            finished, pending = ray.wait(pending, num_returns=len(pending), timeout=5)
+            for ref in finished:
+                try:
+                    ray.get(ref)
+                except Exception as other:
+                    lost = lost or _system_failure(other)
+        for ref in pending:
+            ray.cancel(ref, force=True)  # the others wait in the collective for the one that failed
+        if lost:
+            raise _WorkerLost(str(exc)) from exc
+        raise
+    return [outs[r] for r in range(len(refs))]
+
+
+class _WorkerLost(Exception):
+    """A data-parallel worker died (killed, out of memory, node lost): the gang starts again."""
+
+
+def _system_failure(exc: BaseException) -> bool:
+    import ray.exceptions as rex
+
+    return isinstance(exc, rex.WorkerCrashedError | rex.NodeDiedError | rex.ObjectLostError | rex.OwnerDiedError | rex.ActorDiedError)
+
+
+def _even(ds: Any, n: int) -> list[list[Any]]:
+    rows = ds.count()
+    return [part.to_arrow_refs() for part in ds.split_at_indices([rows * k // n for k in range(1, n)])]  # none dropped
+
+
+def _keep(batch: Any, *, bounds: tuple[Any, Any]) -> Any:
+    return batch[in_bounds(batch[SPLIT].to_numpy(), bounds)]
+
+
+def _shards(data: ShardedData, n: int) -> list[Shard]:
+    """Each worker's blocks (split once per job; Arrow blocks in the object store), with as many training rows each.
+
+    A hash split spreads both sides over every block, so the prepared set is cut in ``n`` equal ranges and
+    each worker separates its own sides. A time split does not (entity rows often arrive in time order), so
+    its two sides are filtered apart first and each is cut in ``n``. Waited for here, before the workers'
+    CPUs are reserved: a conversion task still queued when the reservation takes every core would never run.
+    """
+    import ray
+
+    if data.split != "time":
+        val_bounds = data.val_bounds if data.has_validation else None
+        shards = [Shard(refs, data.train_bounds, refs, val_bounds) for refs in _even(data.prepared, n)]
+    else:
+        sides = []
+        for bounds in (data.train_bounds, data.val_bounds):
+            side = data.prepared.map_batches(_keep, batch_format="pandas", batch_size=None, fn_kwargs={"bounds": bounds})  # type: ignore[arg-type]  # Ray stubs cannot type fn_kwargs functions
+            sides.append(_even(side.materialize(), n))
+        everything = (None, None)
+        shards = [Shard(train, everything, val, everything) for train, val in zip(sides[0], sides[1], strict=True)]
+    every = [ref for shard in shards for ref in {id(r): r for r in (*shard.train, *shard.val)}.values()]
+    ray.wait(every, num_returns=len(every), fetch_local=False)
+    return shards
+
+
+def _checkpoint_uri(settings: Settings, job_id: str, trial_id: str) -> str:
+    return _root(settings, job_id) + f"/checkpoints/{trial_id}/booster"
+
+
+def _root(settings: Settings, job_id: str) -> str:
     root = settings.asgard_train_storage_uri or settings.state_uri("training", "runs")
-    return resolve(settings, f"{root.rstrip('/')}/{job_id}")
-
-
-def _trial(config: dict[str, Any], data: ShardedData, spec: TrialSpec, job_id: str, num_workers: int) -> None:
-    """The Tune trainable of a data-parallel trial: one Ray Train fit, held-out metrics, the booster saved."""
-    from ray import train, tune
-    from ray.train.lightgbm import LightGBMTrainer
-    from ray.train.xgboost import XGBoostTrainer
-
-    settings, job = data.settings, job_id
-    trial_id = tune.get_context().get_trial_id()
-    fs, base = _storage(settings, job)
-    params, rounds = booster_params(spec, {**spec.fixed_params, **config})
-    trainer_cls = XGBoostTrainer if spec.framework == "xgboost" else LightGBMTrainer
-    trainer = trainer_cls(
-        _worker_loop,
-        train_loop_config={
-            "framework": spec.framework,
-            "params": params,
-            "rounds": rounds,
-            "trial_id": trial_id,
-            "every": settings.asgard_train_checkpoint_rounds,
-            "feature_columns": data.feature_columns,
-            "storage": (fs, base),
-        },
-        datasets={"train": data.train},
-        # SPREAD: one worker per node where the cluster allows, so shards (and their memory) spread out
-        scaling_config=train.ScalingConfig(
-            num_workers=num_workers, placement_strategy="SPREAD", resources_per_worker={"CPU": settings.asgard_train_cpus_per_worker}
-        ),
-        run_config=train.RunConfig(
-            name=f"trial-{trial_id}",
-            storage_path=f"{base}/train",
-            storage_filesystem=fs,
-            failure_config=train.FailureConfig(max_failures=settings.asgard_train_max_failures),
-            checkpoint_config=train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"trial {spec.framework} ended without a checkpoint; no model to keep")
-    with result.checkpoint.as_directory() as folder, open(os.path.join(folder, MODEL_FILES[spec.framework]), "rb") as f:
-        raw = f.read()
-    fs.create_dir(f"{base}/models", recursive=True)
-    with fs.open_output_stream(f"{base}/models/{trial_id}") as f:
-        f.write(raw)
-    from asgard_ray.training.dataset import sample_frame
-
-    sample = sample_frame(data.train, data.train_rows, TRAIN_METRIC_ROWS, seed=0)
-    import ray.data
-
-    metrics = score_dataset(ray.data.from_pandas(sample), spec, raw, data.feature_columns, prefix="train_")
-    if data.has_validation:
-        metrics.update(score_dataset(data.eval_ds, spec, raw, data.feature_columns))
-    tune.report({**metrics, "num_workers": num_workers})
-
-
-def load_trial_model(settings: Settings, job_id: str, trial_id: str) -> bytes:
-    """The booster a trial left on S3."""
-    fs, base = _storage(settings, job_id)
-    with fs.open_input_file(f"{base}/models/{trial_id}") as f:
-        return f.read()
-
-
-def worker_markers(settings: Settings, job_id: str, trial_id: str) -> list[dict[str, Any]]:
-    """What each worker of a trial recorded: rank, node id, rows of its shard (the last attempt's)."""
-    import pyarrow.fs as pafs
-
-    fs, base = _storage(settings, job_id)
-    out = []
-    for info in fs.get_file_info(pafs.FileSelector(f"{base}/workers/{trial_id}", allow_not_found=True)):
-        if info.is_file:
-            with fs.open_input_file(info.path) as f:
-                out.append(json.loads(f.read()))
-    return sorted(out, key=lambda m: m["rank"])
+    return f"{root.rstrip('/')}/{job_id}"
 
 
 def cleanup(settings: Settings, job_id: str) -> None:
-    """Delete a job's checkpoints and trial boosters (the best model is in MLflow by then)."""
-    fs, base = _storage(settings, job_id)
+    """Delete a job's checkpoints and worker markers (the best model is in MLflow by then)."""
+    from asgard_ray.storage import delete_prefix
+
     try:
-        fs.delete_dir(base)
-    except FileNotFoundError:
-        log.debug("job %s: nothing to delete under %s", job_id, base)
-    except OSError:
-        log.warning("job %s: could not delete %s", job_id, base, exc_info=True)
+        delete_prefix(settings, _root(settings, job_id))
+    except Exception:
+        log.warning("job %s: could not delete its checkpoints under %s", job_id, _root(settings, job_id), exc_info=True)
 
 
 def run_dp_trials(
+    settings: Settings,
     data: ShardedData,
     spec: TrialSpec,
-    search_space: Any,
+    configs: list[dict[str, Any]],
     *,
     job_id: str,
     num_workers: int,
-    num_samples: int,
-    max_concurrent_trials: int | None,
-    callbacks: list[Any],
-) -> Any:
-    """Run the data-parallel trials through ``trials.run_trials`` (one trial at a time unless asked)."""
-    from asgard_ray.training.trials import run_trials
+    cpus_per_worker: float,
+    callbacks: list[TrialCallback],
+    name: str,
+) -> tuple[TrialsOutcome, DataParallelFit | None]:
+    """Fit each configuration data-parallel, one trial at a time, on one reserved gang of workers.
 
-    # the trial only drives its Trainer (Tune refuses a trial with no resources at all)
-    return run_trials(
-        data,
-        spec,
-        search_space,
-        num_samples=num_samples,
-        max_concurrent_trials=max_concurrent_trials or 1,
-        callbacks=callbacks,
-        name=job_id,
-        trainable=_trial,
-        resources={"cpu": 0.01},
-        trainable_kwargs={"job_id": job_id, "num_workers": num_workers},
-    )
+    Raises:
+        ResourcesUnavailable: The workers' CPUs were not free within ``ASGARD_JOB_PENDING_TIMEOUT_S``.
+    """
+    from asgard_ray.runtime import reserve_cpus
+
+    threads = max(1, int(cpus_per_worker))
+    shards = _shards(data, num_workers)
+    trials: list[TrialResult] = []
+    best: TrialResult | None = None
+    best_fit: DataParallelFit | None = None
+    with reserve_cpus(
+        settings, [cpus_per_worker] * num_workers, f"{name}: {num_workers} data-parallel workers", strategy="SPREAD"
+    ) as group:
+        for index, config in enumerate(configs):
+            trial = Trial(f"{name}_{index:05d}", config)
+            notify(callbacks, "on_trial_start", trial)
+            params, rounds = booster_params(spec, {**spec.fixed_params, **config}, threads)
+            job = {
+                "settings": settings,
+                "name": f"{name}:trial-{index}",
+                "trial_id": trial.trial_id,
+                "framework": spec.framework,
+                "model_type": spec.model_type,
+                "n_classes": spec.n_classes,
+                "params": params,
+                "rounds": rounds,
+                "feature_columns": list(data.feature_columns),
+                "checkpoint_s": settings.asgard_train_checkpoint_s,
+                "checkpoint": _checkpoint_uri(settings, job_id, trial.trial_id),
+                "root": _root(settings, job_id),
+                "resume": None,
+                "train_sample": max(1, TRAIN_METRIC_ROWS // num_workers),
+            }
+            try:
+                outs = _with_restarts(settings, group, job, shards, cpus_per_worker)
+            except Exception as exc:
+                result = TrialResult(trial.trial_id, config, error=error_text(exc))
+                trials.append(result)
+                notify(callbacks, "on_trial_error", trial, result.error)
+                continue
+            y_eval, y_train = _gather(outs, "eval_label"), _gather(outs, "train_label")
+            proba = _gather(outs, "eval_proba") if spec.model_type == "classification" else None
+            train_proba = _gather(outs, "train_proba") if spec.model_type == "classification" else None
+            metrics = _metrics(spec, y_train, _gather(outs, "train_pred"), train_proba, prefix="train_")
+            if data.has_validation:
+                metrics.update(_metrics(spec, y_eval, _gather(outs, "eval_pred"), proba))
+            result = TrialResult(trial.trial_id, config, metrics)
+            trials.append(result)
+            notify(callbacks, "on_trial_result", trial, {**metrics, "num_workers": num_workers})
+            if beats(result, best, spec.metric, spec.mode):
+                workers = [{k: o[k] for k in ("rank", "node_id", "pid", "rows", "resumed_from")} for o in outs]
+                if data.has_validation:
+                    fit = DataParallelFit(outs[0]["raw"], y_eval, _gather(outs, "eval_pred"), proba, workers)
+                else:  # no validation set: the training sample scores the model
+                    fit = DataParallelFit(outs[0]["raw"], y_train, _gather(outs, "train_pred"), train_proba, workers)
+                best, best_fit = result, fit
+    return TrialsOutcome(trials, best), best_fit
+
+
+def _with_restarts(settings: Settings, group: Any, job: dict[str, Any], shards: Any, cpus: float) -> list[dict[str, Any]]:
+    """One trial's gang, started again from its last checkpoint after a worker dies (``ASGARD_TRAIN_MAX_FAILURES``)."""
+    from asgard_ray.storage import exists
+
+    failures = 0
+    while True:
+        try:
+            return _gang(settings, group, job, shards, cpus)
+        except _WorkerLost as exc:
+            failures += 1
+            if failures > settings.asgard_train_max_failures:
+                raise RuntimeError(f"a data-parallel worker died {failures} time(s) (ASGARD_TRAIN_MAX_FAILURES); last: {exc}") from exc
+            job = {**job, "resume": job["checkpoint"] if exists(settings, job["checkpoint"]) else None}
+            log.warning(
+                "%s: a worker died (%s); starting the gang again (%d of %d) from %s",
+                job["name"],
+                exc,
+                failures,
+                settings.asgard_train_max_failures,
+                job["resume"] or "the start",
+            )

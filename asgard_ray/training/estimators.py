@@ -1,8 +1,9 @@
-"""Estimators per framework: build, validate parameters, pin threads, and log with MLflow's native flavor.
+"""Estimators per framework: build, validate parameters, set threads, and log with MLflow's native flavor.
 
-Every fit runs on one thread (``n_jobs=1``): trials run side by side, one per CPU, and OpenMP
-pools left at their default oversubscribe the node (LightGBM slows 18x after xgboost in the same
-process). The MLflow ``log_model`` call sits here, once, because its arguments change between
+A fit runs on as many threads as the CPUs its trial holds (``n_jobs``), never on the framework's
+default: OpenMP pools left at their default oversubscribe the node (LightGBM slows 18x after
+xgboost in the same process), and trials that run side by side each hold their own CPUs. The MLflow
+``log_model`` call sits here, once, because its arguments change between
 MLflow releases (``name=`` replaced ``artifact_path=`` in MLflow 3; sklearn now saves with skops).
 
 ``check_param_bounds`` bounds the parameters that size the work or break a fit (tree counts, depth,
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RANDOM_STATE = 42
 THREAD_PARAMS = frozenset({"n_jobs", "nthread", "num_threads", "thread_count"})
-"""Parameters that set a fit's thread count; the platform pins them to 1."""
+"""Parameters that set a fit's thread count; the platform sets them from the CPUs a trial holds."""
 
 SKLEARN_ESTIMATORS: dict[str, tuple[str, str]] = {
     "RandomForest": ("sklearn.ensemble.RandomForestClassifier", "sklearn.ensemble.RandomForestRegressor"),
@@ -125,7 +126,7 @@ def resolve_params(
     warnings: list[str] = []
     pinned = sorted(n for n in names if n in THREAD_PARAMS)
     if pinned:
-        warnings.append(f"ignored {', '.join(pinned)}: every trial fits on one thread (trials run in parallel instead)")
+        warnings.append(f"ignored {', '.join(pinned)}: a trial fits on as many threads as the CPUs it holds")
     fixed = {k: v for k, v in params.items() if k not in THREAD_PARAMS}
     if "random_state" in known and "random_state" not in fixed and "random_state" not in (tuned or []):
         fixed["random_state"] = DEFAULT_RANDOM_STATE
@@ -254,13 +255,13 @@ def check_param_bounds(framework: str, params: dict[str, Any], search_space: dic
         raise InvalidRequest("; ".join(problems), detail={"problems": problems})
 
 
-def build_estimator(framework: str, model_type: str, estimator: str | None, params: dict[str, Any]) -> Any:
-    """Instantiate the estimator with these parameters, pinned to one thread."""
+def build_estimator(framework: str, model_type: str, estimator: str | None, params: dict[str, Any], threads: int = 1) -> Any:
+    """Instantiate the estimator with these parameters, fitting on ``threads`` threads (the CPUs its trial holds)."""
     cls = estimator_class(framework, model_type, estimator)
     kwargs = {k: v for k, v in params.items() if k not in THREAD_PARAMS}
     accepted = cls().get_params()
     if "n_jobs" in accepted:
-        kwargs["n_jobs"] = 1
+        kwargs["n_jobs"] = max(1, int(threads))
     if framework == "lightgbm":
         kwargs.setdefault("verbose", -1)
     if framework == "xgboost":

@@ -1,10 +1,10 @@
-"""Pick how a training request runs: in-memory Tune trials, or data-parallel Ray Train trials.
+"""Pick how a training request runs: in-memory trials, or data-parallel trials.
 
 One request shape serves both. The in-memory mode (``asgard_ray.training.trials``) holds the whole
-training frame in one process and runs each trial as a Tune function trainable. The data-parallel
-mode (``asgard_ray.training.distributed``) keeps the training set as Ray Data blocks and runs each
-trial as an ``XGBoostTrainer`` / ``LightGBMTrainer`` over ``num_workers`` Ray Train workers, so a
-training set larger than one node's memory can still train.
+training frame in one process's memory and fits each trial as a Ray task. The data-parallel mode
+(``asgard_ray.training.distributed``) keeps the training set as Ray Data blocks and fits each trial
+with ``num_workers`` gang-scheduled workers (XGBoost's collective, LightGBM's data-parallel learner),
+so a training set larger than one node's memory can still train.
 
 The choice is made from the request alone (the entity rows it names) before any data is read:
 
@@ -33,7 +33,7 @@ __all__ = ["DISTRIBUTED_FRAMEWORKS", "ExecutionPlan", "choose_mode", "entity_row
 log = logging.getLogger(__name__)
 
 DISTRIBUTED_FRAMEWORKS = frozenset({"xgboost", "lightgbm"})
-"""Frameworks with a Ray Train data-parallel trainer."""
+"""Frameworks with a data-parallel learner (XGBoost's collective, LightGBM's ``data_parallel``)."""
 
 Mode = Literal["in_memory", "distributed"]
 
@@ -66,7 +66,7 @@ def _sklearn_refusal(rows: int, limit: int, framework: str) -> InvalidRequest:
     return InvalidRequest(
         f"{framework} has no data-parallel trainer and this training set has {rows:,} entity rows, at or over the "
         f"in-memory limit of {limit:,} (setting ASGARD_TRAIN_DISTRIBUTED_ROWS); use framework xgboost or lightgbm "
-        f'(they train data-parallel on Ray Train), or ask for a recorded random sample with "execution": '
+        f'(they train data-parallel), or ask for a recorded random sample with "execution": '
         f'{{"sample_rows": N}} (N below {limit:,})',
         detail={"rows": rows, "limit": limit, "alternatives": ["xgboost", "lightgbm", "execution.sample_rows"]},
     )
@@ -164,9 +164,8 @@ def fast_path(request: TrainRequest, settings: Settings) -> tuple[bool, str]:
     """Whether a request may train on a warm worker (``asgard_ray.jobs.warm``), and why (not).
 
     The fast path runs the trials one after another in the warm worker's process, so it takes only
-    work whose trials are known up front and few: in-memory mode, at most ``ASGARD_FAST_PATH_ROWS``
-    entity rows, no sampled search dimension (those are drawn by Tune's search algorithm) and at most
-    ``ASGARD_FAST_PATH_TRIALS`` grid combinations. Anything else runs on the cluster path.
+    work whose trials are few: in-memory mode, at most ``ASGARD_FAST_PATH_ROWS`` entity rows and at most
+    ``ASGARD_FAST_PATH_TRIALS`` trials. Anything else runs on the cluster path.
     """
     from asgard_ray.training.trials import count_trials
 
@@ -177,9 +176,7 @@ def fast_path(request: TrainRequest, settings: Settings) -> tuple[bool, str]:
     if rows > settings.asgard_fast_path_rows:
         return False, f"{rows:,} entity rows > ASGARD_FAST_PATH_ROWS={settings.asgard_fast_path_rows:,}"
     if choose_mode(request, settings).mode != "in_memory":
-        return False, "data-parallel trials run on Ray Train"
-    if any(dim.type != "grid" for dim in (hp.search_space or {}).values()):
-        return False, "a sampled search space runs on Tune"
+        return False, "data-parallel trials run on the cluster"
     _, _, total = count_trials(hp.search_space, hp.num_trials)
     if total > settings.asgard_fast_path_trials:
         return False, f"{total} trials > ASGARD_FAST_PATH_TRIALS={settings.asgard_fast_path_trials}"

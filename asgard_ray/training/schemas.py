@@ -87,7 +87,7 @@ def metric_mode(metric: str) -> Literal["min", "max"]:
 
 
 class SearchDimension(BaseModel):
-    """One tuned hyperparameter: a distribution (or grid) Ray Tune samples from."""
+    """One tuned hyperparameter: a distribution to sample from (seeded with ``split.seed``), or a grid."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["choice", "uniform", "loguniform", "randint", "grid"] = Field(
@@ -124,7 +124,7 @@ class SearchDimension(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    """Fixed parameters (the seed) and an optional search space run as Ray Tune trials."""
+    """Fixed parameters (the seed) and an optional search space, each configuration one trial on Ray."""
 
     model_config = ConfigDict(extra="forbid")
     params: ParamValues = Field(default_factory=dict, description="Fixed estimator parameters, used by every trial.")
@@ -165,7 +165,7 @@ class SplitSpec(BaseModel):
 
 
 class ExecutionSpec(BaseModel):
-    """How trials run: in memory (Tune function trainables) or data-parallel on Ray Train workers."""
+    """How trials run: in memory (one Ray task per trial) or data-parallel (a gang of workers per trial)."""
 
     model_config = ConfigDict(extra="forbid")
     mode: Literal["auto", "in_memory", "distributed"] = Field(
@@ -176,7 +176,7 @@ class ExecutionSpec(BaseModel):
         default=None,
         ge=1,
         le=1024,
-        description="Ray Train workers per data-parallel trial (default ASGARD_TRAIN_DEFAULT_WORKERS, at most ASGARD_TRAIN_MAX_WORKERS).",
+        description="Workers per data-parallel trial (default ASGARD_TRAIN_DEFAULT_WORKERS, at most ASGARD_TRAIN_MAX_WORKERS).",
     )
     sample_rows: int | None = Field(
         default=None,

@@ -66,17 +66,28 @@ def train_answer(record: JobRecord) -> TrainResponse | TrainingJob:
 
 def _prepare(request: TrainRequest, settings: Settings, job_id: str) -> Plan:
     from asgard_ray.features.retrieval import describe_views
-    from asgard_ray.training.modes import fast_path
-    from asgard_ray.training.pipeline import plan_trials, validate_request
+    from asgard_ray.runtime import check_fits, connect
+    from asgard_ray.training.modes import choose_mode, fast_path
+    from asgard_ray.training.plan import plan_trials, validate_request
     from asgard_ray.training.target import check_target
 
     validate_request(request, settings)
+    mode = choose_mode(request, settings)
+    if mode.mode == "distributed":  # a gang that could never be placed is refused now, not left waiting
+        connect(settings)
+        cpus = settings.asgard_train_cpus_per_worker
+        check_fits(
+            settings,
+            [cpus] * mode.num_workers,
+            f"{mode.num_workers} data-parallel workers x {cpus:g} CPU",
+            "execution.num_workers (default ASGARD_TRAIN_DEFAULT_WORKERS) or ASGARD_TRAIN_CPUS_PER_WORKER",
+        )
     # the gold snapshots are pinned here, at submission, on the caller: a pin of a table the views do not
     # read (422) or of no snapshot (404) is refused before any job, and the job (and a retry of it) reads
     # the snapshots that were current when it was accepted, not when a worker got to it
     reads = describe_views(settings, request.data_source.feature_views, request.as_of_snapshot)
     check_target(request.data_source.target_column, request.model_type, reads)
-    _, total, _ = plan_trials(request)
+    total = len(plan_trials(request)[0])
     body = request.model_dump(mode="json", by_alias=True)
     tables = {r.table_name: r.table for r in reads if r.table is not None}
     pinned = {name: t.snapshot_id for name, t in tables.items() if t.snapshot_id is not None}

@@ -1,9 +1,10 @@
-"""MLflow tracking for training: experiments, the parent run, one nested child run per Tune trial.
+"""MLflow tracking for training: experiments, the parent run, one nested child run per trial, the winner.
 
-Ray's own MLflow callback logs trials as top-level runs (ray#19978), and a run opened inside a
-trial stays RUNNING if the trial's process dies. So the child runs are written by a Tune callback
-on the driver: it opens a run tagged ``mlflow.parentRunId`` when a trial starts, logs its metrics,
-and ends it FINISHED, or FAILED when the trial errors (including a crashed worker).
+A run opened inside a trial would stay RUNNING if the trial's process died, so the child runs are
+written on the driver by a trial callback (``TrialRunLogger``): it opens a run tagged
+``mlflow.parentRunId`` when a trial starts, logs its metrics, and ends it FINISHED, or FAILED with
+the error when the trial raises (a crashed worker included). ``log_winner`` is the one way both
+modes log the best trial on the parent run.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import json
 import logging
 import math
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-
 from asgard_ray.config import Settings
 from asgard_ray.jobs import JobStore
+from asgard_ray.training.trials import Trial
 
 __all__ = [
     "JobProgress",
@@ -174,28 +175,8 @@ def _params(values: dict[str, Any]) -> list[Any]:
     return [Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)[:6000]) for k, v in values.items()]
 
 
-def _trial_error(trial: Any) -> str:
-    """The exception a trial raised, as ``Type: message`` (Tune keeps it in the trial's storage)."""
-    import pickle
-
-    from asgard_ray.training.trials import _error_text
-
-    if getattr(trial, "error_message", None):  # a trial run in process (``trials.run_trials_inline``)
-        return str(trial.error_message)
-    try:
-        if trial.pickled_error_file and Path(trial.pickled_error_file).exists():
-            return _error_text(pickle.loads(Path(trial.pickled_error_file).read_bytes()))  # noqa: S301 - Tune wrote it
-        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else None
-        if text:
-            lines = [line for line in str(text).strip().splitlines() if line.strip()]
-            return lines[-1][:2000] if lines else "trial failed"
-    except Exception:
-        log.debug("no stored error for trial %s", trial.trial_id, exc_info=True)
-    return "trial failed"
-
-
-class TrialRunLogger(Callback):
-    """Tune callback: one MLflow child run per trial under the parent run."""
+class TrialRunLogger:
+    """Trial callback: one MLflow child run per trial under the parent run."""
 
     def __init__(self, settings: Settings, experiment_id: str, parent_run_id: str, fixed_params: dict[str, Any]) -> None:
         self.settings = settings
@@ -203,89 +184,38 @@ class TrialRunLogger(Callback):
         self.parent_run_id = parent_run_id
         self.fixed_params = dict(fixed_params)
         self.runs: dict[str, str] = {}
-        self.ended: set[str] = set()
-        self._client: Any = None
+        self.client = mlflow_client(settings)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_client"] = None
-        return state
-
-    @property
-    def client(self) -> Any:
-        """The MLflow client (built lazily: the callback may be pickled with the tuner)."""
-        if self._client is None:
-            self._client = mlflow_client(self.settings)
-        return self._client
-
-    def _run_for(self, trial: Any) -> str:
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
-        index = len(self.runs)
+    def on_trial_start(self, trial: Trial) -> None:
+        """Open the trial's child run with its parameters."""
         run = self.client.create_run(
             self.experiment_id,
-            tags={_PARENT_TAG: self.parent_run_id, _RUN_NAME_TAG: f"trial-{index:02d}", TRIAL_ID_TAG: trial.trial_id},
+            tags={_PARENT_TAG: self.parent_run_id, _RUN_NAME_TAG: f"trial-{len(self.runs):02d}", TRIAL_ID_TAG: trial.trial_id},
         )
-        run_id = run.info.run_id
-        self.runs[trial.trial_id] = run_id
-        self.client.log_batch(run_id, params=_params({**self.fixed_params, **(trial.config or {})}))
-        log.info("trial %s -> MLflow child run %s (parent %s)", trial.trial_id, run_id, self.parent_run_id)
-        return run_id
+        self.runs[trial.trial_id] = run.info.run_id
+        self.client.log_batch(run.info.run_id, params=_params({**self.fixed_params, **trial.config}))
+        log.info("trial %s -> MLflow child run %s (parent %s)", trial.trial_id, run.info.run_id, self.parent_run_id)
 
-    def _end(self, trial: Any, status: str, error: str | None = None) -> None:
-        try:
-            run_id = self._run_for(trial)
-            if run_id in self.ended:
-                return
-            if error:
-                self.client.set_tag(run_id, "asgard.error", error[:5000])
-            self.client.set_terminated(run_id, status)
-            self.ended.add(run_id)
-        except Exception:  # tracking trouble must not stop the other trials
-            log.exception("could not end MLflow run of trial %s", trial.trial_id)
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Open the trial's child run with its parameters."""
-        try:
-            self._run_for(trial)
-        except Exception:
-            log.exception("could not open MLflow run for trial %s", trial.trial_id)
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
-        """Log the trial's metrics."""
+    def on_trial_result(self, trial: Trial, metrics: dict[str, float]) -> None:
+        """Log the trial's metrics and end its run FINISHED."""
         from mlflow.entities import Metric
 
-        from asgard_ray.training.trials import _is_metric
+        run_id = self.runs[trial.trial_id]
+        now = int(time.time() * 1000)
+        values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+        if values:
+            self.client.log_batch(run_id, metrics=values)
+        self.client.set_terminated(run_id, "FINISHED")
 
-        try:
-            run_id = self._run_for(trial)
-            step = int(result.get("training_iteration", 0) or 0)
-            ts = int(float(result.get("timestamp", 0) or 0) * 1000)
-            metrics = [Metric(k, float(v), ts, step) for k, v in result.items() if _is_metric(k, v) and math.isfinite(float(v))]
-            if metrics:
-                self.client.log_batch(run_id, metrics=metrics)
-        except Exception:
-            log.exception("could not log metrics of trial %s", trial.trial_id)
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """End the child run FINISHED."""
-        self._end(trial, "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """End the child run FAILED, with the error as a tag."""
-        self._end(trial, "FAILED", _trial_error(trial))
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        """Close any run Tune never finished (stopped or lost trials) as KILLED."""
-        for trial in trials:
-            run_id = self.runs.get(trial.trial_id)
-            if run_id and run_id not in self.ended:
-                failed = str(getattr(trial, "status", "")) == "ERROR"
-                self._end(trial, "FAILED" if failed else "KILLED")
+    def on_trial_error(self, trial: Trial, error: str) -> None:
+        """End the trial's run FAILED, with the error as a tag."""
+        run_id = self.runs[trial.trial_id]
+        self.client.set_tag(run_id, "asgard.error", error[:5000])
+        self.client.set_terminated(run_id, "FAILED")
 
 
-class JobProgress(Callback):
-    """Tune callback: keep the job record's trial counts and best metric up to date."""
+class JobProgress:
+    """Trial callback: keep the job record's trial counts and best metric up to date."""
 
     def __init__(self, settings: Settings, job_id: str, metric: str, mode: str, total: int) -> None:
         self.settings = settings
@@ -310,20 +240,22 @@ class JobProgress(Callback):
         except Exception:  # progress is informative; the job goes on
             log.exception("could not record progress of job %s", self.job_id)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
-        """Track the best metric so far."""
-        value = result.get(self.metric)
-        if not (isinstance(value, int | float) and math.isfinite(value)):
-            return
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best = float(value)
+    def on_trial_start(self, trial: Trial) -> None:
+        """Nothing to record when a trial starts."""
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Count a finished trial."""
+    def on_trial_result(self, trial: Trial, metrics: dict[str, float]) -> None:
+        """Count a finished trial and track the best metric so far."""
+        value = metrics.get(self.metric)
+        if (
+            value is not None
+            and math.isfinite(value)
+            and (self.best is None or (value > self.best if self.mode == "max" else value < self.best))
+        ):
+            self.best = float(value)
         self.done += 1
         self._save()
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_error(self, trial: Trial, error: str) -> None:
         """Count a failed trial."""
         self.done += 1
         self.failed += 1

@@ -1,11 +1,20 @@
-"""Hyperparameter trials on Ray Tune: one function trainable per fit, data shared via the object store.
+"""Hyperparameter trials: the search space's configurations, fitted as Ray tasks in one placement group.
 
-Why Tune function trainables rather than Ray Train's ``XGBoostTrainer`` / ``LightGBMTrainer``: the
-training frame comes back from Feast as one in-memory pandas frame, and one fit of it takes seconds
-on one core. Ray Train would start a worker group per trial and report through
-``RayTrainReportCallback`` (about 2 s per report here) to spread data that already fits on one
-worker. Trials pass the data with ``tune.with_parameters`` (one object-store copy, not one per
-trial), reuse their actors, and pin every fit to one thread, so N trials use N cores.
+Why Ray tasks and not Tune's trial actors: measured on 2 cores (``bench/tune_trials.py``; the note of
+issue 24 has the profile), 8 trials of a 1-2 s fit spent 3.5-5 s in Tune's controller loop, trial
+actors' start-up and result reporting, which took 8 parallel trials to 0.71-0.83 of a plain
+sequential loop. Tasks run on workers Ray keeps warm between jobs, one scheduling round trip each.
+
+- The job reserves ``concurrency`` bundles of ``cpus`` CPUs (``runtime.reserve_cpus``), so trials
+  start together or wait (bounded) together, never oversubscribing a node; each trial fits with as
+  many threads as its bundle has CPUs (a single trial gets every core of the largest node).
+- The training set goes to the object store once (``ray.put``); every trial task reads it zero-copy.
+- A trial hands back its metrics and, separately, its fitted model and its predictions on the rows
+  that score it: only the best trial's are fetched, so the winner is never fitted twice.
+- Configurations come from the search space here (``trial_configs``): every grid combination, and
+  for sampled dimensions ``num_trials`` seeded draws (the request's ``split.seed``), so a request
+  always tries the same configurations. The same configurations run inline, one after another, on a
+  warm worker (``run_trials_inline``, small work), with the same fits and the same ranking.
 """
 
 from __future__ import annotations
@@ -14,40 +23,47 @@ import itertools
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.training.data import PreparedData
 from asgard_ray.training.estimators import build_estimator
-from asgard_ray.training.metrics import evaluate
+from asgard_ray.training.metrics import evaluate, predict_rows
 from asgard_ray.training.schemas import SearchDimension
 
 if TYPE_CHECKING:
     from asgard_ray.config import Settings
-    from asgard_ray.training.dataset import ShardedData
 
 __all__ = [
     "DEFAULT_NUM_TRIALS",
+    "TRAIN_METRIC_ROWS",
+    "Fitted",
+    "Trial",
+    "TrialCallback",
     "TrialResult",
     "TrialSpec",
     "TrialsOutcome",
+    "beats",
     "check_trial_cap",
     "count_trials",
+    "error_text",
     "fit_and_score",
-    "grid_configs",
-    "param_space",
+    "notify",
+    "pick_best",
     "run_trials",
     "run_trials_inline",
+    "trial_configs",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NUM_TRIALS = 4
+TRAIN_METRIC_ROWS = 250_000
+"""Training rows (a seeded sample) that a trial's ``train_`` metrics are computed on."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,14 @@ class TrialSpec:
     n_classes: int | None = None
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One configuration to fit: its id (``<job>_<index>``) and the tuned parameters."""
+
+    trial_id: str
+    config: dict[str, Any]
+
+
 @dataclass
 class TrialResult:
     """One finished (or failed) trial."""
@@ -71,6 +95,15 @@ class TrialResult:
     config: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+
+
+@dataclass
+class Fitted:
+    """The best trial's model and its predictions on the rows that scored it."""
+
+    model: Any
+    eval_pred: np.ndarray
+    eval_proba: np.ndarray | None
 
 
 @dataclass
@@ -97,52 +130,37 @@ class TrialsOutcome:
         return self.best
 
 
-def fit_and_score(spec: TrialSpec, data: PreparedData, params: dict[str, Any]) -> tuple[Any, dict[str, float]]:
-    """Fit one model on the training rows (one thread) and score it on training and validation rows."""
-    from threadpoolctl import threadpool_limits
+class TrialCallback(Protocol):
+    """What follows the trials as they run (one MLflow child run each, the job's progress)."""
 
-    model = build_estimator(spec.framework, spec.model_type, spec.estimator, params)
-    with threadpool_limits(limits=1):
-        model.fit(data.X_train, data.y_train)
-        metrics = evaluate(model, data.X_train, data.y_train, spec.model_type, spec.n_classes, prefix="train_")
-        if data.has_validation:
-            X_val, y_val = data.eval_set
-            metrics.update(evaluate(model, X_val, y_val, spec.model_type, spec.n_classes))
-    return model, metrics
+    def on_trial_start(self, trial: Trial) -> None:
+        """A trial was submitted."""
 
+    def on_trial_result(self, trial: Trial, metrics: dict[str, float]) -> None:
+        """A trial finished with its metrics."""
 
-def _trainable(config: dict[str, Any], data: PreparedData, spec: TrialSpec) -> None:
-    """The Tune function trainable: one fit, one report."""
-    from ray import tune
-
-    _, metrics = fit_and_score(spec, data, {**spec.fixed_params, **config})
-    tune.report(metrics)
+    def on_trial_error(self, trial: Trial, error: str) -> None:
+        """A trial raised."""
 
 
-def param_space(search_space: dict[str, SearchDimension] | None) -> tuple[dict[str, Any], bool]:
-    """Tune's param space for a search space, and whether it samples (as opposed to a pure grid)."""
-    from ray import tune
-
-    space: dict[str, Any] = {}
-    sampled = False
-    for name, dim in (search_space or {}).items():
-        if dim.type == "grid":
-            space[name] = tune.grid_search(list(dim.values or []))
-            continue
-        sampled = True
-        if dim.type == "choice":
-            space[name] = tune.choice(list(dim.values or []))
-        elif dim.type == "uniform":
-            space[name] = tune.uniform(float(dim.low or 0), float(dim.high or 0))
-        elif dim.type == "loguniform":
-            space[name] = tune.loguniform(float(dim.low or 0), float(dim.high or 0))
-        else:
-            space[name] = tune.randint(int(dim.low), int(dim.high))  # type: ignore[arg-type]
-    return space, sampled
+def error_text(error: BaseException) -> str:
+    """The trial's own exception as ``Type: message``, without Ray's wrapper."""
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}"[:2000]
 
 
+def notify(callbacks: Sequence[TrialCallback], name: str, *args: Any) -> None:
+    """Call ``name`` on every callback; a failing callback is logged and never stops the trials."""
+    for callback in callbacks:
+        try:
+            getattr(callback, name)(*args)
+        except Exception:  # tracking trouble must not stop the trials
+            log.exception("trial callback %s.%s failed", type(callback).__name__, name)
+
+
+# --- the configurations --------------------------------------------------------------------------
 def count_trials(search_space: dict[str, SearchDimension] | None, num_trials: int | None) -> tuple[int, list[int], int]:
-    """Tune's ``num_samples``, the size of each grid dimension, and the total trials (samples x grid product)."""
+    """Samples drawn, the size of each grid dimension, and the total trials (samples x grid product)."""
     dims = list((search_space or {}).values())
     grid = [len(d.values or []) for d in dims if d.type == "grid"]
     sampled = any(d.type != "grid" for d in dims)
@@ -168,171 +186,202 @@ def check_trial_cap(search_space: dict[str, SearchDimension] | None, num_trials:
     return total
 
 
-def _better(a: float, b: float, mode: str) -> bool:
-    return a > b if mode == "max" else a < b
+def _draw(dim: SearchDimension, rng: np.random.Generator) -> Any:
+    if dim.type == "choice":
+        values = list(dim.values or [])
+        return values[int(rng.integers(len(values)))]
+    low, high = float(dim.low or 0), float(dim.high or 0)
+    if dim.type == "uniform":
+        return float(rng.uniform(low, high))
+    if dim.type == "loguniform":
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return int(rng.integers(int(low), int(high)))  # randint: low <= x < high
+
+
+def trial_configs(search_space: dict[str, SearchDimension] | None, num_trials: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """Every configuration to try, in a fixed order: the grid's combinations, each with seeded draws of the rest.
+
+    As Ray Tune's basic variant generator: ``num_trials`` (default 4) repeats of the grid when some
+    dimension is sampled, one pass over the grid otherwise.
+    """
+    space = search_space or {}
+    grid_dims = [(name, list(dim.values or [])) for name, dim in space.items() if dim.type == "grid"]
+    sampled = [(name, dim) for name, dim in space.items() if dim.type != "grid"]
+    samples = (num_trials or DEFAULT_NUM_TRIALS) if sampled else 1
+    rng = np.random.default_rng(seed)
+    combos = list(itertools.product(*(values for _, values in grid_dims)))
+    out = []
+    for _ in range(samples):
+        for combo in combos:
+            config = dict(zip([name for name, _ in grid_dims], combo, strict=True))
+            config.update({name: _draw(dim, rng) for name, dim in sampled})
+            out.append(config)
+    return out
 
 
 def _config_key(trial: TrialResult) -> str:
     return json.dumps(trial.config, sort_keys=True, default=str)
 
 
+def beats(trial: TrialResult, best: TrialResult | None, metric: str, mode: str) -> bool:
+    """Whether ``trial`` ranks above ``best`` (finite metric; a tie goes to the configuration sorting first)."""
+    value = trial.metrics.get(metric)
+    if trial.error is not None or value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    incumbent = best.metrics[metric]
+    if value == incumbent:
+        return _config_key(trial) < _config_key(best)
+    return value > incumbent if mode == "max" else value < incumbent
+
+
 def pick_best(trials: list[TrialResult], metric: str, mode: str) -> TrialResult | None:
     """The successful trial with the best finite ``metric``.
 
     A tie goes to the configuration that sorts first as JSON, not to the trial that ran first, so the
-    winner does not depend on the order the trials ran in (Tune's, or the warm worker's).
+    winner does not depend on the order the trials finished in.
     """
     best: TrialResult | None = None
     for trial in trials:
-        value = trial.metrics.get(metric)
-        if trial.error is not None or value is None or not math.isfinite(value):
-            continue
-        tie = best is not None and value == best.metrics[metric] and _config_key(trial) < _config_key(best)
-        if best is None or _better(value, best.metrics[metric], mode) or tie:
+        if beats(trial, best, metric, mode):
             best = trial
     return best
 
 
-def grid_configs(search_space: dict[str, SearchDimension] | None) -> list[dict[str, Any]]:
-    """Every configuration of a pure grid (no sampled dimension), in a fixed order."""
-    dims = [(name, list(dim.values or [])) for name, dim in (search_space or {}).items()]
-    if any(dim.type != "grid" for dim in (search_space or {}).values()):
-        raise ValueError("grid_configs takes a grid-only search space")
-    return [dict(zip([n for n, _ in dims], combo, strict=True)) for combo in itertools.product(*(v for _, v in dims))]
+# --- one fit -------------------------------------------------------------------------------------
+def _train_sample(data: PreparedData) -> tuple[Any, np.ndarray]:
+    n = len(data.X_train)
+    if n <= TRAIN_METRIC_ROWS:
+        return data.X_train, data.y_train
+    keep = np.sort(np.random.default_rng(0).choice(n, TRAIN_METRIC_ROWS, replace=False))
+    return data.X_train.iloc[keep], data.y_train[keep]
 
 
-def run_trials_inline(
-    data: PreparedData,
-    spec: TrialSpec,
-    search_space: dict[str, SearchDimension] | None = None,
-    *,
-    callbacks: list[Any] | None = None,
-    name: str = "asgard-trials",
-) -> tuple[TrialsOutcome, dict[str, Any]]:
-    """Run a grid's trials one after another in this process (the warm worker's fast path).
+def fit_and_score(spec: TrialSpec, data: PreparedData, params: dict[str, Any], threads: int = 1) -> tuple[Fitted, dict[str, float]]:
+    """Fit one model on the training rows with ``threads`` threads, and score it.
 
-    The same fits as ``run_trials`` (``fit_and_score``, one thread), reported to the same Tune
-    callbacks (one MLflow child run per trial, the job's progress) with Tune's hook names, and ranked
-    by the same ``pick_best``. Returns the outcome and each successful trial's fitted model by trial id.
+    The ``train_`` metrics come from a seeded sample of at most ``TRAIN_METRIC_ROWS`` training rows;
+    the held-out metrics from every validation row (or, with no validation set, the training rows).
     """
+    from threadpoolctl import threadpool_limits
+
+    model = build_estimator(spec.framework, spec.model_type, spec.estimator, params, threads=threads)
+    with threadpool_limits(limits=threads):
+        model.fit(data.X_train, data.y_train)
+        X_eval, y_eval = data.eval_set
+        on_eval = predict_rows(model, X_eval, spec.model_type)
+        metrics = evaluate(model, X_eval, y_eval, spec.model_type, spec.n_classes, predicted=on_eval)
+        if data.has_validation:
+            X_fit, y_fit = _train_sample(data)
+            train = evaluate(model, X_fit, y_fit, spec.model_type, spec.n_classes, prefix="train_")
+        else:
+            train = {f"train_{k}": v for k, v in metrics.items()}
+            metrics = {}
+    return Fitted(model, on_eval[0], on_eval[1]), {**train, **metrics}
+
+
+def _fit_task(data: PreparedData, spec: TrialSpec, params: dict[str, Any], threads: int) -> tuple[dict[str, float], Fitted]:
+    """The body of a trial task: metrics first (fetched for every trial), the fitted model second (for the best)."""
+    fitted, metrics = fit_and_score(spec, data, params, threads)
+    return metrics, fitted
+
+
+# --- running them ----------------------------------------------------------------------------------
+def run_trials_inline(
+    data: PreparedData, spec: TrialSpec, configs: list[dict[str, Any]], *, callbacks: Sequence[TrialCallback] = (), name: str = "trials"
+) -> tuple[TrialsOutcome, Fitted | None]:
+    """Fit the configurations one after another in this process, on one thread (a warm worker: small work)."""
     trials: list[TrialResult] = []
-    models: dict[str, Any] = {}
-    for index, config in enumerate(grid_configs(search_space)):
-        trial = _InlineTrial(trial_id=f"{name}_{index:05d}", config=config)
-        _hook(callbacks, "on_trial_start", trial)
+    best: TrialResult | None = None
+    best_fitted: Fitted | None = None
+    for index, config in enumerate(configs):
+        trial = Trial(f"{name}_{index:05d}", config)
+        notify(callbacks, "on_trial_start", trial)
         try:
-            model, metrics = fit_and_score(spec, data, {**spec.fixed_params, **config})
+            fitted, metrics = fit_and_score(spec, data, {**spec.fixed_params, **config})
         except Exception as exc:
-            trial.status, trial.error_message = "ERROR", _error_text(exc)
-            trials.append(TrialResult(trial_id=trial.trial_id, config=config, error=trial.error_message))
-            _hook(callbacks, "on_trial_error", trial)
+            result = TrialResult(trial.trial_id, config, error=error_text(exc))
+            trials.append(result)
+            notify(callbacks, "on_trial_error", trial, result.error)
             continue
-        _hook(callbacks, "on_trial_result", trial, result={**metrics, "training_iteration": 1, "timestamp": time.time()})
-        trial.status = "TERMINATED"
-        _hook(callbacks, "on_trial_complete", trial)
-        trials.append(TrialResult(trial_id=trial.trial_id, config=config, metrics=metrics))
-        models[trial.trial_id] = model
-    best = pick_best(trials, spec.metric, spec.mode)
-    log.info("%s: %d trials inline, %d failed", name, len(trials), sum(t.error is not None for t in trials))
-    return TrialsOutcome(trials=trials, best=best), models
-
-
-@dataclass
-class _InlineTrial:
-    """What the Tune callbacks read of a trial (``trial_id``, ``config``, ``status``, the error)."""
-
-    trial_id: str
-    config: dict[str, Any]
-    status: str = "RUNNING"
-    error_message: str | None = None
-    pickled_error_file: str | None = None
-    error_file: str | None = None
-
-
-def _hook(callbacks: list[Any] | None, hook: str, trial: _InlineTrial, **kwargs: Any) -> None:
-    for callback in callbacks or []:
-        getattr(callback, hook)(iteration=0, trials=[], trial=trial, **kwargs)
+        result = TrialResult(trial.trial_id, config, metrics)
+        trials.append(result)
+        notify(callbacks, "on_trial_result", trial, metrics)
+        if beats(result, best, spec.metric, spec.mode):
+            best, best_fitted = result, fitted
+    log.info("%s: %d trial(s) inline, %d failed", name, len(trials), sum(t.error is not None for t in trials))
+    return TrialsOutcome(trials, best), best_fitted
 
 
 def run_trials(
-    data: PreparedData | ShardedData,
+    settings: Settings,
+    data: PreparedData,
     spec: TrialSpec,
-    search_space: dict[str, SearchDimension] | None = None,
+    configs: list[dict[str, Any]],
     *,
-    num_samples: int = 1,
-    max_concurrent_trials: int | None = None,
-    callbacks: list[Any] | None = None,
-    name: str = "asgard-trials",
-    trainable: Any = None,
-    resources: dict[str, float] | None = None,
-    trainable_kwargs: dict[str, Any] | None = None,
-) -> TrialsOutcome:
-    """Run the trials on the connected Ray cluster with Tune and return every result.
+    concurrency: int,
+    cpus: float,
+    callbacks: Sequence[TrialCallback] = (),
+    name: str = "trials",
+) -> tuple[TrialsOutcome, Fitted | None]:
+    """Fit the configurations as Ray tasks, ``concurrency`` at a time in bundles of ``cpus`` CPUs.
 
-    Trials that raise are reported with their error (Tune does not stop the others). Tune's local
-    experiment folder is temporary: no checkpoints are kept (the best configuration is refit), so
-    nothing relies on a disk shared between nodes. ``trainable``, ``resources`` and ``trainable_kwargs``
-    replace the in-memory function trainable (data-parallel trials: ``training.distributed``).
+    Raises:
+        ResourcesUnavailable: The bundles were not free within ``ASGARD_JOB_PENDING_TIMEOUT_S``.
     """
-    from ray import tune
+    import ray
 
-    space, _ = param_space(search_space)
-    storage = tempfile.mkdtemp(prefix="asgard-tune-")
-    fn = tune.with_parameters(trainable or _trainable, data=data, spec=spec, **(trainable_kwargs or {}))
-    trainable = tune.with_resources(fn, resources or {"cpu": 1})
-    tuner = tune.Tuner(
-        trainable,
-        param_space=space,
-        tune_config=tune.TuneConfig(num_samples=num_samples, max_concurrent_trials=max_concurrent_trials, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks or []),
-    )
-    try:
-        grid = tuner.fit()
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
+    from asgard_ray.runtime import in_bundle, reserve_cpus
+
+    threads = max(1, int(cpus))
+    concurrency = max(1, min(concurrency, len(configs)))
+    data_ref = ray.put(data)
+    task = ray.remote(_fit_task)
     trials: list[TrialResult] = []
-    for result in (grid[i] for i in range(len(grid))):
-        metrics = {k: float(v) for k, v in (result.metrics or {}).items() if _is_metric(k, v)}
-        trial_id = str((result.metrics or {}).get("trial_id") or os.path.basename(str(result.path)))
-        error = None if result.error is None else _error_text(result.error)
-        config = {k: v.item() if hasattr(v, "item") else v for k, v in (result.config or {}).items()}
-        trials.append(TrialResult(trial_id=trial_id, config=config, metrics=metrics, error=error))
-    best = pick_best(trials, spec.metric, spec.mode)
+    best: TrialResult | None = None
+    best_ref: Any = None
+    with reserve_cpus(settings, [cpus] * concurrency, f"{name}: {len(configs)} trial(s)") as group:
+        waiting = list(enumerate(configs))
+        running: dict[Any, tuple[Trial, int, Any]] = {}
+        free = list(range(concurrency))
+        while waiting or running:
+            while waiting and free:
+                bundle = free.pop()
+                index, config = waiting.pop(0)
+                trial = Trial(f"{name}_{index:05d}", config)
+                notify(callbacks, "on_trial_start", trial)
+                refs: Any = task.options(
+                    num_returns=2,
+                    num_cpus=cpus,
+                    max_retries=0,
+                    name=f"{name}:trial-{index}",
+                    scheduling_strategy=in_bundle(group, bundle),
+                ).remote(data_ref, spec, {**spec.fixed_params, **config}, threads)
+                metrics_ref, fitted_ref = refs
+                running[metrics_ref] = (trial, bundle, fitted_ref)
+            done, _ = ray.wait(list(running), num_returns=1)
+            trial, bundle, fitted_ref = running.pop(done[0])
+            free.append(bundle)
+            try:
+                metrics = ray.get(done[0])
+            except Exception as exc:
+                result = TrialResult(trial.trial_id, trial.config, error=error_text(exc))
+                trials.append(result)
+                notify(callbacks, "on_trial_error", trial, result.error)
+                continue
+            result = TrialResult(trial.trial_id, trial.config, metrics)
+            trials.append(result)
+            notify(callbacks, "on_trial_result", trial, metrics)
+            if beats(result, best, spec.metric, spec.mode):
+                best, best_ref = result, fitted_ref  # the others' models leave the object store with their refs
+    fitted = ray.get(best_ref) if best_ref is not None else None
     log.info(
-        "%s: %d trials, %d failed, best %s=%s",
+        "%s: %d trial(s), %d failed, best %s=%s",
         name,
         len(trials),
         sum(t.error is not None for t in trials),
         spec.metric,
         best.metrics.get(spec.metric) if best else None,
     )
-    return TrialsOutcome(trials=trials, best=best)
-
-
-_TUNE_KEYS = {
-    "timestamp",
-    "training_iteration",
-    "time_this_iter_s",
-    "time_total_s",
-    "pid",
-    "time_since_restore",
-    "iterations_since_restore",
-    "done",
-    "date",
-    "hostname",
-    "node_ip",
-    "trial_id",
-    "experiment_tag",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-}
-
-
-def _is_metric(key: str, value: Any) -> bool:
-    return key not in _TUNE_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _error_text(error: BaseException) -> str:
-    """The trial's own exception, without Ray's wrapper traceback."""
-    cause = getattr(error, "cause", None) or error
-    return f"{type(cause).__name__}: {cause}"[:2000]
+    return TrialsOutcome(trials, best), fitted

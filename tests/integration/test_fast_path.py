@@ -78,13 +78,13 @@ def test_training_paths_give_the_same_model_and_say_which_ran(settings: Settings
     assert np.array_equal(np.asarray(preds[0]), np.asarray(preds[1]))
 
 
-def test_sampled_search_space_and_large_requests_take_the_cluster_path(settings: Settings, customer_features: str) -> None:
+def test_large_requests_take_the_cluster_path_and_few_sampled_trials_the_warm_one(settings: Settings, customer_features: str) -> None:
     from asgard_ray.training.modes import fast_path
 
     sampled = TrainRequest.model_validate(
         request_body(customer_features, hyperparameters={"search_space": {"max_depth": {"type": "randint", "low": 2, "high": 5}}})
     )
-    assert fast_path(sampled, settings) == (False, "a sampled search space runs on Tune")
+    assert fast_path(sampled, settings) == (True, "300 entity rows, 4 trial(s)")  # seeded draws: known up front
     big = TrainRequest.model_validate(request_body(customer_features, n_ids=3000))
     ok, why = fast_path(big, settings)
     assert not ok and "6,000 entity rows > ASGARD_FAST_PATH_ROWS=5,000" in why

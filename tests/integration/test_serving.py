@@ -53,7 +53,7 @@ def served(settings: Settings, versions: dict[str, str], materialized: dict[str,
     from ray import serve
 
     from asgard_ray.api.serve import build_app
-    from asgard_ray.serving.deployment import PREDICT_APP, PREDICT_PREFIX, predict_app
+    from asgard_ray.api.predict import PREDICT_APP, PREDICT_PREFIX, predict_app
 
     port = free_port()
     serving_settings = settings.model_copy(update={"asgard_serve_max_rows": 5, "asgard_serve_alias_poll_s": 0.5,

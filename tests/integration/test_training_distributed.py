@@ -1,7 +1,6 @@
-"""Data-parallel training (Ray Train XGBoostTrainer / LightGBMTrainer on Ray Data shards) on the session's Ray.
+"""Data-parallel training (gang-scheduled workers with XGBoost's collective / LightGBM's data_parallel) on the session's Ray.
 
-The session Ray has 2 CPUs: each of the 2 Ray Train workers reserves half a CPU
-(``ASGARD_TRAIN_CPUS_PER_WORKER=0.5``), the trial itself none, so Ray Data's tasks keep a free slot.
+The session Ray has 2 CPUs: the 2 workers reserve one CPU each (the defaults), and the job task none.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def dp_settings(settings: Settings) -> Settings:
     """Settings sized for the 2-CPU session Ray."""
-    return settings.model_copy(update={"asgard_train_cpus_per_worker": 0.5, "asgard_train_checkpoint_rounds": 10})
+    return settings.model_copy(update={"asgard_train_cpus_per_worker": 1.0, "asgard_train_checkpoint_s": 0.5})
 
 
 def run(settings: Settings, body: dict[str, Any]) -> TrainResponse:
@@ -80,12 +79,12 @@ def test_data_parallel_matches_in_memory(dp_settings: Settings, customer_feature
 
 
 def test_killed_worker_resumes_from_its_checkpoint_or_fails_cleanly(dp_settings: Settings, customer_features: str) -> None:
-    """SIGKILL one Ray Train worker after the trial's second checkpoint; FailureConfig restarts the group."""
+    """SIGKILL one worker after the trial's first checkpoint; the gang starts again from it."""
     import pyarrow.fs as pafs
 
     from asgard_ray.storage import resolve
 
-    settings = dp_settings.model_copy(update={"asgard_train_checkpoint_rounds": 100, "asgard_train_max_failures": 2})
+    settings = dp_settings.model_copy(update={"asgard_train_checkpoint_s": 0.5, "asgard_train_max_failures": 2})
     body = body_for(customer_features, "xgboost", "distributed", n_estimators=4000, learning_rate=0.01, max_depth=6)
     job_id = new_job_id("train")
     JobStore(settings).create("training", job_id)
@@ -99,31 +98,52 @@ def test_killed_worker_resumes_from_its_checkpoint_or_fails_cleanly(dp_settings:
 
     thread = threading.Thread(target=train, daemon=True)
     thread.start()
-    fs, base = resolve(settings, settings.s3_uri("training", "runs", job_id))
+    fs, base = resolve(settings, settings.state_uri("training", "runs", job_id))
     killed: int | None = None
     deadline = time.monotonic() + 240
     while killed is None and thread.is_alive() and time.monotonic() < deadline:
         files = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        # two checkpoints on storage: the first one is surely registered with Ray Train by then
-        checkpoints = {part for f in files for part in f.path.split("/") if part.startswith("checkpoint_")}
-        has_checkpoint = len(checkpoints) >= 2
+        has_checkpoint = any(f.is_file and "/checkpoints/" in f.path for f in files)
         markers = [f.path for f in files if f.is_file and "/workers/" in f.path and f.path.endswith("/1.json")]
         if has_checkpoint and markers:
             with fs.open_input_file(markers[0]) as f:
                 killed = json.loads(f.read())["pid"]
-            time.sleep(5)  # let the Train controller poll the workers' reports and register the checkpoints
             os.kill(killed, signal.SIGKILL)
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     thread.join(timeout=300)
     assert not thread.is_alive(), "training did not end after the worker was killed"
     assert killed is not None, f"no checkpoint and worker marker seen before training ended: {outcome}"
     if "result" in outcome:
         result: TrainResponse = outcome["result"]
-        assert result.execution["resumed_from_round"] >= 100  # the new worker group started from the checkpoint
+        assert result.execution["resumed_from_round"] > 0  # the new gang started from the checkpoint
         assert "roc_auc" in result.metrics.metrics
     else:  # failing is allowed, but cleanly: the parent run is FAILED and the error says why
         client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
         runs = client.search_runs(client.get_experiment_by_name("it_training").experiment_id,
                                   filter_string=f"tags.`asgard.job_id` = '{job_id}'")
         assert runs and runs[0].info.status == "FAILED", outcome
+
+
+def test_a_job_that_waits_past_the_pending_bound_fails_with_its_cause_and_frees_its_slot(dp_settings: Settings, customer_features: str) -> None:
+    """One of the 2 CPUs held by another placement group: the 2-worker job waits its bound, then fails saying why."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from asgard_ray.jobs import get_job_sync, supervisor_info, run_sync
+    from asgard_ray.training import TrainingService, TrainRequest
+
+    settings = dp_settings.model_copy(update={"asgard_job_pending_timeout_s": 3.0, "asgard_fast_path_rows": 0})
+    hog = placement_group([{"CPU": 1.0}])  # Ray Data's preparation still has a CPU; the 2 x 1 CPU workers never fit
+    ray.get(hog.ready(), timeout=60)
+    try:
+        request = TrainRequest.model_validate({**body_for(customer_features, "xgboost", "distributed"), "async": True})
+        record = TrainingService(settings).start(request)
+        deadline = time.monotonic() + 120
+        while (job := get_job_sync(settings, record.job_id, "training")).status not in ("failed", "completed") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert job.status == "failed", job
+        assert "waited" in (job.error or "") and "CPU" in (job.error or "") and job.error_type == "ResourcesUnavailable", job.error
+        assert record.job_id not in run_sync(supervisor_info(settings))["job_ids"]  # its slot is free again
+    finally:
+        remove_placement_group(hog)

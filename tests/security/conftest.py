@@ -85,7 +85,7 @@ def _monitoring_state(s3: Any, bucket: str) -> dict[str, Any]:
     return {"record_ids": ids, "rules": rules}
 
 
-def _register_model(env: dict[str, str], name: str) -> tuple[str, str]:
+def register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     """Train a small classifier on the demo data, log it the way training does, register version 1."""
     import lightgbm as lgb
     import mlflow
@@ -209,7 +209,7 @@ def world(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     http = httpx.Client(base_url=api_url(env), timeout=180)
     r = http.post("/feast/features", json=SEED_EXAMPLE)
     assert r.status_code in (200, 201), r.text
-    run_id, _ = _register_model(env, MODEL)
+    run_id, _ = register_model(env, MODEL)
     # a monitored model with one record, so history and the record count have something to guard
     r = http.post(
         "/mlops/monitoring",

@@ -151,3 +151,23 @@ def test_parallel_registrations_of_one_run_make_one_version_and_the_next_run_the
     r = register(second)
     assert r.status_code in (200, 201) and r.json()["version"] == "2", r.text
     assert sorted(int(v.version) for v in world.mlflow.search_model_versions(f"name='{name}'")) == [1, 2]
+
+
+def test_a_default_data_parallel_request_runs_on_the_embedded_stack_and_an_impossible_one_is_422(world: World) -> None:
+    """The defaults (2 workers x 1 CPU) fit the 2-CPU embedded stack; 3 workers never could."""
+    body = train_body("churned", framework="xgboost", model_type="classification", model="sec_dp_default")
+    body["data_source"]["entities"] = {"customer_id": list(range(1, 301))}
+    body["execution"] = {"mode": "distributed"}
+    r = world.http.post("/mlops/models", json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["execution"]["mode"] == "distributed" and answer["execution"]["num_workers"] == 2
+    assert "churned" not in answer["feature_columns"] and "roc_auc" in answer["metrics"]["metrics"]
+
+    before, runs = world.snapshot(), _runs(world, "sec_dp_impossible")
+    body["model_name"], body["execution"] = "sec_dp_impossible", {"mode": "distributed", "num_workers": 3}
+    r = world.http.post("/mlops/models", json=body)
+    check_error(r, frozenset({422}), ("could never start",))
+    assert "3 CPUs" in r.json()["error"] and "ASGARD_TRAIN_CPUS_PER_WORKER" in r.json()["error"]
+    assert _runs(world, "sec_dp_impossible") == runs
+    assert_unchanged(before, world.snapshot())

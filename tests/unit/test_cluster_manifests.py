@@ -374,13 +374,13 @@ def test_serve_config_validates_against_rays_schema() -> None:
     deployment = app.deployments[0].model_dump(exclude_unset=True)
     assert {"autoscaling_config", "health_check_period_s", "max_ongoing_requests"} <= set(deployment)
     # real-time predictions: an application of its own, with the deployment options of the settings
-    from asgard_ray.serving.deployment import DEPLOYMENT_NAME as PREDICT_DEPLOYMENT
-    from asgard_ray.serving.deployment import PREDICT_APP, PREDICT_PREFIX, deployment_options
+    from asgard_ray.api.predict import DEPLOYMENT_NAME as PREDICT_DEPLOYMENT
+    from asgard_ray.api.predict import PREDICT_APP, PREDICT_PREFIX, deployment_options
 
     assert (predict.name, predict.route_prefix, predict.import_path) == (
         PREDICT_APP,
         PREDICT_PREFIX,
-        "asgard_ray.serving.deployment:build_predict_app",
+        "asgard_ray.api.predict:build_predict_app",
     )
     (predict_deployment,) = predict.deployments
     assert predict_deployment.name == PREDICT_DEPLOYMENT

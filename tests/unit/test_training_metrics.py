@@ -76,17 +76,19 @@ def test_pick_best_breaks_ties_by_config_not_by_order() -> None:
     assert pick_best([b, a], "roc_auc", "max").trial_id == "b"  # the warm path and Tune may run them in any order
 
 
-def test_grid_configs_expand_every_combination_and_refuse_a_sampled_space() -> None:
+def test_trial_configs_expand_every_grid_combination_with_seeded_draws() -> None:
     from asgard_ray.training.schemas import SearchDimension
-    from asgard_ray.training.trials import count_trials, grid_configs
+    from asgard_ray.training.trials import count_trials, trial_configs
 
     space = {
         "max_depth": SearchDimension.model_validate({"type": "grid", "values": [2, 4]}),
         "min_samples_leaf": SearchDimension.model_validate({"type": "grid", "values": [1, 5, 9]}),
     }
-    configs = grid_configs(space)
+    configs = trial_configs(space, None)
     assert len(configs) == count_trials(space, None)[2] == 6
     assert {(c["max_depth"], c["min_samples_leaf"]) for c in configs} == {(d, m) for d in (2, 4) for m in (1, 5, 9)}
-    assert grid_configs(None) == [{}]
-    with pytest.raises(ValueError, match="grid-only"):
-        grid_configs({"max_depth": SearchDimension.model_validate({"type": "randint", "low": 2, "high": 5})})
+    assert trial_configs(None, None) == [{}]
+    sampled = {**space, "subsample": SearchDimension.model_validate({"type": "uniform", "low": 0.5, "high": 0.9})}
+    drawn = trial_configs(sampled, 3, seed=1)
+    assert len(drawn) == count_trials(sampled, 3)[2] == 18 and all(0.5 <= c["subsample"] < 0.9 for c in drawn)
+    assert drawn == trial_configs(sampled, 3, seed=1) and drawn != trial_configs(sampled, 3, seed=2)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.training.modes import choose_mode, entity_rows, sample_entities
-from asgard_ray.training.pipeline import execution_tags
+from asgard_ray.training.plan import execution_tags
 from asgard_ray.training.schemas import TrainRequest
 
 

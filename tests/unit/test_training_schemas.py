@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from asgard_ray.training.pipeline import plan_trials
+from asgard_ray.training.plan import plan_trials
 from asgard_ray.training.schemas import SearchDimension, TrainRequest, metric_mode
 
 SEED = {
@@ -59,17 +59,23 @@ def test_parameter_both_fixed_and_tuned_is_rejected() -> None:
 
 
 def test_trial_plan_counts_grid_and_samples() -> None:
-    def plan(hp: dict) -> tuple[int, int, list[str]]:
-        return plan_trials(TrainRequest.model_validate({**SEED, "hyperparameters": hp}))
+    def plan(hp: dict, seed: int = 42) -> tuple[list[dict], list[str]]:
+        return plan_trials(TrainRequest.model_validate({**SEED, "hyperparameters": hp, "split": {"seed": seed}}))
 
-    assert plan({"params": {}}) == (1, 1, [])
-    samples, total, warnings = plan({"params": {}, "num_trials": 5})
-    assert (samples, total) == (1, 1) and "no search_space" in warnings[0]
+    assert plan({"params": {}}) == ([{}], [])
+    configs, warnings = plan({"params": {}, "num_trials": 5})
+    assert configs == [{}] and "no search_space" in warnings[0]
     grid = {"max_depth": {"type": "grid", "values": [2, 4, 6]}}
-    assert plan({"params": {}, "search_space": grid})[:2] == (1, 3)
+    assert [c["max_depth"] for c in plan({"params": {}, "search_space": grid})[0]] == [2, 4, 6]
     mixed = {**grid, "min_samples_leaf": {"type": "randint", "low": 1, "high": 5}}
-    assert plan({"params": {}, "search_space": mixed, "num_trials": 2})[:2] == (2, 6)
-    assert plan({"params": {}, "search_space": {"n_estimators": {"type": "choice", "values": [5, 10]}}})[:2] == (4, 4)
+    configs = plan({"params": {}, "search_space": mixed, "num_trials": 2})[0]
+    assert len(configs) == 6 and all(1 <= c["min_samples_leaf"] < 5 for c in configs)
+    assert configs == plan({"params": {}, "search_space": mixed, "num_trials": 2})[0]  # seeded: the same draws again
+    choice = {"n_estimators": {"type": "choice", "values": [5, 10]}}
+    assert len(plan({"params": {}, "search_space": choice})[0]) == 4
+    logu = {"learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.5}}
+    draws = [c["learning_rate"] for c in plan({"params": {}, "search_space": logu, "num_trials": 50})[0]]
+    assert all(0.001 <= d <= 0.5 for d in draws) and draws != [c["learning_rate"] for c in plan({"params": {}, "search_space": logu, "num_trials": 50}, seed=7)[0]]
 
 
 def test_metric_mode() -> None:

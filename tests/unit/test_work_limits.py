@@ -9,7 +9,7 @@ import pytest
 from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest
 from asgard_ray.training.estimators import check_param_bounds
-from asgard_ray.training.pipeline import validate_request
+from asgard_ray.training.plan import validate_request
 from asgard_ray.training.schemas import SearchDimension, TrainRequest
 from asgard_ray.training.trials import check_trial_cap, count_trials
 

@@ -34,7 +34,7 @@ def prediction_handle(request: Request) -> Any:
     if "predict_handle" not in services:
         from ray import serve
 
-        from asgard_ray.serving.deployment import DEPLOYMENT_NAME, PREDICT_APP
+        from asgard_ray.api.predict import DEPLOYMENT_NAME, PREDICT_APP
 
         services["predict_handle"] = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=PREDICT_APP)
     return services["predict_handle"]
@@ -42,8 +42,8 @@ def prediction_handle(request: Request) -> Any:
 
 async def forward(request: Request, method: str, *args: Any, timeout_s: float) -> Any:
     """Call ``method`` on the prediction deployment and await it with a timeout; domain errors come back as themselves."""
+    from asgard_ray.api.predict import PREDICT_APP
     from asgard_ray.jobs import domain_error
-    from asgard_ray.serving.deployment import PREDICT_APP
 
     try:
         handle = await asyncio.to_thread(prediction_handle, request)

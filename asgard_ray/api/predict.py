@@ -181,7 +181,7 @@ class PredictionServer:
         """``POST /predict/<model_name>`` (the model may also be in the body)."""
         from pydantic import ValidationError
 
-        from asgard_ray.api.errors import _domain_response
+        from asgard_ray.api.errors import domain_response
         from asgard_ray.api.security import host_allowed
 
         headers = http_request.headers
@@ -222,7 +222,7 @@ class PredictionServer:
         except ValidationError as exc:
             return _error(422, "request body is invalid", json.loads(exc.json(include_url=False)))
         except AsgardError as exc:
-            return _domain_response(exc)
+            return domain_response(exc)
         except Exception:
             incident = uuid.uuid4().hex[:12]
             log.exception("prediction failed (incident %s)", incident)
