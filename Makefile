@@ -1,10 +1,11 @@
 # The two set-up commands of the README (`make demo`, `make test`) work on a fresh machine with Python 3.11.
-# `make test-fast` is the developer's quick tier (unit tests only); `make lint` is what CI checks.
+# `make test-fast` is the developer's quick tier (unit tests only); `make test-production` runs the platform on
+# Debian's Redis, Postgres and Prometheus; `make lint` is what CI checks.
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast lint down bench
+.PHONY: install system-packages demo test test-fast test-production lint down bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,8 +17,15 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/asgard demo
 
-test: install
+# Debian's redis-server, postgresql, prometheus and chromium, installed if missing (root; see .ci/system-packages)
+system-packages:
+	.ci/system-packages
+
+test: install system-packages
 	$(BIN)/python -m pytest tests
+
+test-production: install system-packages
+	$(BIN)/python -m pytest tests/production -q
 
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -q

@@ -36,7 +36,7 @@ from asgard_ray.features.specs import (
     FeatureViewSpec,
     RegisterFeaturesResponse,
 )
-from asgard_ray.features.store import feature_store
+from asgard_ray.features.store import feature_store, registry_location
 from asgard_ray.gold import GoldTable, catalog_properties, catalog_status, resolve_table
 
 if TYPE_CHECKING:
@@ -426,7 +426,7 @@ class FeatureRegistry:
         """Registry, stores and counts; never raises."""
         base: dict[str, Any] = {
             "project": self.settings.feast_project,
-            "registry": self.settings.state_uri("feast", "registry.pb"),
+            "registry": registry_location(self.settings),  # the S3 object, or the SQL URL without its password
             "offline_store": OFFLINE_STORE,
             "online_store": self.settings.feast_online_store,
             "catalog": catalog_status(self.settings),
