@@ -1,18 +1,26 @@
 """The gold layer's Iceberg catalog, configured from settings (one setting picks its type).
 
 Embedded: pyiceberg's ``SqlCatalog`` on SQLite under ``ASGARD_HOME``, tables' files on the stack's
-S3 server. Production: a REST, Glue or Hive catalog through pyiceberg properties. The catalog's
-secrets (the S3 secret, the REST credential) come from settings, which read the environment; they go
-into this process's catalog only, never into Feast's registry, logs or status answers.
+S3 server. Production: a REST, Glue or Hive catalog through pyiceberg properties (or ``sql`` on a
+database server). The catalog's secrets (the S3 secret, the REST credential) come from settings, which
+read the environment; they go into this process's catalog only, never into Feast's registry, logs or
+status answers.
+
+The embedded SQLite file lives on the machine that created it. Only ``ensure_namespace`` (the bootstrap)
+may create it: a process on a node without it (a worker node that shares no disk with the head) fails
+loudly, instead of SQLite creating an empty catalog there that has none of the tables.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import platform
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asgard_ray.config import Settings
+from asgard_ray.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -51,27 +59,45 @@ def catalog_properties(settings: Settings, *, secrets: bool = True) -> dict[str,
     return props
 
 
+def _sqlite_file(props: dict[str, str]) -> Path | None:
+    """The embedded catalog's SQLite file, if the catalog is one."""
+    uri = props.get("uri", "")
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 @functools.lru_cache(maxsize=4)
 def _catalog(name: str, props_items: tuple[tuple[str, str], ...]) -> Catalog:
     from pyiceberg.catalog import load_catalog
 
     props = dict(props_items)
-    uri = props.get("uri", "")
-    if uri.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_file(props)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return load_catalog(name, **props)
 
 
-def gold_catalog(settings: Settings) -> Catalog:
-    """This process's catalog for these settings (built once; table metadata is read fresh on every load)."""
-    return _catalog(settings.trino_catalog, tuple(sorted(catalog_properties(settings).items())))
+def gold_catalog(settings: Settings, *, create: bool = False) -> Catalog:
+    """This process's catalog for these settings (built once; table metadata is read fresh on every load).
+
+    Raises:
+        ServiceUnavailable: The catalog is the embedded SQLite file and it is not on this node (``create``
+            makes it: the bootstrap's ``ensure_namespace`` only).
+    """
+    items = tuple(sorted(catalog_properties(settings).items()))
+    path = _sqlite_file(dict(items))
+    if path is not None and not create and not path.exists():
+        raise ServiceUnavailable(
+            f"the gold catalog's SQLite file {path} is not on this node ({platform.node()}): the embedded catalog lives on "
+            "the machine that created it. On a cluster whose nodes share no disk, put the catalog behind a server: "
+            "ASGARD_GOLD_CATALOG=rest, glue or hive, or sql with a database server's URL in ASGARD_GOLD_CATALOG_URI",
+            detail={"catalog": "sql", "node": platform.node()},
+        )
+    return _catalog(settings.trino_catalog, items)
 
 
 def ensure_namespace(settings: Settings, namespace: str | None = None) -> None:
-    """Create the gold namespace (or ``namespace``) if missing."""
-    gold_catalog(settings).create_namespace_if_not_exists(namespace or settings.gold_schema)
+    """Create the gold namespace (or ``namespace``) if missing, and the embedded catalog's file with it."""
+    gold_catalog(settings, create=True).create_namespace_if_not_exists(namespace or settings.gold_schema)
 
 
 def catalog_status(settings: Settings) -> dict[str, Any]:
