@@ -47,7 +47,7 @@ from asgard_ray.monitoring.schemas import (
 )
 from asgard_ray.monitoring.store import Partition, RecordStore
 from asgard_ray.monitoring.summary import PartitionSummary
-from asgard_ray.monitoring.telemetry import export_record
+from asgard_ray.monitoring.telemetry import export_latest, export_record
 from asgard_ray.monitoring.wal import open_wal
 from asgard_ray.monitoring.window import MemoryWindow, day_bounds
 
@@ -112,6 +112,7 @@ class MonitoringState:
             replayed = self._replay()
             threading.Thread(target=self._upload_loop, name="monitoring-upload", daemon=True).start()
         self.store.count_quarantine()
+        export_latest(self.window.records())  # a restarted actor's drift gauges come back from what it rebuilt
         if compact:
             threading.Thread(target=self._maintain, name="monitoring-maintenance", daemon=True).start()
         else:

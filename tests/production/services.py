@@ -156,7 +156,7 @@ class Service:
         except psutil.NoSuchProcess:
             tree = []
         if self.stop_tree:  # the processes first (Ray's leader would drain the node for up to 30 s), then the leader
-            _terminate([p for p in tree if p.is_running()], timeout=15)
+            _terminate([p for p in tree if p.is_running()], timeout=5)
             timeout = min(timeout, 5.0)
         if self.proc.poll() is None:
             self.proc.send_signal(self.stop_signal)

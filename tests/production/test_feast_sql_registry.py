@@ -33,7 +33,7 @@ def _views_in_postgres(stack: ProdStack) -> set[str]:
 
 
 def _listed_by_api(stack: ProdStack) -> set[str]:
-    with stack.client(timeout=120) as api:
+    with stack.client(timeout=300) as api:
         return {v["name"] for v in call(api, "GET", "/feast/features")["feature_views"]}
 
 
@@ -84,7 +84,7 @@ def test_parallel_registrations_keep_every_view_across_a_postgres_restart(prod_s
     text = (prod_stack.settings.feast_repo / "feature_store.yaml").read_text()
     assert "${FEAST_REGISTRY_PATH}" in text and "registry_type: sql" in text, text
     assert prod_stack.postgres.password not in text and prod_stack.redis_password not in text
-    with prod_stack.client(timeout=120) as api:  # the status names the SQL registry, never its password
+    with prod_stack.client(timeout=300) as api:  # the status names the SQL registry, never its password
         status = api.get("/feast/status")
     assert status.status_code == 200 and status.json()["healthy"], status.text
     assert status.json()["registry"] == f"postgresql+psycopg://asgard:***@127.0.0.1:{prod_stack.postgres.port}/feast", status.json()

@@ -29,7 +29,7 @@ def _redis(stack: ProdStack) -> Any:
 
 def _predict(stack: ProdStack, path: str) -> dict[str, Any]:
     body = {"model_name": MODEL, "feature_views": ["customer_features"], "entities": {"customer_id": [*ENTITIES, UNKNOWN]}}
-    with stack.client(timeout=120) as api:
+    with stack.client(timeout=300) as api:
         return call(api, "POST", path, body)
 
 

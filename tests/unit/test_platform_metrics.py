@@ -64,3 +64,29 @@ def test_fired_names_the_rule_of_each_alert_and_evaluate_keeps_the_messages() ->
     breaches = fired("prediction_drift", values, DEFAULT_RULES)
     assert [rule for rule, _ in breaches] == ["drift", "p_value", "missing_data"]
     assert evaluate("prediction_drift", values, DEFAULT_RULES) == [message for _, message in breaches]
+
+
+def test_a_rebuilt_actor_sets_the_newest_drift_scores_again_and_counts_no_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asgard_ray.monitoring import telemetry
+    from asgard_ray.monitoring.schemas import MonitoringRecord
+
+    def record(mid: str, ts: str, metric_type: str, metrics_: dict[str, float], version: str = "1") -> MonitoringRecord:
+        return MonitoringRecord(
+            monitoring_id=mid, model_name="m", model_version=version, metric_type=metric_type, metrics=metrics_,
+            alert_triggered=True, alerts=["x"], timestamp=ts,
+        )  # fmt: skip
+
+    scores: list[tuple[str, str, str, str, float]] = []
+    alerts: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(metrics, "drift_score", lambda *a: scores.append(a))
+    monkeypatch.setattr(metrics, "alert", lambda *a: alerts.append(a))
+    held = [
+        record("a", "2026-01-01T00:00:00Z", "feature_drift", {"f.psi": 0.5}),
+        record("b", "2026-01-02T00:00:00Z", "feature_drift", {"f.psi": 0.2}),  # newer: this one counts
+        record("c", "2026-01-01T00:00:00Z", "prediction_drift", {"psi": 0.3}),
+        record("d", "2026-01-03T00:00:00Z", "data_quality", {"f.missing_rate": 0.9}),  # not drift
+        record("e", "2026-01-01T00:00:00Z", "feature_drift", {"f.psi": 0.7}, version="2"),
+    ]
+    assert telemetry.export_latest(held) == 3
+    assert sorted(scores) == [("m", "1", "f", "psi", 0.2), ("m", "1", "prediction", "psi", 0.3), ("m", "2", "f", "psi", 0.7)]
+    assert alerts == []
