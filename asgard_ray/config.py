@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     asgard_mode: Mode = Mode.EMBEDDED
     """``embedded`` runs everything on loopback from ``asgard up``; ``production`` points at real services."""
     asgard_home: Path = Path(".asgard")
-    """Folder for the embedded stack's state: pid files, logs, the MLflow database, the S3 snapshot."""
+    """Folder for the embedded stack's state: pid files, logs, the MLflow database, the S3 server's objects."""
 
     # --- MLflow ------------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = None
@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     """Most trials (a fixed grid) a fast-path training request may run, one after another on the warm worker."""
     asgard_warm_workers: int | None = Field(default=None, ge=0, le=16)
     """Warm workers the job supervisor keeps for small jobs (each holds MLflow, pandas and the three frameworks,
-    ~0.5 GB); default one per CPU of the head, at most 4. A small job finding them all busy waits for one."""
+    ~0.5 GB); default one per CPU (``ASGARD_NUM_CPUS``, else the CPUs of the node the supervisor starts on), 1-4.
+    A small job finding them all busy waits for one."""
     asgard_max_classes: int = Field(default=100, ge=2)
     """Most distinct values a classification target may have; more is a 422 (train a regression instead)."""
     asgard_max_trials: int = Field(default=200, ge=1)

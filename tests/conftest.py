@@ -11,6 +11,7 @@ before anything imports Ray, and each stack the suite starts gets its own token 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -258,6 +259,29 @@ def isolated_settings(**fields: Any) -> Settings:
     env = {key: value for key, value in os.environ.items() if key.upper() not in names}
     with mock.patch.dict(os.environ, env, clear=True):
         return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
+@contextlib.contextmanager
+def mlflow_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (tracking and registry) at ``uri`` for a block, then put back exactly what was there.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, and setting back the
+    value ``get_*_uri`` returned would pin a default (``sqlite:///mlflow.db`` in the working folder) that was
+    never set: later tests would then register their models there. So the module globals are saved and restored.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri, os.environ.get("MLFLOW_TRACKING_URI"))
+    tracking_utils._tracking_uri, registry_utils._registry_uri = uri, uri
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved[0], saved[1]
+        if saved[2] is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved[2]
 
 
 def token_path(env: dict[str, str]) -> Path:

@@ -71,7 +71,10 @@ class JobKind:
         run: ``(plan) -> result dict`` in the job's Ray task.
         view: ``(record) -> response model`` for the API (default: the record).
         settings_key: Suffix of the kind's settings: ``ASGARD_MAX_RUNNING_JOBS_<KEY>`` (jobs running at
-            once) and ``ASGARD_MAX_QUEUED_JOBS_<KEY>`` (jobs waiting behind them); default the name.
+            once) and ``ASGARD_MAX_QUEUED_JOBS_<KEY>`` (jobs waiting behind them); default the name. A kind
+            whose settings do not exist runs with ``default_limit`` and ``default_queue``.
+        default_limit: Jobs of the kind running at once when there is no such setting.
+        default_queue: Jobs of the kind waiting when there is no such setting.
         max_retries: Ray retries of the task after a crash; non-zero only where ``run`` is idempotent.
         num_cpus: CPUs the job task itself asks for (it mostly orchestrates).
         wait_s: How long a waiting caller waits before answering with the running (or queued) job.
@@ -91,6 +94,8 @@ class JobKind:
     run: Callable[[Plan], dict[str, Any]]
     view: Callable[[JobRecord], BaseModel] = _same
     settings_key: str = ""
+    default_limit: int = 2
+    default_queue: int = 1000
     max_retries: int = 0
     num_cpus: float = 0
     wait_s: float = 300.0
@@ -115,11 +120,11 @@ class JobKind:
 
     def limit(self, settings: Settings) -> int:
         """The running limit for this kind under ``settings``."""
-        return max(1, int(getattr(settings, self.limit_setting)))
+        return max(1, int(getattr(settings, self.limit_setting, self.default_limit)))
 
     def queue_limit(self, settings: Settings) -> int:
         """The queue bound for this kind under ``settings`` (0: no queue, a full kind refuses at once)."""
-        return max(0, int(getattr(settings, self.queue_setting)))
+        return max(0, int(getattr(settings, self.queue_setting, self.default_queue)))
 
 
 _KINDS: dict[str, JobKind] = {}

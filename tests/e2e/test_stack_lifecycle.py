@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -148,7 +149,7 @@ def test_warm_workers_start_with_the_api_before_any_job(keyed_stack: dict[str, s
         components = httpx.get(f"{api}/mlops/status", headers=h, timeout=120).json()["components"]
         jobs = next(c for c in components if c["name"] == "jobs")
         detail = jobs["detail"] or ""
-        if jobs["healthy"] and "warm workers: 1 ready" in detail:
+        if jobs["healthy"] and re.search(r"warm workers: [1-9]\d* ready", detail):
             break
         time.sleep(2)
     else:

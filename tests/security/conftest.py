@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import api_url
+from tests.conftest import api_url, mlflow_uris
 
 SENTINEL_BUCKET = "my-bucket"
 SENTINEL_PREFIX = "sentinel/"
@@ -88,7 +88,6 @@ def _monitoring_state(s3: Any, bucket: str) -> dict[str, Any]:
 def register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     """Train a small classifier on the demo data, log it the way training does, register version 1."""
     import lightgbm as lgb
-    import mlflow
 
     from asgard_ray.local.demo_data import customer_aggregates
 
@@ -99,14 +98,8 @@ def register_model(env: dict[str, str], name: str) -> tuple[str, str]:
     est = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, n_jobs=1, verbose=-1).fit(train[cols], train["churned"])
     # both URIs, explicitly: the registry URI otherwise follows this process's MLFLOW_TRACKING_URI, which the
     # integration fixtures point at their own server (ci2: the version create went there and got 500s)
-    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
-    try:
+    with mlflow_uris(tracking):
         return _log_and_register(est, train[cols], name, tracking)
-    finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
 
 
 def _log_and_register(est: Any, X: Any, name: str, tracking: str) -> tuple[str, str]:
@@ -155,13 +148,8 @@ def log_model_run(env: dict[str, str]) -> str:
     experiment = client.get_experiment_by_name("security-suite")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("security-suite")
     run = client.create_run(experiment_id, tags={lineage.TAG_FEATURE_COLUMNS: json.dumps(cols), lineage.TAG_LABEL: "churned"})
-    saved = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking)
-    try:
-        with mlflow.start_run(run_id=run.info.run_id):
-            mlflow.lightgbm.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(gold[cols], est.predict(gold[cols])))
-    finally:
-        mlflow.set_tracking_uri(saved)
+    with mlflow_uris(tracking), mlflow.start_run(run_id=run.info.run_id):
+        mlflow.lightgbm.log_model(est, name=lineage.MODEL_ARTIFACT, signature=infer_signature(gold[cols], est.predict(gold[cols])))
     return run.info.run_id
 
 

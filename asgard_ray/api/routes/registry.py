@@ -21,7 +21,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"mo
     "",
     response_model=RegisterModelResponse,
     status_code=201,
-    responses={200: {"model": RegisterModelResponse, "description": "The run was registered already"}, **_ERRORS},
+    responses={
+        200: {"model": RegisterModelResponse, "description": "The run was registered already"},
+        503: {"model": ErrorBody, "description": "Another registration of the same run held its lease too long; retry"},
+        **_ERRORS,
+    },
 )
 async def register_model(body: RegisterModelRequest, registry: RegistryDep, response: Response) -> RegisterModelResponse:
     """Register a finished run's model as a new version (201); the same run again returns its version (200)."""
