@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-packages demo test test-fast test-production lint down bench
+.PHONY: install system-packages demo test test-retry test-fast test-production lint down bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ system-packages:
 
 test: install system-packages
 	$(BIN)/python -m pytest tests
+
+# reruns each failed test once, reported as R: for hunting a flake, never the default
+test-retry: install system-packages
+	$(BIN)/python -m pytest tests --reruns 1 --reruns-delay 5
 
 test-production: install system-packages
 	$(BIN)/python -m pytest tests/production -q
