@@ -46,7 +46,7 @@ def up(serve: bool = typer.Option(True, help="Deploy the Serve control API too."
     logging.basicConfig(level=logging.WARNING)
     settings = _settings()
     try:
-        with console.status("starting the embedded stack (Ray, S3, MLflow, Serve)..."):
+        with console.status("starting the embedded stack (Ray, S3, MLflow, Serve) and warming the API..."):
             rows = stack_up(settings, serve=serve)
     except StackError as exc:
         typer.echo(f"asgard up failed: {exc}", err=True)  # plain text: paths and log lines stay unwrapped

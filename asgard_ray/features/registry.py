@@ -42,7 +42,16 @@ from asgard_ray.gold import GoldTable, catalog_properties, catalog_status, resol
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
-__all__ = ["OFFLINE_STORE", "SPEC_TAG", "WRITER_ACTOR", "FeatureRegistry", "batch_source", "feast_type", "registry_version"]
+__all__ = [
+    "OFFLINE_STORE",
+    "SPEC_TAG",
+    "WRITER_ACTOR",
+    "FeatureRegistry",
+    "batch_source",
+    "feast_type",
+    "registry_version",
+    "warm_writer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +245,23 @@ class RegistryWriter:
         """Add a materialized interval to a view (see ``FeatureRegistry.record_materialization``)."""
         FeatureRegistry(settings).record_materialization_here(name, start, end)
 
+    def warm(self, settings: Settings) -> int:
+        """Pay now what a first registration would: Feast's imports, the store and its registry, a gold table's load.
+
+        Returns:
+            This actor's pid.
+        """
+        import os
+
+        from feast import Entity, FeatureView, Field  # noqa: F401 - imported for their cost, as register_here does
+        from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource  # noqa: F401
+
+        feature_store(settings).list_feature_views()
+        tables = catalog_status(settings).get("tables") or []
+        if tables:  # the catalog, its FileIO and one table's metadata read, as a registration resolves its table
+            resolve_table(settings, tables[0].rsplit(".", 1)[-1])
+        return os.getpid()
+
 
 _writers: dict[str, Any] = {}
 """Writer actor handles by namespace and Ray driver job."""
@@ -264,6 +290,11 @@ def _writer(settings: Settings, *, fresh: bool = False) -> Any:
             .remote()
         )
     return _writers[key]
+
+
+def warm_writer(settings: Settings) -> Any:
+    """Start the writer actor and have it warm itself (``RegistryWriter.warm``); return the call's ``ObjectRef``."""
+    return _writer(settings).warm.remote(settings)
 
 
 def _serialised(settings: Settings, method: str, *args: Any) -> Any:

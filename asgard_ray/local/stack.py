@@ -13,11 +13,13 @@ registry (on S3), and the Ray auth token ``<home>/ray/auth_token``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,11 +40,13 @@ from asgard_ray.local.procs import (
 )
 from asgard_ray.runtime import ensure_token
 
-__all__ = ["PortInUse", "ServiceStatus", "StackError", "down", "service_env", "status", "up"]
+__all__ = ["WARM_TIMEOUT_S", "PortInUse", "ServiceStatus", "StackError", "api_warm", "down", "service_env", "status", "up", "wait_warm"]
 
 log = logging.getLogger(__name__)
 
 State = Literal["up", "down", "starting", "orphan"]
+WARM_TIMEOUT_S = 300.0
+"""How long ``up`` waits for the API's warm-up (``/mlops/health`` ``warm``) before it returns anyway."""
 
 
 class StackError(RuntimeError):
@@ -90,6 +94,9 @@ def service_env(settings: Settings) -> dict[str, str]:
     # `ray job submit -- python jobs/x.py` runs `python` from the raylet's PATH: make it this environment's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # MLflow 3's server starts job-runner processes (huey consumers for its GenAI jobs, which the platform does not
+    # use) that each import the whole server: seconds of CPU right after `asgard up`, under the first requests
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
 
 
@@ -187,9 +194,40 @@ def _start(svc: _Service, settings: Settings, pids: PidFiles, env: dict[str, str
     wait_ready(svc.name, svc.ready, proc, pids.log(svc.name), svc.timeout)
 
 
+def api_warm(health_url: str, timeout: float = 2.0) -> bool | None:
+    """What ``/mlops/health`` says of the warm-up: ``True``/``False``, or ``None`` when it does not answer.
+
+    An API that answers without a ``warm`` field (one that predates it) counts as warm.
+    """
+    try:
+        with urllib.request.urlopen(health_url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return bool(json.loads(resp.read() or b"{}").get("warm", True))
+    except (OSError, ValueError):
+        return None
+
+
+def wait_warm(health_url: str, timeout: float = WARM_TIMEOUT_S, every: float = 0.5) -> bool:
+    """Wait until the API reports its warm-up done (``/mlops/health`` ``warm: true``), at most ``timeout``.
+
+    Returns whether it did; past the bound the API still works, and its first requests pay what is not warm yet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if api_warm(health_url):
+            return True
+        if time.monotonic() >= deadline:
+            log.warning(
+                "the API did not report warm within %.0fs; it answers, but its first requests may be slow (see the replica's log)",
+                timeout,
+            )
+            return False
+        time.sleep(every)
+
+
 def _deploy_serve(settings: Settings, pids: PidFiles, env: dict[str, str]) -> None:
     health = f"http://127.0.0.1:{settings.asgard_api_port}/mlops/health"
     if _http_ok(health):
+        wait_warm(health)  # a replica that is still starting (a second `asgard up` right after the first)
         return
     if port_open(settings.asgard_api_port):
         raise PortInUse(
@@ -210,6 +248,9 @@ def _deploy_serve(settings: Settings, pids: PidFiles, env: dict[str, str]) -> No
     if result.returncode != 0:
         raise ChildExited("the Serve API deployment", result.returncode, log_path)
     wait_ready("the Serve API", lambda: _http_ok(health), None, log_path, 180)
+    # the replica answers at once and warms on a thread (the Feast registry writer, warm workers, clients):
+    # return when that is done, so the first requests after `asgard up` are as fast as the later ones
+    wait_warm(health)
 
 
 def up(settings: Settings, *, serve: bool = True) -> list[ServiceStatus]:
@@ -280,7 +321,8 @@ def status(settings: Settings) -> list[ServiceStatus]:
     ]
     api = settings.api_url
     ray_up = rows[-1].state == "up"
-    answering = _http_ok(f"{api}/mlops/health")
-    api_state: State = ("up" if ray_up else "orphan") if answering else "down"
+    warm = api_warm(f"{api}/mlops/health")
+    answering = warm is not None
+    api_state: State = "down" if not answering else "orphan" if not ray_up else "up" if warm else "starting"
     rows.append(ServiceStatus("api", api_state, f"{api}/docs", rows[-1].pids if answering and ray_up else []))
     return rows

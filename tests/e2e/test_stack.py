@@ -31,6 +31,7 @@ def test_up_register_down_up_keeps_state(stack: dict[str, str]) -> None:
     pids_before = (Path(stack["ASGARD_HOME"]) / "run" / "ray.pid").read_text()
 
     api = api_url(stack)
+    assert httpx.get(f"{api}/mlops/health", timeout=30).json()["warm"] is True  # `up` returns once the API is warm
     r = httpx.post(f"{api}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)
     assert r.status_code in (200, 201), r.text
     assert r.json()["name"] == "customer_features"
@@ -63,6 +64,7 @@ def test_up_register_down_up_keeps_state(stack: dict[str, str]) -> None:
 
     second = asgard(stack, "up")
     assert second.returncode == 0, second.stdout + second.stderr
+    assert httpx.get(f"{api}/mlops/health", timeout=30).json()["warm"] is True  # a new replica, warm before `up` returned
     listed = httpx.get(f"{api}/feast/features", timeout=60).json()
     assert "customer_features" in [v["name"] for v in listed["feature_views"]]
     same = httpx.post(f"{api}/feast/features", json=SEED_FEATURE_SPEC, timeout=120)

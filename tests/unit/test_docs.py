@@ -36,6 +36,7 @@ EXTERNAL = {
     "MLFLOW_S3_ENDPOINT_URL": "MLflow: the S3 endpoint of its artifact store",
     "MLFLOW_BACKEND_STORE_URI": "`mlflow server`: its backend store (Postgres in production), read from the environment",
     "FEAST_S3_ENDPOINT_URL": "Feast: the S3 endpoint of its file registry store",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "`mlflow server`: its job-runner processes (`asgard up` sets it false)",
 }
 """Variables that are not settings but that Ray, boto3, Feast or MLflow read, with who reads each."""
 

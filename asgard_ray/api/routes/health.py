@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import urllib.request
 from typing import Literal
@@ -17,12 +18,21 @@ from asgard_ray.features.registry import FeatureRegistry
 
 router = APIRouter(prefix="/mlops", tags=["health"])
 
+WARM = threading.Event()
+"""Set once this process has warmed up (the Serve replica clears it when it starts and sets it when its warm-up is
+done; a plain uvicorn process never warms up, so it starts set). Process state, not ``app.state``: Serve's ingress
+serves a copy of the FastAPI app, not the object the replica's constructor sees."""
+WARM.set()
+
 
 class Health(BaseModel):
     """Liveness of the API process."""
 
     status: Literal["healthy"] = "healthy"
     version: str = __version__
+    warm: bool = True
+    """False while the replica still starts what the first requests need (the Feast registry writer, the job
+    supervisor and its warm workers, clients); ``asgard up`` waits for true."""
 
 
 class ComponentStatus(BaseModel):
@@ -51,8 +61,8 @@ class PlatformStatus(BaseModel):
 
 @router.get("/health", response_model=Health)
 async def health() -> Health:
-    """Answer as long as the API process runs (also the Serve replica health check)."""
-    return Health()
+    """Answer as long as the API process runs; ``warm`` says whether its start-up warm-up is done."""
+    return Health(warm=WARM.is_set())
 
 
 def _timed(name: str, url: str | None, check) -> ComponentStatus:  # noqa: ANN001
