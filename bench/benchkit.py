@@ -170,7 +170,9 @@ def stack_environment(root: Path) -> dict[str, str]:
 
 def asgard(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the ``asgard`` CLI with ``env``."""
-    return subprocess.run([sys.executable, "-m", "asgard_ray.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "asgard_ray.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 class PrivateStack:
@@ -210,7 +212,11 @@ def seed_model(api: str, name: str = "bench_churn") -> str:
             "model_name": name,
             "framework": "lightgbm",
             "model_type": "classification",
-            "data_source": {"feature_views": ["customer_features"], "entities": {"customer_id": list(range(1, 201))}, "target_column": "churned"},
+            "data_source": {
+                "feature_views": ["customer_features"],
+                "entities": {"customer_id": list(range(1, 201))},
+                "target_column": "churned",
+            },
             "hyperparameters": {"params": {"n_estimators": 20, "min_child_samples": 5}},
         }
         r = http.post("/mlops/models", json=body)

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seq_bodies = [_body("bench_churn", version, f"s3://asgard/bench/concurrency/seq-{i}") for i in range(args.jobs)]
         par_bodies = [_body("bench_churn", version, f"s3://asgard/bench/concurrency/par-{i}") for i in range(args.jobs)]
         burst_bodies = [_body("bench_churn", version, f"s3://asgard/bench/concurrency/burst-{i}") for i in range(args.burst)]
-        seq_s, seq = _send(api, seq_bodies, 1)
+        seq_s, _ = _send(api, seq_bodies, 1)
         par_s, par = _send(api, par_bodies, args.jobs)
         burst_s, burst = _send(api, burst_bodies, args.burst)
         refused = sum(1 for code, _ in par if code == 429)

@@ -90,7 +90,9 @@ def _frame(df: Any, features: list[str]) -> Any:
     from asgard_ray.features import TrainingFrame
 
     dtypes = {f: "float64" for f in features}
-    return TrainingFrame(df=df, join_keys=["customer_id"], feature_columns=features, feature_views=["bench"], label="churned", feature_dtypes=dtypes)
+    return TrainingFrame(
+        df=df, join_keys=["customer_id"], feature_columns=features, feature_views=["bench"], label="churned", feature_dtypes=dtypes
+    )
 
 
 def _native(df: Any, features: list[str], framework: str, cpus: int) -> tuple[float, float]:
@@ -259,7 +261,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 ]  # fmt: skip
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
                 lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-                result = json.loads(lines[-1]) if out.returncode == 0 and lines else {"case": case, "rows": rows, "error": out.stderr[-600:]}
+                result = (
+                    json.loads(lines[-1]) if out.returncode == 0 and lines else {"case": case, "rows": rows, "error": out.stderr[-600:]}
+                )
                 results.append(result)
                 print(json.dumps(result), flush=True)
     summary = summarise(results, args)

@@ -27,9 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchkit import verdict  # noqa: E402
+
 from asgard_ray.training.data import PreparedData  # noqa: E402
 from asgard_ray.training.trials import TrialSpec, fit_and_score, run_trials  # noqa: E402
-from benchkit import verdict  # noqa: E402
 
 # Eight configurations per framework: one tuned parameter on a grid, the rest fixed.
 GRIDS = {

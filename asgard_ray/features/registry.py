@@ -132,7 +132,7 @@ def _check_against_table(spec: FeatureViewSpec, schema: pa.Schema) -> None:
         )
 
 
-OFFLINE_STORE = "asgard: as-of join on Ray over pinned Iceberg snapshots (resolve_table -> GoldTable.read -> scoring.pit)"
+OFFLINE_STORE = "asgard: as-of join on Ray over pinned Iceberg snapshots (resolve_table -> GoldTable.read -> features.asof)"
 """What serves offline reads (training frames, batch scoring, materialization): the platform, not Feast's offline store."""
 
 

@@ -6,7 +6,7 @@ at or before that timestamp (and within the view's TTL), the semantics of Feast'
 table); the rows are read by the platform: each gold table is pinned once per call
 (``asgard_ray.gold.resolve_table``: the current snapshot, or the one ``as_of_snapshot`` names),
 read through S3 from that snapshot alone (``GoldTable.read``), and joined with the vectorised as-of
-index of ``asgard_ray.scoring.pit``. Feast's Ray offline store cannot read an Iceberg source, and
+index of ``asgard_ray.features.asof``. Feast's Ray offline store cannot read an Iceberg source, and
 Feast's Iceberg path ignores snapshot pins; this path does both, and a re-run pinned to the same
 snapshots reads exactly the same rows.
 
@@ -35,7 +35,7 @@ from asgard_ray.gold import GoldFormat, GoldTable, pin_tables
 if TYPE_CHECKING:
     from ray.data import Dataset
 
-    from asgard_ray.scoring.pit import AsOfIndex
+    from asgard_ray.features.asof import AsOfIndex
 
 __all__ = [
     "EVENT_TIMESTAMP",
@@ -227,7 +227,7 @@ def _check_columns(read: ViewRead) -> None:
 
 def build_index(settings: Settings, read: ViewRead) -> AsOfIndex:
     """Read a view's columns from its pinned table and sort them for as-of lookups."""
-    from asgard_ray.scoring.pit import build_asof_index
+    from asgard_ray.features.asof import build_asof_index
 
     assert read.table is not None
     created = read.created_column if read.created_column and read.created_column in read.table.schema.names else None
@@ -240,7 +240,7 @@ def build_index(settings: Settings, read: ViewRead) -> AsOfIndex:
 
 def _lookup(entities: pd.DataFrame, indexes: list[AsOfIndex], as_float: frozenset[str]) -> pd.DataFrame:
     """The entity rows with every index's values as of their timestamps (``as_float`` columns cast to float64)."""
-    from asgard_ray.scoring.pit import asof_lookup
+    from asgard_ray.features.asof import asof_lookup
 
     out = entities.reset_index(drop=True)
     for index in indexes:
@@ -284,7 +284,7 @@ class AsOfRetrievalJob:
 
     def _float_columns(self) -> frozenset[str]:
         """Integer/boolean columns of the views where some entity row finds no value (then float64)."""
-        from asgard_ray.scoring.pit import asof_lookup
+        from asgard_ray.features.asof import asof_lookup
 
         cols: set[str] = set()
         for index in self.indexes():

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[^'\"\\]+$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
-REGISTER_WAIT_S = 60.0
+REGISTER_WAIT_S = 120.0
 """How long a registration waits for a parallel registration of the same run to finish."""
 REGISTER_LEASE_S = 20.0
 """Lifetime of a registration lease: a request that died holding it blocks the run's registration this long."""
@@ -185,12 +185,18 @@ class ModelRegistry:
         if run.info.status != "FINISHED":
             raise InvalidRequest(f"run {request.run_id} is {run.info.status}; only a FINISHED training run can be registered")
         source, model_id = self._model_source(run)
-        with self._run_lock(name, request.run_id):
+        with self._run_lock(name, request.run_id) as registered:
+            if registered is not None:  # another request registered the run while this one waited
+                return self._answer(name, request.run_id, registered, "already_registered")
             return self._register_locked(name, request, run, source, model_id)
 
     @contextmanager
-    def _run_lock(self, name: str, run_id: str) -> Iterator[None]:
+    def _run_lock(self, name: str, run_id: str) -> Iterator[Any]:
         """Hold the registration lease of (model, run): one request at a time creates its version.
+
+        Yields ``None`` with the lease held, or, without it, the run's version that another request
+        registered while this one waited (checked about once a second, so twenty requests of one run
+        do not queue behind each other's MLflow round trips).
 
         Raises:
             ServiceUnavailable: Another request held it for longer than ``REGISTER_WAIT_S``.
@@ -202,19 +208,27 @@ class ModelRegistry:
         )
         deadline = time.monotonic() + REGISTER_WAIT_S
         delay = 0.02
+        next_check = time.monotonic() + 1.0
         while True:
             try:
                 lease.acquire()
                 break
             except Conflict:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise ServiceUnavailable(
                         f"run {run_id} is being registered as {name} by another request; retry in a few seconds"
                     ) from None
+                if now >= next_check:
+                    next_check = now + 1.0
+                    ready = [v for v in self._run_versions(name, run_id) if getattr(v, "status", "READY") == "READY"]
+                    if ready:
+                        yield ready[0]
+                        return
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
         try:
-            yield
+            yield None
         finally:
             lease.release()
 

@@ -113,7 +113,7 @@ def read_manifest(settings: Settings, output_path_or_job_id: str) -> Manifest:
         found = (record.result or {}).get("output_path") or (record.request or {}).get("output_path")
         if not found:
             raise NotFound(f"batch scoring job {ref!r} has no output path yet (status {record.status})")
-        output_path = resolve_location(settings, str(found), access=Access.READ, field="output_path").uri
+        output_path = str(found)  # the platform's own record: checked at submission, or its staging location
     uri = manifest_uri(output_path)
     if not exists(settings, uri):
         raise NotFound(f"no committed output at {output_path}: {_NAME} is missing (job running, failed or never run)")

@@ -9,7 +9,7 @@ Shape of one job (run by the job task ``batch_scoring:<job_id>``)::
 
 ``compute="tasks"`` (the default) fuses the scoring into the read and write tasks (``_score_in_task``,
 model cached once per worker process): with a file per CPU, one task reads, scores and writes each file,
-one CPU each. ``compute="actors"`` runs it on a pool of ``_Scorer`` actors.
+one CPU each. ``compute="actors"`` runs it on a pool of ``Scorer`` actors.
 The model is loaded once on the job driver with MLflow's flavor loader, put in the object store as
 the native object, and fetched once per worker; scoring workers never import MLflow. Scoring actors ask
 for a fraction of a CPU (``actor_num_cpus``) so that read and write tasks always find a free slot
@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-__all__ = ["PipelineOptions", "ScorerSpec", "build_scored_dataset", "output_columns", "parquet_write_args"]
+__all__ = ["PipelineOptions", "Scorer", "ScorerSpec", "build_scored_dataset", "output_columns", "parquet_write_args"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def output_columns(spec: ScorerSpec, classes: list[Any] | None) -> list[str]:
     return [*cols, "model_name", "run_id", "job_id", "scored_at"]
 
 
-class _Scorer:
+class Scorer:
     """Ray Data callable class: one per actor; loads the model (and feature indexes) once."""
 
     def __init__(self, model_box: list[Any], spec: ScorerSpec, index_box: list[Any]) -> None:
@@ -141,7 +141,7 @@ class _Scorer:
         """Score one batch: Arrow in, Arrow out; only the model's inputs pass through pandas."""
         import pyarrow as pa
 
-        from asgard_ray.scoring.pit import asof_lookup
+        from asgard_ray.features.asof import asof_lookup
         from asgard_ray.scoring.predict import predict_native
 
         spec = self.spec
@@ -211,7 +211,7 @@ class _Scorer:
         return pa.table(cols)
 
 
-_WORKER_SCORER: dict[str, _Scorer] = {}
+_WORKER_SCORER: dict[str, Scorer] = {}
 
 
 def _score_in_task(table: Any, model_box: list[Any], spec: ScorerSpec, index_box: list[Any]) -> Any:
@@ -219,7 +219,7 @@ def _score_in_task(table: Any, model_box: list[Any], spec: ScorerSpec, index_box
     scorer = _WORKER_SCORER.get(spec.job_id)
     if scorer is None:
         _WORKER_SCORER.clear()  # keep one job's model per worker process
-        scorer = _WORKER_SCORER[spec.job_id] = _Scorer(model_box, spec, index_box)
+        scorer = _WORKER_SCORER[spec.job_id] = Scorer(model_box, spec, index_box)
     return scorer(table)
 
 
@@ -253,7 +253,7 @@ def build_scored_dataset(
             max_retries=options.max_retries,
         )
     return input_ds.map_batches(
-        _Scorer,
+        Scorer,
         fn_constructor_kwargs={"model_box": [model_ref], "spec": spec, "index_box": list(index_refs or [])},
         batch_size=options.rows_per_batch,
         batch_format="pyarrow",

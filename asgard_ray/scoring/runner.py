@@ -156,8 +156,8 @@ def _indexes(settings: Settings, plan: ScoringPlan, *, put: bool = True) -> list
     """
     import ray
 
+    from asgard_ray.features.asof import build_asof_index
     from asgard_ray.gold import resolve_table
-    from asgard_ray.scoring.pit import build_asof_index
 
     out = []
     for view in plan.views:
@@ -242,13 +242,13 @@ def _score_inline(
 
     import pyarrow.parquet as pq
 
-    from asgard_ray.scoring.pipeline import _Scorer
+    from asgard_ray.scoring.pipeline import Scorer
 
     t = time.perf_counter()
     table, indexes, feature_path = _input(settings, plan, PipelineOptions(), 1, started, inline=True)
     timings["features_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
-    scored = _Scorer([model], spec, indexes)(table)
+    scored = Scorer([model], spec, indexes)(table)
     if local:
         fs.create_dir(data_dir, recursive=True)
     name = JobFilenameProvider(plan.job_id).get_filename_for_task(uuid.uuid4().hex, 0)

@@ -40,7 +40,7 @@ def test_seed_post_then_restart_rebuilds_everything(base_settings: Settings, pre
     res = state.log(req())
     assert res.alert_triggered and "drift_score drift detected: 0.150" in res.alerts
     assert res.timestamp.endswith("Z") and res.monitoring_id.startswith("mon-")
-    files = list_files(base_settings, base_settings.s3_uri(prefix, "records"))
+    files = list_files(base_settings, base_settings.state_uri("monitoring", prefix, "records"))
     assert len(files) == 1 and "model=churn_predictor/date=" in files[0]  # durable before the call returned
     again = MonitoringState(base_settings, prefix=prefix, mirror=False)  # a restart
     assert again.get(res.monitoring_id).model_dump() == state.get(res.monitoring_id).model_dump()
@@ -57,7 +57,7 @@ def test_concurrent_writes_group_commit_and_all_survive(base_settings: Settings,
     state = MonitoringState(base_settings, prefix=prefix, mirror=False)
     with ThreadPoolExecutor(16) as pool:
         ids = list(pool.map(lambda i: state.log(req(metrics={"psi": i / 100}), f"mon-c-{i}").monitoring_id, range(64)))
-    objects = list_files(base_settings, base_settings.s3_uri(prefix, "records"))
+    objects = list_files(base_settings, base_settings.state_uri("monitoring", prefix, "records"))
     assert len(objects) < 64  # several records shared a PUT
     rebuilt = MonitoringState(base_settings, prefix=prefix, mirror=False)
     assert {r.monitoring_id for r in rebuilt.history(HistoryRequest(model_name="churn_predictor", limit=1000)).records} == set(ids)
@@ -132,7 +132,7 @@ def test_closed_partitions_are_summarised_and_compacted_without_loss(base_settin
     assert state.maintenance_done.wait(60)
     files = list_files(base_settings, store.records_uri)
     assert len(files) == 3  # two closed dates merged, today's untouched
-    summaries = list_files(base_settings, base_settings.s3_uri(prefix, "summaries"))
+    summaries = list_files(base_settings, base_settings.state_uri("monitoring", prefix, "summaries"))
     assert len(summaries) == 2
     again = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
     assert again.count() == n + 1
@@ -201,16 +201,16 @@ def test_one_unreadable_record_is_quarantined_and_never_stops_a_rebuild(
     good = state.log(req())
     today = good.timestamp[:10]
     line = state.get(good.monitoring_id).model_dump_json().replace(good.monitoring_id, "mon-salvaged").encode()
-    write_bytes(base_settings, base_settings.s3_uri(prefix, "records", "model=churn_predictor", f"date={today}", "0000000000000-poison.jsonl"),
+    write_bytes(base_settings, base_settings.state_uri("monitoring", prefix, "records", "model=churn_predictor", f"date={today}", "0000000000000-poison.jsonl"),
                 line + b"\n" + poison + b"\n")
-    write_bytes(base_settings, base_settings.s3_uri(prefix, "rules", "model=poisoned.json"), poison)
+    write_bytes(base_settings, base_settings.state_uri("monitoring", prefix, "rules", "model=poisoned.json"), poison)
     restarted = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)
     stats = restarted.stats()
     assert stats["quarantined_records"] >= 2 and stats["quarantined_objects"] == 2
     ids = {r.monitoring_id for r in restarted.history(HistoryRequest(model_name="churn_predictor")).records}
     assert ids == {good.monitoring_id, "mon-salvaged"}  # the readable line of the poisoned object is kept
     assert restarted.log(req()).monitoring_id
-    quarantined = list_files(base_settings, base_settings.s3_uri(prefix, "quarantine"))
+    quarantined = list_files(base_settings, base_settings.state_uri("monitoring", prefix, "quarantine"))
     assert sum(f.endswith(".reason.json") for f in quarantined) == 2
     # the next start reads no poison: it is out of the record prefix, and still counted
     again = MonitoringState(base_settings, prefix=prefix, mirror=False, compact=False)

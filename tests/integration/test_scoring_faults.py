@@ -26,7 +26,7 @@ from tests.integration.test_scoring import FEATURES, _read_output, register_chur
 pytestmark = pytest.mark.integration
 
 MODEL = "faults_churn"
-SCORER_CLASS = "MapWorker(MapBatches(_Scorer))"
+SCORER_CLASS = "MapWorker(MapBatches(Scorer))"
 
 
 @pytest.fixture(scope="module")

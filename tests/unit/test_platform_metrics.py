@@ -22,7 +22,11 @@ def test_importing_the_module_imports_no_ray() -> None:
     assert out == "False"
 
 
-def test_every_function_is_a_quiet_no_op_outside_ray() -> None:
+def test_every_function_is_a_quiet_no_op_outside_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    # outside Ray: this process has not imported it (another test in the session may have started it)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    monkeypatch.setattr(metrics, "_metrics", {})
+    monkeypatch.setattr(metrics, "_gauges", {})
     metrics.prediction("m", "1", "/mlops/serve", 0.01, rows=2)
     metrics.prediction("m", "none", "/predict/{model}", 0.01, rows=0, ok=False)
     metrics.drift_score("m", "1", "f", "psi", 0.3)

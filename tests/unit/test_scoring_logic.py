@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from asgard_ray.config import Mode, Settings
 from asgard_ray.errors import InvalidRequest
-from asgard_ray.scoring.pipeline import ScorerSpec, _Scorer, output_columns
+from asgard_ray.scoring.pipeline import Scorer, ScorerSpec, output_columns
 from asgard_ray.scoring.predict import predict_native, proba_column
 from asgard_ray.scoring.schemas import BatchScoreRequest
 from asgard_ray.scoring.sink import JobFilenameProvider, OutputLayout, check_output_path
@@ -85,7 +85,7 @@ def test_scorer_output_columns_and_context_on_failure() -> None:
     model = LogisticRegression().fit(X, [0, 1, 0, 1])
     spec = _spec()
     batch = pd.DataFrame({"cid": [1, 2, 3, 4], **X})
-    table = _Scorer([model], spec, [])(batch)
+    table = Scorer([model], spec, [])(batch)
     assert table.schema.field("x1").type == pa.int64() and table.schema.field("scored_at").type == pa.timestamp("us", tz="UTC")
     out = table.to_pandas()
     assert list(out.columns) == output_columns(spec, [0, 1])
@@ -94,7 +94,7 @@ def test_scorer_output_columns_and_context_on_failure() -> None:
     assert (out["job_id"] == "batch-1").all() and out["x1"].tolist() == [0, 1, 2, 3]
     assert (out["event_timestamp"] == pd.Timestamp("2025-01-01", tz="UTC")).all()
     with pytest.raises(RuntimeError, match=r"job batch-1: scoring 2 rows \(cid \[1, 2\]"):
-        _Scorer([model], spec, [])(pd.DataFrame({"cid": [1, 2], "x1": ["a", "b"], "x2": [1.0, 2.0]}))
+        Scorer([model], spec, [])(pd.DataFrame({"cid": [1, 2], "x1": ["a", "b"], "x2": [1.0, 2.0]}))
 
 
 def test_lightgbm_booster_and_estimator_agree() -> None:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from asgard_ray import lineage
 from asgard_ray.config import Settings
 from asgard_ray.features.retrieval import ROW, AsOfRetrievalJob, ViewRead, _lookup
-from asgard_ray.scoring.pit import build_asof_index
+from asgard_ray.features.asof import build_asof_index
 from asgard_ray.training.schemas import MAX_SNAPSHOT_PINS, TrainRequest, TrainResponse
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asgard_ray.scoring.pit import asof_lookup, build_asof_index, timestamps_ns
+from asgard_ray.features.asof import asof_lookup, build_asof_index, timestamps_ns
 
 
 def _gold(n_keys: int = 50, snapshots: int = 4, seed: int = 0) -> pd.DataFrame:
