@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -33,7 +34,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import AsgardError, InvalidRequest
 from asgard_ray.serving.predictor import Predictor
 from asgard_ray.serving.sampler import Sampler, ServedStats
-from asgard_ray.serving.schemas import PredictRequest
+from asgard_ray.serving.schemas import PredictRequest, PredictResponse
 
 __all__ = [
     "DEPLOYMENT_NAME",
@@ -148,7 +149,7 @@ class PredictionServer:
         start = time.perf_counter()
         response = None
         try:
-            response = await self.predictor.predict(request)
+            response = await self._predict_one(request)
             self.sampler.offer(response)
             return response
         finally:
@@ -161,9 +162,14 @@ class PredictionServer:
                 rows=len(response.predictions) if response is not None else 0,
             )
 
+    async def _predict_one(self, request: PredictRequest) -> PredictResponse:
+        """One request's predictions (a subclass may route this through ``serve.batch``: bench/realtime.py --batch)."""
+        return await self.predictor.predict(request)
+
     async def served(self) -> dict[str, Any]:
         """Per-model served requests, errors and latency of this replica, and what it has loaded."""
         return {
+            "pid": os.getpid(),
             "models": self.stats.snapshot(),
             "loaded": [f"{n}/{v}" for n, v in self.predictor.cache.loaded],
             "references": {f"{n}@{r}": v for (n, r), v in self.predictor.cache.references.items()},

@@ -22,7 +22,7 @@ from asgard_ray.serving.model_cache import LoadedModel, ModelCache
 from asgard_ray.serving.online import OnlineFeatures
 from asgard_ray.serving.schemas import DEFAULT_REF, PredictionRow, PredictRequest, PredictResponse
 
-__all__ = ["Predictor", "check_rows", "inline_frame"]
+__all__ = ["Predictor", "check_rows", "inline_frame", "inline_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,11 @@ def _number(value: Any) -> bool:
     )
 
 
-def inline_frame(instances: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    """The model's input frame from inline rows; every column present, every value a finite number or null.
+def inline_matrix(instances: list[dict[str, Any]], columns: list[str]) -> np.ndarray:
+    """The model's input rows from inline instances, as float64 in ``columns`` order (null -> NaN).
 
     Raises:
-        InvalidRequest: A column is missing from some row, or a value is not a number.
+        InvalidRequest: A column is missing from some row, or a value is not a finite number or null.
     """
     missing = sorted({c for row in instances for c in columns if c not in row})
     if missing:
@@ -62,7 +62,16 @@ def inline_frame(instances: list[dict[str, Any]], columns: list[str]) -> pd.Data
             f"feature {col!r} of instance {i} is {type(value).__name__} {str(value)[:40]!r}; features take finite numbers or null",
             detail={"wrong_types": [{"row": i, "column": c, "type": type(v).__name__} for i, c, v in bad[:20]]},
         )
-    return pd.DataFrame({c: np.asarray([row[c] for row in instances], dtype="float64") for c in columns})
+    return np.array([[row[c] for c in columns] for row in instances], dtype="float64")
+
+
+def inline_frame(instances: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """``inline_matrix`` as a frame with the model's column names.
+
+    Raises:
+        InvalidRequest: A column is missing from some row, or a value is not a number.
+    """
+    return pd.DataFrame(inline_matrix(instances, columns), columns=columns)
 
 
 def _plain(value: Any) -> Any:
@@ -73,13 +82,13 @@ def _plain(value: Any) -> Any:
 def _rows(
     model: LoadedModel, result: Prediction, features: list[dict[str, Any]], entities: list[dict[str, Any]] | None
 ) -> list[PredictionRow]:
+    # model_construct: every value here comes from this code (the request was validated), so skip re-validation
     out = []
+    classes = [str(c) for c in result.classes] if result.proba is not None and result.classes else None
     for i, feats in enumerate(features):
-        proba = None
-        if result.proba is not None and result.classes:
-            proba = {str(c): float(result.proba[i, j]) for j, c in enumerate(result.classes)}
+        proba = dict(zip(classes, result.proba[i].tolist(), strict=True)) if classes is not None and result.proba is not None else None
         out.append(
-            PredictionRow(
+            PredictionRow.model_construct(
                 entity=entities[i] if entities else None,
                 prediction=_plain(result.prediction[i]),
                 probabilities=proba,
@@ -113,7 +122,7 @@ class Predictor:
         missing: list[dict[str, Any]] = []
         entity_rows: list[dict[str, Any]] | None = None
         if request.instances is not None:
-            X = inline_frame(request.instances, columns)
+            X = inline_matrix(request.instances, columns)
             features = [{c: _plain(row[c]) for c in columns} for row in request.instances]
         else:
             assert request.entities is not None
@@ -128,10 +137,10 @@ class Predictor:
             missing = [all_rows[i] for i in range(n) if looked[i] is None]
             entity_rows = [all_rows[i] for i in range(n) if looked[i] is not None]
             features = [v for v in looked if v is not None]
-            X = pd.DataFrame({c: np.asarray([f[c] for f in features], dtype="float64") for c in columns})
-        rows = _rows(model, model.predict(X), features, entity_rows) if len(X) else []
+            X = np.array([[f[c] for c in columns] for f in features], dtype="float64").reshape(len(features), len(columns))
+        rows = _rows(model, model.predict_matrix(X), features, entity_rows) if len(X) else []
         alias = None if request.ref.isdigit() or request.ref in (DEFAULT_REF, "latest") else request.ref
-        return PredictResponse(
+        return PredictResponse.model_construct(
             model_name=request.model_name,
             model_version=model.version,
             alias=alias,

@@ -15,7 +15,7 @@ from asgard_ray.config import Settings
 from asgard_ray.errors import InvalidRequest, NotFound, PayloadTooLarge
 from asgard_ray.scoring.model import ResolvedModel
 from asgard_ray.serving.model_cache import LoadedModel, ModelCache
-from asgard_ray.serving.predictor import check_rows, inline_frame
+from asgard_ray.serving.predictor import check_rows, inline_frame, inline_matrix
 from asgard_ray.serving.schemas import DEFAULT_REF, PredictRequest
 
 COLS = ["a", "b"]
@@ -63,6 +63,53 @@ def test_inline_frame_checks_columns_and_types() -> None:
     for bad in ("3", True, [1], float("inf")):
         with pytest.raises(InvalidRequest, match="finite numbers"):
             inline_frame([{"a": bad, "b": 1}], COLS)
+
+
+def _lightgbm_models() -> list[tuple[str, Any, str, list[Any] | None]]:
+    """Small real LightGBM models: sklearn wrappers (binary, string labels, multi-class, regression) and raw boosters."""
+    import lightgbm
+
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame(rng.random((300, 2)) * [10, 5], columns=COLS)
+    binary = (X.a > 5).astype(int)
+    three = (X.a // 3.4).astype(int)
+    params = {"n_estimators": 20, "min_child_samples": 5, "verbose": -1}
+    raw = lightgbm.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lightgbm.Dataset(X, binary), num_boost_round=10)
+    raw3 = lightgbm.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1, "min_data_in_leaf": 5}, lightgbm.Dataset(X, three), num_boost_round=10
+    )
+    return [
+        ("binary", lightgbm.LGBMClassifier(**params).fit(X, binary), "classification", None),
+        ("labels", lightgbm.LGBMClassifier(**params).fit(X, binary.map({0: "stay", 1: "churn"})), "classification", None),
+        ("three", lightgbm.LGBMClassifier(**params).fit(X, three), "classification", None),
+        ("regression", lightgbm.LGBMRegressor(**params).fit(X, X.a * 2 + X.b), "regression", None),
+        ("booster", raw, "classification", [0, 1]),
+        ("booster3", raw3, "classification", [0, 1, 2]),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_matrix_predict_equals_predict_native(case: int) -> None:
+    """The real-time path (booster on a float64 matrix, one thread) answers exactly what the frame path does."""
+    name, native, model_type, classes = _lightgbm_models()[case]
+    resolved = ResolvedModel(
+        name=name, version="1", model_uri=f"models:/{name}/1", feature_columns=COLS, model_type=model_type, classes=classes
+    )
+    loaded = LoadedModel(resolved, "lightgbm", native)
+    rows = [{"a": 1.0, "b": 2.0}, {"a": 7.5, "b": None}, {"a": 4.0, "b": 0.5}]
+    fast = loaded.predict_matrix(inline_matrix(rows, COLS))
+    slow = loaded.predict(inline_frame(rows, COLS))
+    assert fast.prediction.tolist() == slow.prediction.tolist()
+    assert fast.classes == slow.classes
+    if slow.proba is None:
+        assert fast.proba is None
+    else:
+        np.testing.assert_allclose(fast.proba, slow.proba, rtol=1e-12)
+
+
+def test_matrix_predict_falls_back_to_the_frame_for_other_models() -> None:
+    loaded = _loaded("m", "4")
+    assert loaded.predict_matrix(np.array([[1.0, 2.0], [3.0, 4.0]])).prediction.tolist() == [4.0, 4.0]
 
 
 class _Model:
