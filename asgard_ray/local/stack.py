@@ -40,7 +40,19 @@ from asgard_ray.local.procs import (
 )
 from asgard_ray.runtime import ensure_token
 
-__all__ = ["WARM_TIMEOUT_S", "PortInUse", "ServiceStatus", "StackError", "api_warm", "down", "service_env", "status", "up", "wait_warm"]
+__all__ = [
+    "FEAST_SCRATCH_VARIABLES",
+    "WARM_TIMEOUT_S",
+    "PortInUse",
+    "ServiceStatus",
+    "StackError",
+    "api_warm",
+    "down",
+    "service_env",
+    "status",
+    "up",
+    "wait_warm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +98,10 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+FEAST_SCRATCH_VARIABLES = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+"""Variables Feast's import sets to a process-local temporary folder (``feast.metrics``); never passed on."""
+
+
 def service_env(settings: Settings) -> dict[str, str]:
     """Environment for the stack's processes: the caller's, plus every setting with secrets as values."""
     env = {**os.environ, **settings.to_env(), **settings.worker_env()}
@@ -97,6 +113,10 @@ def service_env(settings: Settings) -> dict[str, str]:
     # MLflow 3's server starts job-runner processes (huey consumers for its GenAI jobs, which the platform does not
     # use) that each import the whole server: seconds of CPU right after `asgard up`, under the first requests
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # importing Feast points these at a temporary folder of the importing process; a node that does not share
+    # that /tmp (another host, a private mount) fails every Feast call on it. Each process makes its own.
+    for name in FEAST_SCRATCH_VARIABLES:
+        env.pop(name, None)
     return env
 
 

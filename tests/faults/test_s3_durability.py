@@ -71,7 +71,7 @@ def test_platform_writes_survive_kill9_of_the_s3_server(private_s3: tuple[S3Proc
     prefix = f"monitoring-{uuid.uuid4().hex[:8]}"
     state = MonitoringState(settings, prefix=prefix, mirror=False, compact=False)
     record = state.log(MonitoringRequest.model_validate(RECORD))  # acknowledged: the record's PUT returned
-    manifest_uri = settings.s3_uri("scoring", "job-kill9", "_manifest.json")
+    manifest_uri = settings.state_uri("scoring_staging", "job-kill9", "_manifest.json")
     write_json(settings, manifest_uri, _manifest("job-kill9"))
     view = FeatureViewSpec.model_validate({**SEED_EXAMPLE, "name": "kill9_features"})
     assert FeatureRegistry(settings).register_here(view).status == "registered"
@@ -102,7 +102,7 @@ def test_live_stack_s3_kill9_then_up_keeps_acknowledged_writes(stack: dict[str, 
     view_name = f"kill9_{tag}"
     created = httpx.post(f"{api}/feast/features", json={**SEED_EXAMPLE, "name": view_name}, timeout=120)
     assert created.status_code in (200, 201), created.text
-    manifest_uri = settings.s3_uri("scoring", f"job-{tag}", "_manifest.json")
+    manifest_uri = settings.state_uri("scoring_staging", f"job-{tag}", "_manifest.json")  # where the platform stages output
     write_json(settings, manifest_uri, _manifest(tag))
 
     pids = PidFiles(Path(stack["ASGARD_HOME"]))

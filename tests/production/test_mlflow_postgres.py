@@ -90,5 +90,6 @@ def test_parallel_registrations_of_one_run_make_one_version(prod_stack: ProdStac
     assert models == (1,)
     import mlflow
 
-    listed = mlflow.MlflowClient(tracking_uri=prod_stack.settings.tracking_uri).search_model_versions(f"name='{name}'")
+    uri = prod_stack.settings.tracking_uri  # and its registry: another test may have set a global registry URI
+    listed = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(f"name='{name}'")
     assert [(str(v.version), v.run_id) for v in listed] == live
