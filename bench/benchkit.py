@@ -91,7 +91,8 @@ def start_stack(num_cpus: int, *, mlflow: bool = True, ray: bool = True) -> Any:
                 "--workers",
                 "1",
             ],
-            env={**os.environ, **env},
+            # as `asgard up` runs it: without MLflow 3's GenAI job runners (processes that import the whole server)
+            env={**os.environ, **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

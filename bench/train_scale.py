@@ -153,6 +153,38 @@ def _platform(settings: Any, source: Any, features: list[str], mode: str, framew
     return float(result["metrics"]["metrics"]["roc_auc"])
 
 
+STAGES = {
+    "in_memory": ("pipeline.prepare_data", "pipeline.entity_hash", "pipeline._open_run", "pipeline.run_trials", "pipeline.log_winner"),
+    "distributed": ("dataset.prepare_dataset", "pipeline._open_run", "distributed.run_dp_trials", "pipeline.log_winner"),
+}
+"""Functions of ``asgard_ray.training`` timed per case (``module.name``, looked up at call time): where a run's seconds go."""
+
+
+class StageTimer:
+    """Wrap the ``STAGES`` functions of a case and sum their wall time while ``on``."""
+
+    def __init__(self, case: str) -> None:
+        import importlib
+
+        self.seconds: dict[str, float] = {}
+        self.on = False
+        for path in STAGES.get(case, ()):
+            module_name, name = path.split(".")
+            module = importlib.import_module(f"asgard_ray.training.{module_name}")
+            setattr(module, name, self._wrap(name, getattr(module, name)))
+
+    def _wrap(self, name: str, fn: Any) -> Any:
+        def timed(*a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                if self.on:
+                    self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 2)
+
+        return timed
+
+
 def run_case(args: argparse.Namespace) -> dict[str, Any]:
     """One (case, rows) in this process: start what it needs, warm up on 20,000 rows, then measure."""
     import pandas as pd
@@ -171,13 +203,22 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     def load(path: Path) -> Any:
         return pd.read_parquet(path) if args.case == "in_memory" else ray.data.read_parquet(str(path)).materialize()
 
+    stages = StageTimer(args.case)
     _platform(settings, load(warm), features, args.case, args.framework, args.workers)
     source = load(folder)
+    stages.on = True
     with RssSampler() as rss:
         start = time.perf_counter()
         auc = _platform(settings, source, features, args.case, args.framework, args.workers)
         seconds = time.perf_counter() - start
-    return {"case": args.case, "rows": args.case_rows, "seconds": round(seconds, 2), "peak_driver_mb": rss.mb, "roc_auc": round(auc, 4)}
+    return {
+        "case": args.case,
+        "rows": args.case_rows,
+        "seconds": round(seconds, 2),
+        "peak_driver_mb": rss.mb,
+        "roc_auc": round(auc, 4),
+        "stages": stages.seconds,
+    }
 
 
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
@@ -196,6 +237,10 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> list[s
     for r in results:
         mb = "" if r.get("peak_driver_mb") is None else r["peak_driver_mb"]
         lines.append(f"{r['rows']:>11,} {r['case']:>12} {r.get('seconds', 'error')!s:>8} {mb!s:>10} {r.get('roc_auc', '')!s:>8}")
+    for r in results:
+        if r.get("stages"):
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
+            lines.append(f"{r['rows']:>11,} {r['case']:>12} seconds by stage: {parts}")
     by = {(r["rows"], r["case"]): r for r in results if "seconds" in r}
     crossover = None
     for rows in args.rows:
