@@ -82,13 +82,19 @@ def feature_matrix(df: pd.DataFrame, columns: list[str], forbidden: list[str | N
     out = {}
     for col in columns:
         series = df[col]
+        if series.dtype == np.float64:  # already what the models take: no conversion, no copy here
+            out[col] = series.to_numpy()
+            continue
         if series.dtype == bool or str(series.dtype) == "boolean":
             series = series.astype("float64")
         converted = pd.to_numeric(series, errors="coerce")
         if converted.isna().sum() > series.isna().sum():
             raise InvalidRequest(f"feature {col!r} is not numeric (dtype {series.dtype}); the tree models need numbers")
-        out[col] = converted.astype("float64")
-    return pd.DataFrame(out, index=df.index)
+        out[col] = converted.to_numpy(dtype="float64")
+    # one float64 block (a single copy, which the fit reads as one matrix), indexed like ``df``
+    frame = pd.DataFrame(np.column_stack(list(out.values())) if out else np.empty((len(df), 0)), columns=list(out))
+    frame.index = df.index
+    return frame
 
 
 def encode_labels(values: np.ndarray, classes: list[Any]) -> np.ndarray:
@@ -142,6 +148,11 @@ def _split(
     return np.sort(train), np.sort(val), strategy
 
 
+def _rows(X: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """The rows at ``positions`` of a single-block float frame, with a fresh RangeIndex (one copy, the take)."""
+    return pd.DataFrame(X.to_numpy()[positions], columns=X.columns)
+
+
 def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_classes: int = 100) -> PreparedData:
     """Check the frame, encode the label and split rows into training and validation sets.
 
@@ -154,7 +165,8 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_cl
         raise InvalidRequest("the training frame has no label column; set data_source.target_column")
     warnings: list[str] = []
     df = frame.df
-    labelled = df[df[label].notna()]
+    has_label = df[label].notna().to_numpy()
+    labelled = df if has_label.all() else df[has_label]  # no copy of every column when every row is labelled
     dropped = len(df) - len(labelled)
     if labelled.empty:
         raise InvalidRequest(
@@ -163,7 +175,8 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_cl
         )
     if dropped:
         warnings.append(f"dropped {dropped} of {len(df)} entity rows with no {label!r} value")
-    X = feature_matrix(labelled, frame.feature_columns, [*frame.join_keys, frame.timestamp_column, label]).reset_index(drop=True)
+    X = feature_matrix(labelled, frame.feature_columns, [*frame.join_keys, frame.timestamp_column, label])
+    X.index = pd.RangeIndex(len(X))  # positions, without reset_index's copy of the matrix
     timestamps = labelled[frame.timestamp_column].reset_index(drop=True)
     keys = split_keys(labelled, list(frame.join_keys), frame.timestamp_column, split.seed)
     classes: list[Any] | None = None
@@ -190,9 +203,9 @@ def prepare_data(frame: TrainingFrame, model_type: str, split: SplitSpec, max_cl
         )
     train, val, strategy = _split(X, y, timestamps, keys, model_type, split, warnings)
     return PreparedData(
-        X_train=X.iloc[train].reset_index(drop=True),
+        X_train=_rows(X, train),
         y_train=y[train],
-        X_val=X.iloc[val].reset_index(drop=True),
+        X_val=_rows(X, val),
         y_val=y[val],
         feature_columns=list(frame.feature_columns),
         model_type=model_type,
