@@ -209,6 +209,7 @@ class ModelRegistry:
         deadline = time.monotonic() + REGISTER_WAIT_S
         delay = 0.02
         next_check = time.monotonic() + 1.0
+        registered = None
         while True:
             try:
                 lease.acquire()
@@ -221,12 +222,14 @@ class ModelRegistry:
                     ) from None
                 if now >= next_check:
                     next_check = now + 1.0
-                    ready = [v for v in self._run_versions(name, run_id) if getattr(v, "status", "READY") == "READY"]
-                    if ready:
-                        yield ready[0]
-                        return
+                    registered = next((v for v in self._run_versions(name, run_id) if getattr(v, "status", "READY") == "READY"), None)
+                    if registered is not None:
+                        break
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+        if registered is not None:
+            yield registered
+            return
         try:
             yield None
         finally:
